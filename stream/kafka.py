@@ -1,0 +1,96 @@
+"""confluent-kafka client settings and helpers, shaped by the local broker's measured gaps.
+
+See ../shared/notes/broker.md (summarised in the README): Tansu under-reports the latest
+offset, has no working transactions, makes a group join wait half the session timeout, and
+does not wake a waiting fetch. So every client here:
+  * finds the end of data by partition EOF, never by latest/watermark offsets;
+  * uses `auto.offset.reset=earliest` and committed offsets, never `latest`;
+  * uses a short session timeout (6 s; 2 s in tests) and no `group.instance.id`;
+  * sets `fetch.wait.max.ms` low and `linger.ms` small, for latency;
+  * closes consumers cleanly so they leave the group.
+The same settings are correct against Apache Kafka.
+"""
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+class BrokerError(RuntimeError):
+    """A Kafka failure, translated once at the edge, naming where it happened."""
+
+
+def producer_conf(brokers: str, **extra) -> dict:
+    conf = {
+        "bootstrap.servers": brokers,
+        "enable.idempotence": True,      # works on Tansu; transactions do not
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+        "message.max.bytes": 2_000_000,  # the DLQ keeps original bytes, which may be large
+    }
+    conf.update(extra)
+    return conf
+
+
+def consumer_conf(brokers: str, group_id: str, *, session_timeout_ms: int = 6000, **extra) -> dict:
+    conf = {
+        "bootstrap.servers": brokers,
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",     # never `latest`: the broker under-reports it
+        "enable.auto.commit": False,         # we commit after the batch's writes succeeded
+        "enable.partition.eof": True,        # the only trustworthy end-of-data signal here
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(250, session_timeout_ms // 6),
+        "fetch.wait.max.ms": 20,             # a waiting fetch is not woken by new data
+        "partition.assignment.strategy": "range",
+    }
+    conf.update(extra)
+    return conf
+
+
+def check_brokers(brokers: str, timeout: float = 5.0) -> None:
+    """Raise BrokerError unless a broker answers a metadata request within `timeout`."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"no Kafka broker answered at {brokers} within {timeout:g}s: {exc}") from exc
+
+
+def create_topics(brokers: str, topics: list[str], partitions: int, timeout: float = 10.0) -> dict[str, str]:
+    """Create topics with their final partition count; existing ones are left alone.
+
+    Returns topic -> "created" | "exists (N partitions)". Idempotent.
+    """
+    admin = AdminClient({"bootstrap.servers": brokers})
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise BrokerError(f"list topics at {brokers}: {exc}") from exc
+    result, todo = {}, []
+    for t in topics:
+        if t in existing and not existing[t].error:
+            result[t] = f"exists ({len(existing[t].partitions)} partitions)"
+        else:
+            todo.append(NewTopic(t, num_partitions=partitions, replication_factor=1))
+    if todo:
+        for topic, fut in admin.create_topics(todo, operation_timeout=timeout).items():
+            try:
+                fut.result(timeout)
+                result[topic] = "created"
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    result[topic] = "exists"
+                else:
+                    raise BrokerError(f"create topic {topic} at {brokers}: {exc}") from exc
+    return result
+
+
+def delete_topics(brokers: str, topics: list[str], timeout: float = 10.0) -> None:
+    admin = AdminClient({"bootstrap.servers": brokers})
+    for topic, fut in admin.delete_topics(topics, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException:
+            pass  # already gone

@@ -1,0 +1,77 @@
+"""Settings: one frozen object, read once from RECSTREAM_* environment variables.
+
+Every field's environment variable is named beside it; `Settings.from_env()` reads them and
+checks the values before the first poll, so a typo fails at start, naming the variable.
+
+>>> Settings.from_env({"RECSTREAM_PARTITIONS": "8"}).partitions
+8
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    brokers: str = "localhost:19092"          # RECSTREAM_BROKERS (Kafka bootstrap servers)
+    redis_url: str = "redis://localhost:16379/0"  # RECSTREAM_REDIS_URL
+    events_topic: str = "recstream.events"    # RECSTREAM_EVENTS_TOPIC
+    items_topic: str = "recstream.items"      # RECSTREAM_ITEMS_TOPIC
+    recs_topic: str = "recstream.recommendations"  # RECSTREAM_RECS_TOPIC
+    dlq_topic: str = "recstream.events.dlq"   # RECSTREAM_DLQ_TOPIC
+    partitions: int = 4                       # RECSTREAM_PARTITIONS (for `topics create`)
+    group_id: str = "recstream-worker"        # RECSTREAM_GROUP_ID
+    key_prefix: str = "rs:"                   # RECSTREAM_KEY_PREFIX (Redis key namespace)
+    state_dir: str = ".state"                 # RECSTREAM_STATE_DIR (local stack pid files and logs)
+    model_dir: str = "artifacts/models"       # RECSTREAM_MODEL_DIR (model registry root)
+    driver: str = "confluent"                 # RECSTREAM_DRIVER: confluent | faust
+    batch_size: int = 1000                    # RECSTREAM_BATCH_SIZE (max events per micro-batch)
+    batch_wait_ms: int = 20                   # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
+    top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
+    session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
+    metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)
+    log_every_s: float = 10.0                 # RECSTREAM_LOG_EVERY_S
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            name = "RECSTREAM_" + ("GROUP_ID" if f.name == "group_id" else f.name.upper())
+            if name not in env:
+                continue
+            raw = env[name]
+            try:
+                values[f.name] = raw
+                if f.type == "int":
+                    values[f.name] = int(raw)
+                elif f.type == "float":
+                    values[f.name] = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: expected {f.type}") from None
+        s = replace(cls(**values), **overrides)
+        s.check()
+        return s
+
+    def check(self) -> None:
+        if self.driver not in ("confluent", "faust"):
+            raise SettingsError(f"RECSTREAM_DRIVER={self.driver!r}: expected confluent or faust")
+        for name in ("partitions", "batch_size", "top_k"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be >= 1")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"RECSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
+
+
+def env_table() -> list[tuple[str, str]]:
+    """(variable, default) rows, for `--help` and the README."""
+    rows = []
+    for f in fields(Settings):
+        name = "RECSTREAM_" + ("GROUP_ID" if f.name == "group_id" else f.name.upper())
+        rows.append((name, str(f.default)))
+    return rows
