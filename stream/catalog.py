@@ -1,0 +1,41 @@
+"""The item catalog: `Item` upserts stored in Redis (`{P}i:{item}`) with an in-process cache of
+what the ranking stage needs (category), filled lazily with one pipelined read per batch."""
+from __future__ import annotations
+
+import redis
+
+from schemas import Item
+
+
+class Catalog:
+    def __init__(self, client: redis.Redis, prefix: str, max_cache: int = 500_000):
+        self.client, self.prefix, self.max_cache = client, prefix, max_cache
+        self._cat: dict[str, str | None] = {}
+
+    def upsert(self, items: list[Item], pipe=None) -> None:
+        own = pipe is None
+        pipe = pipe or self.client.pipeline(transaction=False)
+        for it in items:
+            mapping = {"title": it.title, "cat": it.category_key, "text": it.text}
+            if it.brand:
+                mapping["brand"] = it.brand
+            if it.price is not None:
+                mapping["price"] = it.price
+            if it.created_at is not None:
+                mapping["created_at"] = it.created_at
+            pipe.hset(f"{self.prefix}i:{it.item_id}", mapping=mapping)
+            self._cat[it.item_id] = it.category_key or None
+        if own:
+            pipe.execute()
+
+    def categories(self, item_ids) -> dict[str, str | None]:
+        missing = [i for i in item_ids if i not in self._cat]
+        if missing:
+            if len(self._cat) > self.max_cache:
+                self._cat.clear()
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                pipe.hget(f"{self.prefix}i:{i}", "cat")
+            for i, c in zip(missing, pipe.execute()):
+                self._cat[i] = c.decode() if c else None
+        return {i: self._cat[i] for i in item_ids}

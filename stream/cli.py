@@ -1,0 +1,300 @@
+"""`recstream`: one command, sub-commands for every job. `recstream COMMAND --help` for each."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import orjson
+
+from stream.settings import Settings, SettingsError, env_table
+
+EPILOG = """examples:
+  recstream stack up                       # local broker (Tansu, memory-only) + redis-server
+  recstream topics create                  # events, items, recommendations, DLQ topics
+  recstream synth --events 20000 --out data/   # synthetic catalog + events (JSONL)
+  recstream produce data/items.jsonl --items
+  recstream produce data/events.jsonl --rate 2000
+  recstream worker                         # events -> profiles -> candidates -> scores -> recommendations
+  recstream consume recommendations --from-beginning --max 5
+  recstream produce ../shared/data/taobao-userbehavior-samples/UserBehavior.timeslice_2017-11-26T01.csv --format taobao
+  recstream stack down
+
+settings come from RECSTREAM_* environment variables (see README, or `recstream settings`).
+"""
+
+TOPIC_ALIASES = {"events": "events_topic", "items": "items_topic", "recommendations": "recs_topic",
+                 "recs": "recs_topic", "dlq": "dlq_topic"}
+
+
+def _stack_cfg(s: Settings, args):
+    from stream.stack import StackConfig
+    b = urlparse("kafka://" + s.brokers.split(",")[0])
+    r = urlparse(s.redis_url)
+    return StackConfig(Path(args.state_dir or s.state_dir), broker_port=args.broker_port or b.port or 9092,
+                       redis_port=args.redis_port or r.port or 6379)
+
+
+def cmd_stack(s: Settings, args) -> int:
+    from stream import stack
+    cfg = _stack_cfg(s, args)
+    try:
+        if args.action == "up":
+            for line in stack.up(cfg):
+                print(line)
+            print(f"brokers {cfg.brokers}  redis {cfg.redis_url}  (broker storage is memory-only: "
+                  f"topics vanish when it stops)")
+        elif args.action == "down":
+            for line in stack.down(cfg):
+                print(line)
+        else:
+            for line in stack.status(cfg):
+                print(line)
+            return stack.main_status_code(cfg)
+    except stack.StackError as exc:
+        print(f"recstream stack: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _topic(s: Settings, name: str) -> str:
+    return getattr(s, TOPIC_ALIASES[name]) if name in TOPIC_ALIASES else name
+
+
+def cmd_topics(s: Settings, args) -> int:
+    from stream.kafka import create_topics
+    from confluent_kafka.admin import AdminClient
+    if args.action == "list":
+        md = AdminClient({"bootstrap.servers": s.brokers}).list_topics(timeout=10)
+        for name, t in sorted(md.topics.items()):
+            print(f"{name}\t{len(t.partitions)} partitions")
+        return 0
+    names = [_topic(s, t) for t in args.topics] or [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic]
+    for topic, state in create_topics(s.brokers, names, args.partitions or s.partitions).items():
+        print(f"{topic}: {state}")
+    return 0
+
+
+def cmd_produce(s: Settings, args) -> int:
+    from stream.adapters import ColumnMapping, open_log
+    from stream.produce import count_lines, print_rejects, produce_events, produce_items
+    mapping = ColumnMapping.parse(args.map) if args.map else None
+    try:
+        src = open_log(args.file, args.format, mapping)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"recstream produce: {exc}", file=sys.stderr)
+        return 2
+    if args.items:
+        if src.name == "jsonl":
+            items = (orjson.loads(raw) for _, raw in src.raw_lines())
+        else:
+            items = src.items()
+        report = produce_items(items, _topic(s, args.topic or "items"), s.brokers)
+        print(report.summary("items"))
+    else:
+        records = src.events()
+        if args.limit:
+            import itertools
+            records = itertools.islice(records, args.limit)
+        total = args.limit or (count_lines(args.file) if Path(args.file).is_file() else None)
+        report = produce_events(records, _topic(s, args.topic or "events"), s.brokers, rate=args.rate,
+                                progress=not args.quiet and sys.stderr.isatty(), total=total,
+                                validate=not args.no_validate)
+        print(report.summary())
+    print_rejects(report)
+    if args.rejects:
+        with open(args.rejects, "w") as fh:
+            for n, reason in report.rejected:
+                fh.write(f"{n}\t{reason}\n")
+    return 1 if report.failed else 0
+
+
+def _pretty(topic_kind: str, rec) -> str:
+    try:
+        obj = orjson.loads(rec.value)
+    except orjson.JSONDecodeError:
+        obj = None
+    where = f"{rec.partition}:{rec.offset}"
+    if "recstream.reason" in rec.headers:
+        return f"[{where}] REJECTED {rec.headers['recstream.reason'].decode()}  <- {rec.value[:120]!r}"
+    if isinstance(obj, dict) and "items" in obj and "trigger_event_id" in obj:
+        items = ", ".join(f"{it['item_id']} {it['score']:.3f} ({it['source']})" for it in obj["items"][:5])
+        more = f" +{len(obj['items']) - 5}" if len(obj["items"]) > 5 else ""
+        return f"[{where}] {obj['user_id']} after {obj['trigger_event_id']}: {items}{more}  {obj['model_versions']}"
+    if isinstance(obj, dict) and "type" in obj and "user_id" in obj:
+        return f"[{where}] {obj.get('ts')} {obj['user_id']} {obj['type']} {obj.get('item_id') or obj.get('query')}"
+    return f"[{where}] key={rec.key!r} {rec.value[:200]!r}"
+
+
+def cmd_consume(s: Settings, args) -> int:
+    from stream.consume import records
+    topic = _topic(s, args.topic)
+    n = 0
+    try:
+        for rec in records(topic, s.brokers, group=args.group, from_beginning=args.from_beginning,
+                           max_records=args.max, until_eof=args.until_eof, timeout=args.timeout,
+                           session_timeout_ms=s.session_timeout_ms):
+            n += 1
+            if args.json:
+                sys.stdout.buffer.write(rec.value + b"\n")
+            else:
+                print(_pretty(args.topic, rec))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    print(f"# {n} messages from {topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_synth(s: Settings, args) -> int:
+    from stream.synth import SynthConfig, SynthShop
+    shop = SynthShop(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=args.seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "items.jsonl", "wb") as fh:
+        for it in shop.items:
+            fh.write(orjson.dumps(it) + b"\n")
+    n = 0
+    with open(out / "events.jsonl", "wb") as fh:
+        for ev in shop.events():
+            fh.write(orjson.dumps(ev) + b"\n")
+            n += 1
+    print(f"wrote {len(shop.items)} items to {out / 'items.jsonl'} and {n} events to {out / 'events.jsonl'}")
+    return 0
+
+
+def build_pipeline(s: Settings):
+    from stream.pipeline import Pipeline
+    from stream.store import connect
+    return Pipeline(connect(s.redis_url), s.key_prefix)
+
+
+def cmd_worker(s: Settings, args) -> int:
+    from stream.metrics import WorkerMetrics
+    driver = args.driver or s.driver
+    if driver == "faust":
+        from stream.faust_driver import run_faust_worker
+        return run_faust_worker(s, build_pipeline(s), group_id=args.group)
+    from stream.worker import ConfluentWorker
+    w = ConfluentWorker(s, build_pipeline(s), metrics=WorkerMetrics(s.metrics_port, s.log_every_s),
+                        group_id=args.group)
+    w.install_signal_handlers()
+    w.run(max_idle_s=args.max_idle)
+    return 0
+
+
+def cmd_demo(s: Settings, args) -> int:
+    from stream.demo import run_demo
+    return run_demo(s, args)
+
+
+def cmd_settings(s: Settings, args) -> int:
+    for name, default in env_table():
+        print(f"{name:32s} default {default!r}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recstream", description="Streaming, real-time recommender for e-commerce.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    st = sub.add_parser("stack", help="start/stop/inspect the local broker and redis-server",
+                        description="Local stack: Tansu (Kafka protocol, memory-only storage: data is lost when "
+                                    "it stops) and redis-server, with pid files and logs under the state dir. "
+                                    "Ports default to those in RECSTREAM_BROKERS and RECSTREAM_REDIS_URL.")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument("--state-dir", help="pid files and logs (default RECSTREAM_STATE_DIR or .state)")
+    st.add_argument("--broker-port", type=int)
+    st.add_argument("--redis-port", type=int)
+    st.set_defaults(fn=cmd_stack)
+
+    tp = sub.add_parser("topics", help="create (idempotent) or list topics")
+    tp.add_argument("action", choices=["create", "list"])
+    tp.add_argument("topics", nargs="*", help="names or aliases (events, items, recommendations, dlq); default all four")
+    tp.add_argument("--partitions", type=int, help="partition count (default RECSTREAM_PARTITIONS); final: the broker "
+                                                   "cannot add partitions later")
+    tp.set_defaults(fn=cmd_topics)
+
+    pr = sub.add_parser("produce", help="validate a log and send it keyed by user_id",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Send events (or, with --items, catalog items) to Kafka. Each line is validated "
+                                    "against Event v1; bad lines are reported with line number and reason and not "
+                                    "sent.",
+                        epilog="formats: jsonl (Event v1 per line), csv (Event field names in the header), taobao, "
+                               "rees46, movielens (dataset folder), otto, delimited (with --map)\n"
+                               "example: recstream produce clicks.tsv --format delimited "
+                               "--map 'delimiter=\\t,header=false,user=0,item=1,ts=3,ts_unit=s,type=view'")
+    pr.add_argument("file", help="path, or - for standard input (JSONL)")
+    pr.add_argument("--format", help="input format (default: from the file name)")
+    pr.add_argument("--map", help="column mapping for --format delimited (see the delimited adapter)")
+    pr.add_argument("--topic", help="topic or alias (default: events, or items with --items)")
+    pr.add_argument("--items", action="store_true", help="send the log's catalog items instead of events")
+    pr.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    pr.add_argument("--limit", type=int, help="send at most this many lines")
+    pr.add_argument("--rejects", help="write every rejected line number and reason to this file")
+    pr.add_argument("--no-validate", action="store_true", help="send raw lines unchecked (to test the worker's DLQ)")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(fn=cmd_produce)
+
+    co = sub.add_parser("consume", help="tail a topic as pretty text or JSON lines",
+                        description="Without --from-beginning only new messages are shown (the end is found by "
+                                    "partition EOF; the local broker under-reports latest offsets).")
+    co.add_argument("topic", help="name or alias: events, items, recommendations, dlq")
+    co.add_argument("--from-beginning", action="store_true")
+    co.add_argument("--max", type=int, help="stop after this many messages")
+    co.add_argument("--group", help="consumer group (commits offsets; default: a throwaway group)")
+    co.add_argument("--json", action="store_true", help="raw JSON lines on stdout")
+    co.add_argument("--until-eof", action="store_true", help="stop at the end of every partition")
+    co.add_argument("--timeout", type=float, help="stop after this many seconds")
+    co.set_defaults(fn=cmd_consume)
+
+    sy = sub.add_parser("synth", help="write a synthetic catalog and event log (deterministic by seed)")
+    sy.add_argument("--events", type=int, default=20_000)
+    sy.add_argument("--users", type=int, default=2_000)
+    sy.add_argument("--items", type=int, default=1_000)
+    sy.add_argument("--seed", type=int, default=42)
+    sy.add_argument("--out", default="data/synth")
+    sy.set_defaults(fn=cmd_synth)
+
+    wk = sub.add_parser("worker", help="run the streaming recommender (consumer group on the events topic)")
+    wk.add_argument("--driver", choices=["confluent", "faust"], help="default RECSTREAM_DRIVER (confluent: faster, "
+                                                                     "see README)")
+    wk.add_argument("--group", help="consumer group (default RECSTREAM_GROUP_ID)")
+    wk.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
+    wk.set_defaults(fn=cmd_worker)
+
+    de = sub.add_parser("demo", help="the `make run` demo: stack, synthetic shop, worker, live view, summary")
+    de.add_argument("--events", type=int, default=20_000)
+    de.add_argument("--rate", type=float, default=2_000)
+    de.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    de.set_defaults(fn=cmd_demo)
+
+    se = sub.add_parser("settings", help="list the RECSTREAM_* environment variables and defaults")
+    se.set_defaults(fn=cmd_settings)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        s = Settings.from_env()
+    except SettingsError as exc:
+        print(f"recstream: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(s, args)
+    except KeyboardInterrupt:
+        return 130
+    except (ConnectionError, RuntimeError) as exc:
+        print(f"recstream {args.cmd}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

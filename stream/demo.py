@@ -1,0 +1,173 @@
+"""`make run`: the whole recommender on the embedded local stack, with a live view and a summary.
+
+stack up -> topics -> synthetic catalog and events -> worker (a child process, as in production)
+-> events replayed at a steady rate, plus a few malformed messages -> recommendations consumed
+back -> summary (what flowed, per type, rejects, latency) and a few users' recommendations
+-> worker stopped with SIGTERM -> stack down (unless it was already running, or --keep).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from stream import stack
+from stream.consume import records
+from stream.kafka import create_topics
+from stream.produce import produce_events, produce_items
+from stream.settings import Settings
+from stream.synth import SynthConfig, SynthShop
+
+BAD_MESSAGES = [
+    b'{"event_id": "bad-1", "user_id": "u1", "item_id": "i1", "type": "view", "ts": 1730000000}',   # seconds
+    b'{"event_id": "bad-2", "user_id": "u1", "item_id": "i1", "type": "teleport", "ts": 1730000000000}',
+    b'{"event_id": "bad-3", "user_id": "u1", "type": "view", "ts": 1730000000000}',                  # no item
+    b'not json at all',
+    b'{"event_id": "bad-5", "user_id": "u1", "item_id": "i1", "type": "purchase", "ts": 1730000000000, "price": -3}',
+]
+
+
+def _env(s: Settings) -> dict:
+    env = dict(os.environ)
+    env.update({"RECSTREAM_BROKERS": s.brokers, "RECSTREAM_REDIS_URL": s.redis_url,
+                "RECSTREAM_EVENTS_TOPIC": s.events_topic, "RECSTREAM_ITEMS_TOPIC": s.items_topic,
+                "RECSTREAM_RECS_TOPIC": s.recs_topic, "RECSTREAM_DLQ_TOPIC": s.dlq_topic,
+                "RECSTREAM_KEY_PREFIX": s.key_prefix, "RECSTREAM_GROUP_ID": s.group_id,
+                "RECSTREAM_METRICS_PORT": "0", "RECSTREAM_LOG_EVERY_S": "5"})
+    return env
+
+
+def run_demo(base: Settings, args) -> int:
+    from stream.cli import _stack_cfg
+    cfg = _stack_cfg(base, argparse_ns(state_dir=None))
+    already = stack.main_status_code(cfg) == 0
+    print(f"== stack: {'already running' if already else 'starting'} (Tansu broker, memory-only; redis-server)")
+    for line in stack.up(cfg):
+        print("  " + line)
+    run = uuid.uuid4().hex[:6]
+    s = replace(base, events_topic=f"demo.{run}.events", items_topic=f"demo.{run}.items",
+                recs_topic=f"demo.{run}.recommendations", dlq_topic=f"demo.{run}.dlq",
+                key_prefix=f"rs:demo:{run}:", group_id=f"demo-{run}")
+    worker = None
+    try:
+        create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
+        n = args.events
+        shop = SynthShop(SynthConfig(n_users=max(100, n // 10), n_items=max(200, n // 20), n_events=n, seed=7))
+        events = list(shop.events())
+        titles = {it["item_id"]: it["title"] for it in shop.items}
+        print(f"== synthetic shop: {len(shop.items)} items, {len({e['user_id'] for e in events})} users, "
+              f"{len(events)} events (topics demo.{run}.*)")
+        rep = produce_items(shop.items, s.items_topic, s.brokers)
+        print(f"  catalog: {rep.summary('items')}")
+
+        worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=_env(s),
+                                  stdout=sys.stdout, stderr=sys.stderr)
+        # ready when the worker has joined the group and applied the catalog (a group join takes
+        # half the session timeout on the local broker)
+        from stream.store import connect
+        r = connect(s.redis_url)
+        probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
+        deadline = time.time() + 60
+        while not r.exists(probe) and time.time() < deadline and worker.poll() is None:
+            time.sleep(0.1)
+        if not r.exists(probe):
+            print("worker did not start: see its log above", file=sys.stderr)
+            return 1
+        sent_at: dict[str, float] = {}
+        got: dict[str, dict] = {}
+        lat: list[float] = []
+        dlq: list = []
+        stop = threading.Event()
+
+        def collect_recs():
+            for rec in records(s.recs_topic, s.brokers, stop=stop.is_set):
+                obj = orjson.loads(rec.value)
+                got[obj["user_id"]] = obj
+                t = sent_at.get(obj["trigger_event_id"])
+                if t:
+                    lat.append(time.time() - t)
+
+        def collect_dlq():
+            for rec in records(s.dlq_topic, s.brokers, stop=stop.is_set):
+                dlq.append(rec)
+
+        threads = [threading.Thread(target=collect_recs, daemon=True), threading.Thread(target=collect_dlq, daemon=True)]
+        for t in threads:
+            t.start()
+
+        def tracked():
+            for i, ev in enumerate(events, 1):
+                sent_at[ev["event_id"]] = time.time()
+                yield i, ev
+
+        print(f"== replaying {n} events at {args.rate:,.0f}/s into the worker")
+        prog = threading.Thread(target=_live, args=(lambda: len(sent_at), n, got, lat, stop), daemon=True)
+        prog.start()
+        report = produce_events(tracked(), s.events_topic, s.brokers, rate=args.rate)
+        produce_events(enumerate(BAD_MESSAGES, 1), s.events_topic, s.brokers, validate=False)
+        users = {e["user_id"] for e in events}
+        deadline = time.time() + 60
+        while time.time() < deadline and (len(got.keys() & users) < len(users) or len(dlq) < len(BAD_MESSAGES)):
+            time.sleep(0.2)
+        stop.set()
+        time.sleep(0.3)
+        print()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        lat_ms = np.array(lat) * 1000 if lat else np.zeros(1)
+        print("== summary")
+        print(f"  produced: {report.summary()}")
+        print(f"  malformed messages sent raw: {len(BAD_MESSAGES)}; dead-lettered by the worker: {len(dlq)}")
+        for r in dlq[:5]:
+            print(f"    DLQ: {r.headers.get('recstream.reason', b'').decode()}  <- {r.value[:70]!r}")
+        print(f"  recommendations: users covered {len(got.keys() & users)}/{len(users)}; "
+              f"event->recommendation latency p50 {np.percentile(lat_ms, 50):.1f} ms, "
+              f"p99 {np.percentile(lat_ms, 99):.1f} ms (at {args.rate:,.0f} events/s)")
+        by_type = Counter(e["type"] for e in events)
+        print(f"  events by type: {dict(sorted(by_type.items()))}")
+        print("== a few users' latest recommendations")
+        busiest = Counter(e["user_id"] for e in events).most_common(40)[::10]
+        for uid, cnt in busiest:
+            rec = got.get(uid)
+            if not rec:
+                continue
+            hist = [titles.get(e.get("item_id"), e.get("query")) for e in events if e["user_id"] == uid][-3:]
+            print(f"  {uid} ({cnt} events; last: {' / '.join(map(str, hist))})")
+            for it in rec["items"][:5]:
+                print(f"      {it['score']:.3f}  {titles.get(it['item_id'], it['item_id'])}  [{', '.join(it['sources'])}]")
+        ok = len(got.keys() & users) == len(users) and len(dlq) == len(BAD_MESSAGES)
+        print("== done" if ok else "== done, but not every user got a recommendation in time")
+        return 0 if ok else 1
+    finally:
+        if worker and worker.poll() is None:
+            worker.kill()
+        if not (already or args.keep):
+            for line in stack.down(cfg):
+                print("  " + line)
+        elif args.keep:
+            print(f"stack left running; topics demo.{run}.*; `recstream stack down` stops it")
+
+
+def _live(sent, total, got, lat, stop):
+    t0 = time.time()
+    while not stop.is_set():
+        el = time.time() - t0
+        l = sorted(lat[-2000:]) or [0]
+        print(f"\r  sent {sent():>7}/{total}  ({sent() / max(el, 1e-9):,.0f}/s)  users with recommendations "
+              f"{len(got):>6}  latency p50 {l[len(l) // 2] * 1000:6.1f} ms  ", end="", file=sys.stderr, flush=True)
+        time.sleep(1.0)
+
+
+class argparse_ns:
+    def __init__(self, **kw):
+        self.__dict__.update(kw, broker_port=None, redis_port=None)

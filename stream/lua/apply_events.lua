@@ -1,0 +1,118 @@
+-- Apply one user's events to Redis, idempotently and atomically (a Lua script runs whole or not at all).
+-- Called once per user per batch (pipelined: one round-trip per batch).
+-- ARGV: prefix, user_id, half_life_ms, max_seq, covis_n, seen_cap, trend_hl_ms, session_gap_ms, max_aff,
+--       bot_per_min (a user with more events than this in the last event-time minute is bot-like:
+--       the events still update the user's own profile and counters, but not co-visitation or trending),
+--       then 7 fields per event: event_id, type, item_id, ts, category, brand, weight
+-- Returns: { applied_flags (string of 0/1), recent items (newest first), aff fields+values, bought (recent) , last_ts }
+local P, uid = ARGV[1], ARGV[2]
+local hl = tonumber(ARGV[3])
+local max_seq, covis_n, seen_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local trend_hl, gap, max_aff = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local bot_per_min = tonumber(ARGV[10])
+local U = P .. "u:" .. uid
+local SEEN, SEQ, AFF, BOUGHT = U .. ":seen", U .. ":seq", U .. ":aff", U .. ":bought"
+local EPOCH = 64 * trend_hl
+
+local function decayed_add(field, w, ts)
+  -- value stored as "v|ref_ts": value at ref_ts; exponential decay with half-life hl
+  local cur = redis.call("HGET", AFF, field)
+  local v, ref = 0.0, ts
+  if cur then
+    local sep = string.find(cur, "|", 1, true)
+    v, ref = tonumber(string.sub(cur, 1, sep - 1)), tonumber(string.sub(cur, sep + 1))
+  end
+  if ts >= ref then
+    v = v * math.pow(2, -(ts - ref) / hl) + w
+    ref = ts
+  else
+    v = v + w * math.pow(2, -(ref - ts) / hl)
+  end
+  redis.call("HSET", AFF, field, string.format("%.10g|%d", v, ref))
+end
+
+local flags = {}
+local n = (#ARGV - 10) / 7
+for e = 0, n - 1 do
+  local b = 10 + e * 7
+  local eid, etype, item, ts = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local cat, brand, w = ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7])
+  local fresh = not redis.call("ZSCORE", SEEN, eid)
+  if fresh and redis.call("ZCARD", SEEN) >= seen_cap then
+    -- older than everything remembered: it was applied long ago (or is too late to matter)
+    local oldest = redis.call("ZRANGE", SEEN, 0, 0, "WITHSCORES")
+    if oldest[2] and ts < tonumber(oldest[2]) then fresh = false end
+  end
+  if not fresh then
+    flags[#flags + 1] = "0"
+  else
+    flags[#flags + 1] = "1"
+    redis.call("ZADD", SEEN, ts, eid)
+    local card = redis.call("ZCARD", SEEN)
+    if card > seen_cap then redis.call("ZREMRANGEBYRANK", SEEN, 0, card - seen_cap - 1) end
+    redis.call("HINCRBY", U, "n:" .. etype, 1)
+    local learn = redis.call("ZCOUNT", SEEN, ts - 60000, ts) <= bot_per_min
+    if not learn then redis.call("HINCRBY", U, "n:bot_flagged", 1) end
+    local last = tonumber(redis.call("HGET", U, "last_ts") or "0")
+    if ts > last then redis.call("HSET", U, "last_ts", ts) end
+    if item ~= "" then
+      if cat == "" or brand == "" then
+        local meta = redis.call("HMGET", P .. "i:" .. item, "cat", "brand")
+        if cat == "" and meta[1] then cat = meta[1] end
+        if brand == "" and meta[2] then brand = meta[2] end
+      end
+      if cat ~= "" then redis.call("HSETNX", P .. "i:" .. item, "cat", cat) end
+      local prev = redis.call("LRANGE", SEQ, 0, covis_n - 1)
+      if prev[1] ~= item then
+        redis.call("LPUSH", SEQ, item)
+        redis.call("LTRIM", SEQ, 0, max_seq - 1)
+      end
+      if cat ~= "" then decayed_add("c:" .. cat, w, ts) end
+      if brand ~= "" then decayed_add("b:" .. brand, w, ts) end
+      if redis.call("HLEN", AFF) > max_aff then
+        -- forget the weakest affinity (value decayed to the newest reference time)
+        local all = redis.call("HGETALL", AFF)
+        local worst, worst_v = nil, nil
+        for i = 1, #all, 2 do
+          local s = string.find(all[i + 1], "|", 1, true)
+          local v = tonumber(string.sub(all[i + 1], 1, s - 1)) * math.pow(2, -(ts - tonumber(string.sub(all[i + 1], s + 1))) / hl)
+          if worst_v == nil or v < worst_v then worst, worst_v = all[i], v end
+        end
+        redis.call("HDEL", AFF, worst)
+      end
+      if etype == "purchase" then
+        redis.call("ZADD", BOUGHT, ts, item)
+        if redis.call("ZCARD", BOUGHT) > 100 then redis.call("ZREMRANGEBYRANK", BOUGHT, 0, 0) end
+      end
+      if learn then
+        -- co-visitation with the user's previous items within the session gap (integer weights: order-free sums)
+        if ts - last <= gap then
+          local done = {}
+          for i = 1, #prev do
+            local p = prev[i]
+            if p ~= item and not done[p] then
+              done[p] = true
+              redis.call("ZINCRBY", P .. "cv:" .. p, w, item)
+              redis.call("ZINCRBY", P .. "cv:" .. item, w, p)
+            end
+          end
+        end
+        -- trending: forward decay inside an epoch of 64 half-lives; two epochs back is < 2^-64, dropped
+        local epoch = math.floor(ts / EPOCH)
+        local boost = w * math.pow(2, (ts - epoch * EPOCH) / trend_hl)
+        redis.call("ZINCRBY", P .. "tr:" .. epoch, boost, item)
+        redis.call("DEL", P .. "tr:" .. (epoch - 2))
+        redis.call("ZINCRBY", P .. "pop", w, item)
+        if cat ~= "" then
+          redis.call("ZINCRBY", P .. "tr:c:" .. cat .. ":" .. epoch, boost, item)
+          redis.call("DEL", P .. "tr:c:" .. cat .. ":" .. (epoch - 2))
+          redis.call("ZINCRBY", P .. "pop:c:" .. cat, w, item)
+        end
+      end
+    end
+  end
+end
+local aff = redis.call("HGETALL", AFF)
+local bought = redis.call("ZREVRANGE", BOUGHT, 0, 19)
+return { table.concat(flags), redis.call("LRANGE", SEQ, 0, max_seq - 1), aff, bought,
+         redis.call("HGET", U, "last_ts") or "0" }

@@ -1,0 +1,60 @@
+"""Prometheus metrics and the periodic log line."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("recstream.worker")
+
+_LAT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+
+
+class WorkerMetrics:
+    def __init__(self, port: int = 0, log_every_s: float = 10.0):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("recstream_events_total", "Valid events processed", registry=r)
+        self.applied = Counter("recstream_events_applied_total", "Events that changed state (not replays)", registry=r)
+        self.rejects = Counter("recstream_rejects_total", "Messages sent to the dead-letter topic", registry=r)
+        self.items = Counter("recstream_items_total", "Catalog upserts", registry=r)
+        self.recs = Counter("recstream_recommendations_total", "Recommendations emitted", registry=r)
+        self.batch = Histogram("recstream_batch_size", "Messages per batch", registry=r,
+                               buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000))
+        self.stage = Histogram("recstream_stage_seconds", "Seconds per stage per batch", ["stage"], registry=r,
+                               buckets=_LAT_BUCKETS)
+        self.latency = Histogram("recstream_event_to_emit_seconds",
+                                 "From the event's Kafka timestamp to its recommendation being acknowledged",
+                                 registry=r, buckets=_LAT_BUCKETS)
+        self.lag = Gauge("recstream_consumer_lag", "Messages behind the fetch high watermark", ["partition"], registry=r)
+        if port:
+            start_http_server(port, registry=r)
+            log.info("metrics on http://0.0.0.0:%d/metrics", port)
+        self.log_every_s = log_every_s
+        self._t_last = time.monotonic()
+        self._n_last = 0
+        self._n = 0
+        self._lat: list[float] = []
+
+    def observe_batch(self, n_msgs: int, result, latencies: list[float]) -> None:
+        self.batch.observe(n_msgs)
+        self.events.inc(result.events)
+        self.applied.inc(result.applied)
+        self.rejects.inc(len(result.dead_letters))
+        self.items.inc(result.items)
+        self.recs.inc(len(result.recommendations))
+        for stage, sec in result.timings.items():
+            self.stage.labels(stage).observe(sec)
+        for x in latencies:
+            self.latency.observe(x)
+        self._n += result.events
+        self._lat.extend(latencies)
+        now = time.monotonic()
+        if now - self._t_last >= self.log_every_s:
+            rate = (self._n - self._n_last) / (now - self._t_last)
+            lat = np.array(self._lat) * 1000 if self._lat else np.zeros(1)
+            log.info("%.0f events/s; %d events total; event->emit p50 %.1f ms p99 %.1f ms; rejects %d",
+                     rate, self._n, np.percentile(lat, 50), np.percentile(lat, 99), int(self.rejects._value.get()))
+            self._t_last, self._n_last, self._lat = now, self._n, []

@@ -1,0 +1,42 @@
+"""Stage 5: filters and ranking: drop what the user just bought and the item they are on,
+dedupe, cap items per category for diversity, keep the top K."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    k: int = 10
+    max_per_category: int = 4        # diversity cap; 0 = off
+    exclude_recent: bool = False     # also drop every item in the user's recent sequence
+
+
+def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_of: dict[str, str | None],
+          cfg: RankConfig) -> list[tuple[int, float]]:
+    """Indexes into `items` with their scores, best first (ties by item id, so output is deterministic).
+
+    >>> top_k(["a", "b", "c", "d"], np.array([0.9, 0.8, 0.7, 0.1]), exclude={"a"},
+    ...       category_of={"b": "x", "c": "x", "d": "y"}, cfg=RankConfig(k=2, max_per_category=1))
+    [(1, 0.8), (3, 0.1)]
+    """
+    order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i]))
+    out: list[tuple[int, float]] = []
+    per_cat: dict[str, int] = {}
+    seen: set[str] = set()
+    for i in order:
+        it = items[i]
+        if it in exclude or it in seen or not np.isfinite(scores[i]):
+            continue
+        cat = category_of.get(it)
+        if cfg.max_per_category and cat is not None:
+            if per_cat.get(cat, 0) >= cfg.max_per_category:
+                continue
+            per_cat[cat] = per_cat.get(cat, 0) + 1
+        seen.add(it)
+        out.append((i, float(scores[i])))
+        if len(out) >= cfg.k:
+            break
+    return out

@@ -1,0 +1,55 @@
+"""Stage 4: scoring, behind one protocol.
+
+A `Scorer` gets the whole batch's candidates at once (never one event at a time) and returns
+one score per candidate. Until a transformer is registered, `FallbackScorer` blends the
+candidate sources' own scores (co-visitation, trending, ...), so recommendations are useful
+from the first event.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from stream.candidates import SOURCE_NAMES
+
+
+@dataclass
+class CandidateBatch:
+    users: list[str]
+    items: list[list[str]]                 # per user: candidate item ids
+    features: list[np.ndarray]             # per user: (C, len(SOURCE_NAMES)) source scores, 0 = not proposed
+    histories: list[list[str]]             # per user: recent items, newest first
+    trigger_types: list[str] = field(default_factory=list)
+
+
+class Scorer(Protocol):
+    name: str
+    version: str
+
+    def score(self, batch: CandidateBatch) -> list[np.ndarray]:
+        """Per user, a (C,) float array; NaN where this scorer has no opinion. One call per batch."""
+
+
+DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 0.35, "trending": 0.4, "category": 0.3, "content": 0.5}
+
+
+class FallbackScorer:
+    """Weighted sum of source scores: co-visitation first, then trending, category, recency.
+
+    >>> import numpy as np
+    >>> b = CandidateBatch(["u"], [["a", "b"]], [np.array([[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]], float)], [[]])
+    >>> [round(float(x), 2) for x in FallbackScorer().score(b)[0]]
+    [1.0, 0.4]
+    """
+
+    name = "fallback"
+    version = "fallback-v1"
+
+    def __init__(self, weights: dict[str, float] | None = None):
+        w = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.w = np.array([w[s] for s in SOURCE_NAMES], dtype=np.float64)
+
+    def score(self, batch: CandidateBatch) -> list[np.ndarray]:
+        return [f @ self.w if len(f) else np.zeros(0) for f in batch.features]
