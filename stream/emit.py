@@ -13,12 +13,17 @@ def build(user: str, trigger: Event, items: list[str], feats: np.ndarray, picked
           component_scores: dict[str, np.ndarray], model_versions: dict[str, str],
           produced_at: int | None = None) -> Recommendation:
     ranked = []
-    for i, score in picked:
-        row = feats[i]
-        src = [s for s, v in zip(SOURCE_NAMES, row) if v > 0]
-        best = SOURCE_NAMES[int(np.argmax(row))] if len(src) else "unknown"
-        comp = {name: round(float(arr[i]), 6) for name, arr in component_scores.items() if np.isfinite(arr[i])}
-        ranked.append(RankedItem(items[i], round(score, 6), best, tuple(src), comp))
+    if picked:
+        idx = [i for i, _ in picked]
+        rows = feats[idx]
+        best = rows.argmax(axis=1).tolist()
+        proposed = (rows > 0).tolist()
+        comps = {name: np.round(arr[idx], 6).tolist() for name, arr in component_scores.items()}
+        for r, (i, score) in enumerate(picked):
+            src = tuple(s for s, on in zip(SOURCE_NAMES, proposed[r]) if on)
+            comp = {name: v[r] for name, v in comps.items() if v[r] == v[r]}   # NaN: no opinion
+            ranked.append(RankedItem(items[i], round(score, 6), SOURCE_NAMES[best[r]] if src else "unknown",
+                                     src, comp))
     return Recommendation(
         recommendation_id=f"rec:{trigger.event_id}",   # deterministic: a redelivered trigger gives the same id
         user_id=user,

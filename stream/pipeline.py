@@ -93,15 +93,11 @@ class Pipeline:
 
         users = list(snaps)
         cand_items, feats = [], []
+        width = len(SOURCE_NAMES)
         for uid in users:
             cands = ctx.cands.get(uid, {})
-            ids = sorted(cands)
-            cand_items.append(ids)
-            f = np.zeros((len(ids), len(SOURCE_NAMES)))
-            for r, it in enumerate(ids):
-                for s, v in cands[it].items():
-                    f[r, SOURCE_NAMES.index(s)] = v
-            feats.append(f)
+            cand_items.append(list(cands))
+            feats.append(np.array(list(cands.values()), dtype=np.float64).reshape(-1, width))
         batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
                                [snaps[u].events[-1].type for u in users])
         scores = self.scorer.score(batch)

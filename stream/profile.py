@@ -23,7 +23,7 @@ class ProfileConfig:
     affinity_half_life_s: float = 7 * 86400.0  # category/brand affinity decay
     trend_half_life_s: float = 6 * 3600.0      # trending decay
     max_seq: int = 50                          # recent items kept (transformer input length)
-    covis_n: int = 5                           # previous items an event co-visits with
+    covis_n: int = 3                           # previous items an event co-visits with
     seen_cap: int = 2000                       # event ids remembered per user for idempotency
     session_gap_s: float = 1800.0              # co-visitation only within this gap
     max_affinities: int = 64                   # categories+brands kept per user

@@ -16,17 +16,17 @@ class RankConfig:
 
 def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_of: dict[str, str | None],
           cfg: RankConfig) -> list[tuple[int, float]]:
-    """Indexes into `items` with their scores, best first (ties by item id, so output is deterministic).
+    """Indexes into `items` with their scores, best first.
 
     >>> top_k(["a", "b", "c", "d"], np.array([0.9, 0.8, 0.7, 0.1]), exclude={"a"},
     ...       category_of={"b": "x", "c": "x", "d": "y"}, cfg=RankConfig(k=2, max_per_category=1))
     [(1, 0.8), (3, 0.1)]
     """
-    order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i]))
+    order = np.argsort(-scores, kind="stable")   # ties keep candidate order (deterministic)
     out: list[tuple[int, float]] = []
     per_cat: dict[str, int] = {}
     seen: set[str] = set()
-    for i in order:
+    for i in order.tolist():
         it = items[i]
         if it in exclude or it in seen or not np.isfinite(scores[i]):
             continue

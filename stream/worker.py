@@ -101,7 +101,9 @@ class ConfluentWorker:
             while not self.stop_event.is_set():
                 if self.between_batches:
                     self.between_batches()
+                t_poll = time.perf_counter()
                 msgs = consumer.consume(s.batch_size, s.batch_wait_ms / 1000)
+                t_poll = time.perf_counter() - t_poll
                 batch, offsets, ts = [], {}, []
                 for m in msgs:
                     err = m.error()
@@ -121,11 +123,14 @@ class ConfluentWorker:
                     continue
                 last_msg = time.monotonic()
                 result = self.pipeline.process_batch(batch)
+                result.timings["poll"] = t_poll
                 t_emit = time.perf_counter()
                 emitter.send(result)
                 result.timings["emit"] = time.perf_counter() - t_emit
+                t_commit = time.perf_counter()
                 consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                                 asynchronous=False)
+                result.timings["commit"] = time.perf_counter() - t_commit
                 now_ms = time.time() * 1000
                 self.metrics.observe_batch(len(batch), result, [(now_ms - x) / 1000 for x in ts if x > 0])
                 self._lag(consumer, offsets)

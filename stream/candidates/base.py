@@ -11,13 +11,23 @@ class BatchContext:
     """What the candidate stage knows about one batch."""
     snapshots: dict[str, Snapshot]
     now_ts: int                                   # event time: the batch's newest event
-    # user -> item -> source -> score (in [0, 1], per source per user)
-    cands: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # user -> item -> per-source scores in SOURCE_NAMES order (each in [0, 1]; 0 = not proposed)
+    cands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
-    def add(self, user: str, item: str, source: str, score: float) -> None:
-        slot = self.cands.setdefault(user, {}).setdefault(item, {})
-        if score > slot.get(source, 0.0):
-            slot[source] = score
+    def adder(self, user: str, source: str):
+        """A fast `add(item, score)` for one user and source (keeps the best score per item)."""
+        from stream.candidates import SOURCE_NAMES
+        col = SOURCE_NAMES.index(source)
+        rows = self.cands.setdefault(user, {})
+        width = len(SOURCE_NAMES)
+
+        def add(item: str, score: float) -> None:
+            row = rows.get(item)
+            if row is None:
+                row = rows[item] = [0.0] * width
+            if score > row[col]:
+                row[col] = score
+        return add
 
 
 class CandidateSource(Protocol):
@@ -27,9 +37,22 @@ class CandidateSource(Protocol):
         """Queue reads on `pipe`; return a function that takes this source's replies, in order."""
 
 
-def normalised(pairs: list[tuple[bytes, float]]) -> list[tuple[str, float]]:
-    """ZREVRANGE ... WITHSCORES replies -> (item, score / best score)."""
-    if not pairs:
+def zrevrange(pipe, key: str, n: int) -> None:
+    """Queue ZREVRANGE key 0 n-1 WITHSCORES, replied as a flat list (parsed by `pairs`, faster than redis-py's)."""
+    pipe.execute_command("ZREVRANGE", key, 0, n - 1, "WITHSCORES")
+
+
+def pairs(flat: list) -> list[tuple[str, float]]:
+    """A [member, score, ...] (or [[member, score], ...]) reply -> [(item, score)]."""
+    if flat and isinstance(flat[0], (list, tuple)):
+        return [(m.decode(), float(s)) for m, s in flat]
+    return [(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def normalised(flat: list[bytes]) -> list[tuple[str, float]]:
+    """A flat ZREVRANGE ... WITHSCORES reply -> (item, score / best score)."""
+    ps = pairs(flat)
+    if not ps:
         return []
-    top = pairs[0][1] or 1.0
-    return [(m.decode() if isinstance(m, bytes) else m, s / top) for m, s in pairs]
+    top = ps[0][1] or 1.0
+    return [(m, s / top) for m, s in ps]

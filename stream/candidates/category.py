@@ -2,27 +2,28 @@
 weighted by the user's affinity share for each category."""
 from __future__ import annotations
 
-from stream.candidates.base import BatchContext, normalised
+from stream.candidates.base import BatchContext, normalised, zrevrange
 
 
 class CategoryPopular:
     name = "category"
 
-    def __init__(self, prefix: str, n: int = 20, n_cats: int = 3):
+    def __init__(self, prefix: str, n: int = 15, n_cats: int = 3):
         self.prefix, self.n, self.n_cats = prefix, n, n_cats
 
     def plan(self, ctx: BatchContext, pipe):
         user_cats = {uid: snap.top("c", self.n_cats) for uid, snap in ctx.snapshots.items()}
         cats = sorted({c for cs in user_cats.values() for c, _ in cs})
         for c in cats:
-            pipe.zrevrange(f"{self.prefix}pop:c:{c}", 0, self.n - 1, withscores=True)
+            zrevrange(pipe, f"{self.prefix}pop:c:{c}", self.n)
 
         def collect(replies: list) -> None:
             pop = dict(zip(cats, (normalised(r) for r in replies)))
             for uid, cs in user_cats.items():
+                add = ctx.adder(uid, self.name)
                 total = sum(v for _, v in cs) or 1.0
                 for c, v in cs:
                     share = v / total
                     for item, s in pop[c]:
-                        ctx.add(uid, item, self.name, share * s)
+                        add(item, share * s)
         return collect

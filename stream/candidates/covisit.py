@@ -5,7 +5,7 @@ a session gap); here we read the top neighbours of the user's 3 latest distinct 
 """
 from __future__ import annotations
 
-from stream.candidates.base import BatchContext, normalised
+from stream.candidates.base import BatchContext, normalised, zrevrange
 
 ANCHOR_WEIGHTS = (1.0, 0.6, 0.4)
 
@@ -13,7 +13,7 @@ ANCHOR_WEIGHTS = (1.0, 0.6, 0.4)
 class CoVisitation:
     name = "covisit"
 
-    def __init__(self, prefix: str, per_anchor: int = 30):
+    def __init__(self, prefix: str, per_anchor: int = 20):
         self.prefix, self.per_anchor = prefix, per_anchor
 
     def plan(self, ctx: BatchContext, pipe):
@@ -23,12 +23,13 @@ class CoVisitation:
             anchors[uid] = distinct
         order = sorted({a for lst in anchors.values() for a in lst})
         for a in order:
-            pipe.zrevrange(f"{self.prefix}cv:{a}", 0, self.per_anchor - 1, withscores=True)
+            zrevrange(pipe, f"{self.prefix}cv:{a}", self.per_anchor)
 
         def collect(replies: list) -> None:
             neigh = dict(zip(order, (normalised(r) for r in replies)))
             for uid, lst in anchors.items():
+                add = ctx.adder(uid, self.name)
                 for w, a in zip(ANCHOR_WEIGHTS, lst):
                     for item, s in neigh[a]:
-                        ctx.add(uid, item, self.name, w * s)
+                        add(item, w * s)
         return collect

@@ -12,6 +12,7 @@ class RecentItems:
 
     def plan(self, ctx: BatchContext, pipe):
         for uid, snap in ctx.snapshots.items():
+            add = ctx.adder(uid, self.name)
             for rank, item in enumerate(snap.recent[: self.n]):
-                ctx.add(uid, item, self.name, 1.0 / (1.0 + rank))
+                add(item, 1.0 / (1.0 + rank))
         return lambda replies: None

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 
-from stream.candidates.base import BatchContext
+from stream.candidates.base import BatchContext, pairs, zrevrange
 
 
 class Trending:
     name = "trending"
 
-    def __init__(self, prefix: str, half_life_s: float, n_global: int = 50, n_category: int = 20, n_cats: int = 2):
+    def __init__(self, prefix: str, half_life_s: float, n_global: int = 30, n_category: int = 10, n_cats: int = 2):
         self.prefix = prefix
         self.hl = half_life_s * 1000
         self.epoch_ms = 64 * self.hl
@@ -29,8 +29,7 @@ class Trending:
         acc: dict[str, float] = {}
         for (_, start), rows in zip(keys, replies):
             scale = 2.0 ** (-(now - start) / self.hl)
-            for m, s in rows:
-                k = m.decode()
+            for k, s in pairs(rows):
                 acc[k] = acc.get(k, 0.0) + s * scale
         ranked = sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))
         top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
@@ -40,21 +39,23 @@ class Trending:
         now = ctx.now_ts
         gkeys = self._keys(now, None)
         for k, _ in gkeys:
-            pipe.zrevrange(k, 0, self.n_global - 1, withscores=True)
+            zrevrange(pipe, k, self.n_global)
         user_cats = {uid: [c for c, _ in snap.top("c", self.n_cats)] for uid, snap in ctx.snapshots.items()}
         cats = sorted({c for cs in user_cats.values() for c in cs})
         ckeys = {c: self._keys(now, c) for c in cats}
         for c in cats:
             for k, _ in ckeys[c]:
-                pipe.zrevrange(k, 0, self.n_category - 1, withscores=True)
+                zrevrange(pipe, k, self.n_category)
 
         def collect(replies: list) -> None:
             glob = self._merge(now, gkeys, replies[:2])
             per_cat = {c: self._merge(now, ckeys[c], replies[2 + 2 * i: 4 + 2 * i]) for i, c in enumerate(cats)}
             for uid, cs in user_cats.items():
-                for item, s in glob[: self.n_global // 2 if cs else self.n_global]:
-                    ctx.add(uid, item, self.name, 0.5 * s)
+                add = ctx.adder(uid, self.name)
+                # users with known tastes get a few global items; new users get the whole list
+                for item, s in glob[: 5 if cs else self.n_global]:
+                    add(item, 0.5 * s)
                 for c in cs:
                     for item, s in per_cat[c]:
-                        ctx.add(uid, item, self.name, s)
+                        add(item, s)
         return collect

@@ -9,6 +9,7 @@ local P, uid = ARGV[1], ARGV[2]
 local hl = tonumber(ARGV[3])
 local max_seq, covis_n, seen_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local trend_hl, gap, max_aff = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local covis_cap = 100
 local bot_per_min = tonumber(ARGV[10])
 local U = P .. "u:" .. uid
 local SEEN, SEQ, AFF, BOUGHT = U .. ":seen", U .. ":seq", U .. ":aff", U .. ":bought"
@@ -86,26 +87,35 @@ for e = 0, n - 1 do
       end
       if learn then
         -- co-visitation with the user's previous items within the session gap (integer weights: order-free sums)
-        if ts - last <= gap then
+        -- sequential co-visitation: "after p, users went to item", counted when the user moves to another
+        -- item within the session gap (a view->click->cart funnel on one item counts once). Each cv:{p}
+        -- keeps its strongest `covis_cap` followers: the tail is trimmed when it grows past twice that.
+        if ts - last <= gap and prev[1] ~= nil and prev[1] ~= item then
           local done = {}
           for i = 1, #prev do
             local p = prev[i]
             if p ~= item and not done[p] then
               done[p] = true
-              redis.call("ZINCRBY", P .. "cv:" .. p, w, item)
-              redis.call("ZINCRBY", P .. "cv:" .. item, w, p)
+              local ck = P .. "cv:" .. p
+              if tonumber(redis.call("ZINCRBY", ck, w, item)) == w and redis.call("ZCARD", ck) > 2 * covis_cap then
+                redis.call("ZREMRANGEBYRANK", ck, 0, -covis_cap - 1)
+              end
             end
           end
         end
         -- trending: forward decay inside an epoch of 64 half-lives; two epochs back is < 2^-64, dropped
+        -- an epoch key lives 3 epochs (wall clock) after its first write; by then it is negligible
         local epoch = math.floor(ts / EPOCH)
         local boost = w * math.pow(2, (ts - epoch * EPOCH) / trend_hl)
-        redis.call("ZINCRBY", P .. "tr:" .. epoch, boost, item)
-        redis.call("DEL", P .. "tr:" .. (epoch - 2))
-        redis.call("ZINCRBY", P .. "pop", w, item)
+        local tk = P .. "tr:" .. epoch
+        if tonumber(redis.call("ZINCRBY", tk, boost, item)) == boost then
+          redis.call("PEXPIRE", tk, 3 * EPOCH, "NX")
+        end
         if cat ~= "" then
-          redis.call("ZINCRBY", P .. "tr:c:" .. cat .. ":" .. epoch, boost, item)
-          redis.call("DEL", P .. "tr:c:" .. cat .. ":" .. (epoch - 2))
+          tk = P .. "tr:c:" .. cat .. ":" .. epoch
+          if tonumber(redis.call("ZINCRBY", tk, boost, item)) == boost then
+            redis.call("PEXPIRE", tk, 3 * EPOCH, "NX")
+          end
           redis.call("ZINCRBY", P .. "pop:c:" .. cat, w, item)
         end
       end
