@@ -33,12 +33,19 @@ def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
             ("recstream.source.offset", str(d.offset).encode()), ("recstream.stage", b"validate")]
 
 
+def worker_id() -> str:
+    import os
+    import socket
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class Emitter:
     """Produces a batch's output and waits until the broker acknowledged all of it."""
 
     def __init__(self, producer: Producer, settings: Settings):
         self.producer, self.s = producer, settings
         self.failures: list[str] = []
+        self.headers = [("recstream.worker", worker_id().encode())]
 
     def _cb(self, err, msg):
         if err is not None:
@@ -47,7 +54,7 @@ class Emitter:
     def send(self, result: BatchResult) -> None:
         p = self.producer
         for rec in result.recommendations:
-            self._produce(self.s.recs_topic, rec.to_json(), rec.user_id.encode())
+            self._produce(self.s.recs_topic, rec.to_json(), rec.user_id.encode(), self.headers)
         for d in result.dead_letters:
             self._produce(self.s.dlq_topic, d.value, d.key, dead_letter_headers(d))
         remaining = p.flush(30)
