@@ -7,7 +7,8 @@ Mapping to Event v1:
   event_type view -> view, cart -> add_to_cart, purchase -> purchase;
   remove_from_cart has no v1 type: the line is reported as rejected (not silently dropped)
   category_code (dotted text, may be empty) -> context.category (falls back to category_id), brand -> context.brand
-  event_id = "rees46:{user}:{product}:{event_type}:{event_time}" (content-derived: exact duplicate rows dedupe)
+  event_id = "rees46:{user}:{product}:{event_type}:{event_time}:{user_session}" (content-derived: the
+  five exact-duplicate rows of the 2019-Oct head dedupe; distinct rows stay distinct)
 Items (first sighting of each product): title = "{brand} {category leaf}" (what the log has),
   category = category_code split on "." (or ["cat" + category_id]), brand, price.
 """
@@ -50,7 +51,7 @@ class Rees46Log(LogSource):
             except (ValueError, KeyError, TypeError):
                 yield n, Rejected(f"event_time: expected 'YYYY-MM-DD HH:MM:SS UTC', got {row.get('event_time')!r}")
                 continue
-            ev = {"event_id": f"rees46:{row['user_id']}:{row['product_id']}:{et}:{row['event_time']}",
+            ev = {"event_id": f"rees46:{row['user_id']}:{row['product_id']}:{et}:{row['event_time']}:{row.get('user_session', '')}",
                   "user_id": row["user_id"], "item_id": row["product_id"], "type": etype, "ts": ts,
                   "context": {"category": row.get("category_code") or f"cat{row.get('category_id')}"}}
             if row.get("user_session"):

@@ -1,0 +1,13 @@
+# The worker image: serving dependencies only (no torch). Build: docker build -t recstream .
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY stream ./stream
+COPY models ./models
+COPY exporters ./exporters
+COPY schemas ./schemas
+RUN pip install . && useradd --create-home recstream
+USER recstream
+EXPOSE 9108
+CMD ["recstream", "worker"]

@@ -1,0 +1,56 @@
+# recstream: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip -q --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: help deps venv run test test-fast bench stack-up stack-down clean
+
+help:
+	@echo "make run      - the recommender demo on the embedded local stack (Tansu + redis-server)"
+	@echo "make test     - create the venv, install, run the whole suite (starts its own stack)"
+	@echo "make bench    - benchmarks: table on stdout, JSON in bench/results/"
+	@echo "make deps     - system packages (redis-server, docker-compose) via apt when missing"
+
+# System packages: redis-server for the local stack; docker-compose (1.29, no engine) validates the compose file.
+deps:
+	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v docker-compose >/dev/null || need="$$need docker-compose"; \
+	if [ -n "$$need" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$need"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	  else echo "missing:$$need -- install them (Debian/Ubuntu: sudo apt-get install$$need)"; exit 1; fi; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -c constraints.txt -e '.[train,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import stream, schemas, confluent_kafka, redis, onnxruntime, river, torch"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: deps venv
+	$(BIN)/recstream demo --events 20000 --rate 2000
+
+test: deps venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+bench: deps venv
+	$(BIN)/python -m bench.run
+
+stack-up: venv
+	$(BIN)/recstream stack up
+
+stack-down: venv
+	$(BIN)/recstream stack down
+
+clean:
+	-$(BIN)/recstream stack down 2>/dev/null
+	rm -rf $(VENV) .state *.egg-info

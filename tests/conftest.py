@@ -1,0 +1,93 @@
+"""Fixtures: a real broker (Tansu) and a real redis-server for the whole session, started by the
+tests themselves on free ports (or reused from RECSTREAM_TEST_BROKERS / RECSTREAM_TEST_REDIS_URL);
+uuid-named topics and Redis key prefixes per test; every wait bounded."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def wait_for(fn, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll `fn` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def shared_data(rel: str) -> Path:
+    """A file under ../shared/data; skipped when absent, except in CI where it must be there."""
+    p = SHARED_DATA / rel
+    if not p.exists():
+        if IN_CI:
+            pytest.fail(f"{p} is missing in CI (../shared/data must be beside the checkout)")
+        pytest.skip(f"{p} not present (../shared/data is outside this checkout)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """(brokers, redis_url) of a running local stack."""
+    b, r = os.environ.get("RECSTREAM_TEST_BROKERS"), os.environ.get("RECSTREAM_TEST_REDIS_URL")
+    if b and r:
+        yield b, r
+        return
+    from stream import stack as st
+    cfg = st.StackConfig(tmp_path_factory.mktemp("stack"), broker_port=st.free_port(), redis_port=st.free_port())
+    st.up(cfg)
+    try:
+        yield cfg.brokers, cfg.redis_url
+    finally:
+        st.down(cfg)
+
+
+@pytest.fixture
+def settings(stack):
+    """Settings with this test's own topics, consumer group and Redis key prefix."""
+    from stream.kafka import create_topics
+    from stream.settings import Settings
+    run = uuid.uuid4().hex[:10]
+    s = Settings(brokers=stack[0], redis_url=stack[1], events_topic=f"t{run}.events", items_topic=f"t{run}.items",
+                 recs_topic=f"t{run}.recs", dlq_topic=f"t{run}.dlq", group_id=f"g{run}", key_prefix=f"rs:{run}:",
+                 session_timeout_ms=2000, metrics_port=0, log_every_s=60.0)
+    create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], 4)
+    yield s
+    from stream.kafka import delete_topics
+    delete_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic])
+
+
+@pytest.fixture
+def redis_client(stack):
+    from stream.store import connect
+    return connect(stack[1])
+
+
+def worker_env(s) -> dict:
+    env = dict(os.environ)
+    env.update({"RECSTREAM_BROKERS": s.brokers, "RECSTREAM_REDIS_URL": s.redis_url,
+                "RECSTREAM_EVENTS_TOPIC": s.events_topic, "RECSTREAM_ITEMS_TOPIC": s.items_topic,
+                "RECSTREAM_RECS_TOPIC": s.recs_topic, "RECSTREAM_DLQ_TOPIC": s.dlq_topic,
+                "RECSTREAM_KEY_PREFIX": s.key_prefix, "RECSTREAM_GROUP_ID": s.group_id,
+                "RECSTREAM_SESSION_TIMEOUT_MS": str(s.session_timeout_ms), "RECSTREAM_METRICS_PORT": "0",
+                "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def start_worker(s, *extra: str, log: Path | None = None):
+    import subprocess
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", *extra], env=worker_env(s), cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT)

@@ -1,0 +1,67 @@
+"""`recstream stack`: idempotent up, honest status, down stops only what it started, clear missing-binary errors."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from stream import stack as st
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_is_idempotent_and_down_stops_only_its_own(tmp_path):
+    cfg = st.StackConfig(tmp_path / "state", broker_port=st.free_port(), redis_port=st.free_port())
+    foreign_port = st.free_port()
+    foreign = subprocess.Popen([shutil.which("redis-server"), "--port", str(foreign_port), "--save", ""],
+                               stdout=subprocess.DEVNULL)
+    try:
+        first = st.up(cfg)
+        assert all("started" in line for line in first)
+        again = st.up(cfg)
+        assert all("already running" in line for line in again)
+        status = "\n".join(st.status(cfg))
+        assert "memory-only" in status and status.count("answering") == 2
+        st.down(cfg)
+        assert not st.port_open(cfg.host, cfg.broker_port) and not st.port_open(cfg.host, cfg.redis_port)
+        assert redis.Redis(port=foreign_port).ping()   # not ours: untouched
+        assert st.main_status_code(cfg) == 3
+    finally:
+        st.down(cfg)
+        foreign.terminate()
+        foreign.wait(10)
+
+
+def test_taken_port_and_missing_binary_are_clear(tmp_path, monkeypatch):
+    port = st.free_port()
+    other = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--save", ""], stdout=subprocess.DEVNULL)
+    try:
+        cfg = st.StackConfig(tmp_path / "s1", broker_port=st.free_port(), redis_port=port)
+        import time
+        time.sleep(0.3)
+        with pytest.raises(st.StackError, match="port .* is taken"):
+            st.up(cfg)
+    finally:
+        st.down(cfg)
+        other.terminate()
+        other.wait(10)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(st.StackError, match="apt-get install redis-server"):
+        st.redis_binary()
+
+
+def test_cli_stack_round_trip(tmp_path):
+    env = dict(os.environ, RECSTREAM_STATE_DIR=str(tmp_path / "cli"),
+               RECSTREAM_BROKERS=f"127.0.0.1:{st.free_port()}", RECSTREAM_REDIS_URL=f"redis://127.0.0.1:{st.free_port()}/0")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "stream.cli", "stack", *a], env=env, capture_output=True,
+                                    text=True, timeout=60)
+    try:
+        up = run("up")
+        assert up.returncode == 0 and "memory-only" in up.stdout, up.stderr
+        assert run("status").returncode == 0
+    finally:
+        down = run("down")
+    assert "stopped" in down.stdout
+    assert run("status").returncode == 3
