@@ -1,0 +1,168 @@
+"""The streaming worker on the real stack: recommendations for every user, dead letters with reasons,
+exact recovery after SIGKILL, and two workers sharing the partitions."""
+import signal
+import threading
+from collections import Counter
+
+import orjson
+import pytest
+
+from conftest import start_worker, wait_for
+from schemas import Rejected, validate_item, validate_recommendation
+from stream.consume import records
+from stream.produce import produce_events, produce_items
+from stream.store import Keys, user_profile_dump
+from stream.synth import SynthConfig, SynthShop
+
+pytestmark = pytest.mark.integration
+
+BAD = [
+    b'{"event_id": "bad-1", "user_id": "u1", "item_id": "i1", "type": "view", "ts": 1730000000}',
+    b'{"event_id": "bad-2", "user_id": "u1", "item_id": "i1", "type": "teleport", "ts": 1730000000000}',
+    b"\xff\xfe not utf-8",
+    b'{"event_id": "bad-4", "user_id": "u1", "item_id": "i1", "type": "view"}',
+]
+
+
+class Collector:
+    """Reads a topic in the background until stopped."""
+
+    def __init__(self, topic, brokers):
+        self.items, self._stop = [], threading.Event()
+        self._t = threading.Thread(target=self._run, args=(topic, brokers), daemon=True)
+        self._t.start()
+
+    def _run(self, topic, brokers):
+        for rec in records(topic, brokers, stop=self._stop.is_set):
+            self.items.append(rec)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(15)
+
+
+def shop(n_events, seed=5):
+    return SynthShop(SynthConfig(n_users=max(50, n_events // 10), n_items=max(100, n_events // 20),
+                                 n_events=n_events, seed=seed))
+
+
+def test_20k_events_every_user_gets_valid_recommendations_and_bad_input_is_dead_lettered(settings, tmp_path):
+    sh = shop(20_000)
+    events = list(sh.events())
+    users = {e["user_id"] for e in events}
+    produce_items(sh.items, settings.items_topic, settings.brokers)
+    recs, dlq = Collector(settings.recs_topic, settings.brokers), Collector(settings.dlq_topic, settings.brokers)
+    worker = start_worker(settings, log=tmp_path / "worker.log")
+    try:
+        # bad messages in the middle of the stream: the worker must keep going past them
+        produce_events(enumerate(events[:10_000], 1), settings.events_topic, settings.brokers)
+        produce_events(enumerate(BAD, 1), settings.events_topic, settings.brokers, validate=False)
+        produce_events(enumerate(events[10_000:], 1), settings.events_topic, settings.brokers)
+        wait_for(lambda: {orjson.loads(r.value)["user_id"] for r in recs.items} >= users and len(dlq.items) >= len(BAD),
+                 timeout=180, what="a recommendation for every user and every dead letter")
+        assert worker.poll() is None, "worker died"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0     # graceful: finishes the batch, commits, leaves the group
+        recs.stop()
+        dlq.stop()
+    parsed = [validate_recommendation(r.value) for r in recs.items]
+    assert not [p for p in parsed if isinstance(p, Rejected)]
+    assert all(r.key == p.user_id.encode() for r, p in zip(recs.items, parsed))
+    by_user = {}
+    for p in parsed:
+        by_user[p.user_id] = p
+    assert all(len(p.items) > 0 for p in by_user.values())
+    assert all(p.model_versions["scorer"] == "fallback-v1" for p in parsed)
+    # coalescing: fewer recommendations than events
+    assert len(parsed) < len(events)
+    # dead letters: original bytes, a reason naming the field, where it came from
+    assert sorted(r.value for r in dlq.items) == sorted(BAD)
+    reasons = {r.value: r.headers["recstream.reason"].decode() for r in dlq.items}
+    assert reasons[BAD[0]].startswith("ts: 1730000000 looks like seconds")
+    assert reasons[BAD[1]].startswith("type: 'teleport'")
+    assert reasons[BAD[2]].startswith("message: invalid UTF-8")
+    assert reasons[BAD[3]] == "ts: required field is missing"
+    assert all(r.headers["recstream.source.topic"] == settings.events_topic.encode() for r in dlq.items)
+
+
+def _all_profiles(client, prefix, users):
+    return {u: user_profile_dump(client, prefix, u) for u in sorted(users)}
+
+
+def _applied(client, prefix, users):
+    pipe = client.pipeline(transaction=False)
+    for u in users:
+        pipe.hgetall(Keys(prefix).user(u))
+    return sum(int(v) for h in pipe.execute() for k, v in h.items() if k.startswith(b"n:") and k != b"n:bot_flagged")
+
+
+def test_sigkill_mid_stream_then_restart_ends_with_identical_profiles(settings, redis_client, tmp_path):
+    from dataclasses import replace
+    from stream.catalog import Catalog
+    from stream.cli import build_pipeline
+    from stream.worker import ConfluentWorker
+    sh = shop(12_000, seed=9)
+    events = list(sh.events())
+    users = {e["user_id"] for e in events}
+    items = [validate_item(i) for i in sh.items]
+
+    # reference: an uninterrupted run
+    ref = replace(settings, key_prefix=settings.key_prefix + "ref:", group_id=settings.group_id + "-ref")
+    Catalog(redis_client, ref.key_prefix).upsert(items)
+    produce_events(enumerate(events, 1), settings.events_topic, settings.brokers)
+    w = ConfluentWorker(ref, build_pipeline(ref))
+    t = threading.Thread(target=w.run, kwargs={"max_idle_s": 3.0})
+    t.start()
+    wait_for(lambda: _applied(redis_client, ref.key_prefix, users) == len(events), timeout=120, what="reference run")
+    w.stop_event.set()
+    t.join(30)
+    expected = _all_profiles(redis_client, ref.key_prefix, users)
+
+    # the same log, a worker killed with SIGKILL mid-stream, then restarted in the same group
+    Catalog(redis_client, settings.key_prefix).upsert(items)
+    first = start_worker(settings, log=tmp_path / "w1.log")
+    wait_for(lambda: _applied(redis_client, settings.key_prefix, users) > 1500, timeout=120, what="some progress")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    at_kill = _applied(redis_client, settings.key_prefix, users)
+    assert at_kill < len(events), "the kill landed after the end: not mid-stream"
+    second = start_worker(settings, log=tmp_path / "w2.log")
+    try:
+        wait_for(lambda: _applied(redis_client, settings.key_prefix, users) >= len(events), timeout=120,
+                 what="the restarted worker to finish")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert _applied(redis_client, settings.key_prefix, users) == len(events)   # nothing double-counted
+    got = _all_profiles(redis_client, settings.key_prefix, users)
+    assert got == expected
+
+
+def test_two_workers_share_partitions_and_cover_every_user(settings, tmp_path):
+    sh = shop(6_000, seed=13)
+    events = list(sh.events())
+    users = {e["user_id"] for e in events}
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [start_worker(settings, log=lg) for lg in logs]
+    recs = Collector(settings.recs_topic, settings.brokers)
+    try:
+        # both joined and each holds some events partitions before anything is produced
+        wait_for(lambda: all(f"{settings.events_topic}[" in lg.read_text() for lg in logs if lg.exists())
+                 and all(lg.exists() for lg in logs), timeout=60, what="both workers assigned")
+        produce_events(enumerate(events, 1), settings.events_topic, settings.brokers)
+        wait_for(lambda: {orjson.loads(r.value)["user_id"] for r in recs.items} >= users, timeout=120,
+                 what="every user covered")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        codes = [w.wait(30) for w in workers]
+        recs.stop()
+    assert codes == [0, 0]
+    per_worker = Counter(r.headers["recstream.worker"] for r in recs.items)
+    assert len(per_worker) == 2, per_worker
+    # a user is served by one worker only (keyed partitions)
+    owner = {}
+    for r in recs.items:
+        u = orjson.loads(r.value)["user_id"]
+        assert owner.setdefault(u, r.headers["recstream.worker"]) == r.headers["recstream.worker"]
