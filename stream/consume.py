@@ -30,9 +30,10 @@ class Record:
 def records(topic: str, brokers: str, *, group: str | None = None, from_beginning: bool = True,
             max_records: int | None = None, until_eof: bool = False, idle_timeout: float | None = None,
             timeout: float | None = None, session_timeout_ms: int = 6000, commit: bool | None = None,
-            stop=None) -> Iterator[Record]:
+            stop=None, ready=None) -> Iterator[Record]:
     """Yield records until `max_records`, EOF on every partition (`until_eof`), `idle_timeout`
-    seconds without a record, `timeout` seconds in all, or `stop()` returning True."""
+    seconds without a record, `timeout` seconds in all, or `stop()` returning True.
+    `ready` (a threading.Event) is set once partitions are assigned."""
     commit = group is not None if commit is None else commit
     conf = consumer_conf(brokers, group or f"recstream-consume-{uuid.uuid4().hex[:8]}",
                          session_timeout_ms=session_timeout_ms)
@@ -52,9 +53,11 @@ def records(topic: str, brokers: str, *, group: str | None = None, from_beginnin
                 return
             if stop is not None and stop():
                 return
-            msgs = consumer.consume(500, 0.2)
+            msgs = consumer.consume(500, 0.02)   # returns early only when 500 are there: keep the wait short
             if not assigned:
                 assigned = {tp.partition for tp in consumer.assignment()}
+                if assigned and ready is not None:
+                    ready.set()
             for msg in msgs:
                 err = msg.error()
                 if err is not None:

@@ -42,7 +42,7 @@ def consumer_conf(brokers: str, group_id: str, *, session_timeout_ms: int = 6000
         "enable.partition.eof": True,        # the only trustworthy end-of-data signal here
         "session.timeout.ms": session_timeout_ms,
         "heartbeat.interval.ms": max(250, session_timeout_ms // 6),
-        "fetch.wait.max.ms": 20,             # a waiting fetch is not woken by new data
+        "fetch.wait.max.ms": 10,             # a waiting fetch is not woken by new data: keep it short
         "partition.assignment.strategy": "range",
     }
     conf.update(extra)

@@ -31,7 +31,7 @@ class Settings:
     model_dir: str = "artifacts/models"       # RECSTREAM_MODEL_DIR (model registry root)
     driver: str = "confluent"                 # RECSTREAM_DRIVER: confluent | faust
     batch_size: int = 1000                    # RECSTREAM_BATCH_SIZE (max events per micro-batch)
-    batch_wait_ms: int = 20                   # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
+    batch_wait_ms: int = 5                    # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
     top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
     metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)

@@ -1,0 +1,256 @@
+"""recstream benchmarks: prints a table and writes bench/results/<name>.json (a list of rows:
+name, value, unit, settings). Figures are measured side by side in one run, so report ratios;
+this 2-core box is shared and noisy.
+
+    python -m bench.run                 # everything (about 4 minutes)
+    python -m bench.run --only worker   # one group: passthrough+worker, latency, faust
+    python -m bench.run --events 50000  # smaller
+
+Groups:
+  worker   - plain confluent consume->produce passthrough (the ceiling) and the full worker
+             (confluent driver) over the same pre-loaded topic, catch-up mode
+  faust    - the faust-streaming driver over the same kind of topic
+  latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from stream import stack
+from stream.kafka import consumer_conf, create_topics, delete_topics, producer_conf
+from stream.produce import produce_events, produce_items
+from stream.settings import Settings
+from stream.synth import SynthConfig, SynthShop
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+class Rows:
+    def __init__(self, common: dict):
+        self.rows, self.common = [], common
+
+    def add(self, name: str, value: float, unit: str, **settings) -> None:
+        self.rows.append({"name": name, "value": round(float(value), 3), "unit": unit,
+                          "settings": {**self.common, **settings}})
+        print(f"  {name:48s} {value:>12,.4g} {unit}", flush=True)
+
+
+def fresh_settings(base: Settings, tag: str) -> Settings:
+    run = f"{tag}{uuid.uuid4().hex[:6]}"
+    s = replace(base, events_topic=f"b.{run}.events", items_topic=f"b.{run}.items", recs_topic=f"b.{run}.recs",
+                dlq_topic=f"b.{run}.dlq", group_id=f"b-{run}", key_prefix=f"rs:b:{run}:", session_timeout_ms=2000,
+                metrics_port=0, log_every_s=3600)
+    create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
+    return s
+
+
+def cleanup(s: Settings, client) -> None:
+    delete_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic])
+    for k in client.scan_iter(match=s.key_prefix + "*", count=10_000):
+        client.unlink(k)
+
+
+def passthrough(s: Settings, n: int) -> float:
+    """Plain consume -> produce of n messages (no decode, no work): the transport ceiling."""
+    from confluent_kafka import Consumer, Producer
+    c = Consumer(consumer_conf(s.brokers, s.group_id + "-pt", session_timeout_ms=2000))
+    p = Producer(producer_conf(s.brokers))
+    c.subscribe([s.events_topic])
+    done, t0 = 0, None
+    while done < n:
+        msgs = c.consume(1000, 0.2)
+        for m in msgs:
+            if m.error():
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            while True:
+                try:
+                    p.produce(s.dlq_topic, m.value(), m.key())
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            done += 1
+        p.poll(0)
+    p.flush(30)
+    el = time.perf_counter() - t0
+    c.close()
+    return n / el
+
+
+def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
+    from stream.cli import build_pipeline
+    from stream.worker import ConfluentWorker
+    w = ConfluentWorker(s, build_pipeline(s))
+    state = {"n": 0, "t0": None, "t": {}}
+
+    def on_batch(res):
+        if res.events and state["t0"] is None:
+            state["t0"] = time.perf_counter() - sum(res.timings.values())
+        state["n"] += res.events
+        for k, v in res.timings.items():
+            state["t"][k] = state["t"].get(k, 0.0) + v
+        if state["n"] >= n:
+            w.stop_event.set()
+    w.on_batch = on_batch
+    w.run()
+    return n / (time.perf_counter() - state["t0"]), state["t"]
+
+
+def run_faust_catchup(s: Settings, n: int) -> float:
+    code = (
+        "import sys, time, os, signal, orjson\n"
+        "from stream.settings import Settings\nfrom stream.cli import build_pipeline\n"
+        "from stream.faust_driver import run_faust_worker\n"
+        "s = Settings.from_env(); n = int(sys.argv[1]); st = {'n': 0, 't0': None}\n"
+        "def on_batch(r):\n"
+        "    st['t0'] = st['t0'] or time.perf_counter() - sum(r.timings.values()); st['n'] += r.events\n"
+        "    if st['n'] >= n:\n"
+        "        print('RATE', n / (time.perf_counter() - st['t0']), flush=True); os.kill(os.getpid(), signal.SIGTERM)\n"
+        "run_faust_worker(s, build_pipeline(s), on_batch=on_batch)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(n)], env=worker_env(s), capture_output=True, text=True,
+                         timeout=900, cwd=ROOT)
+    for line in out.stdout.splitlines():
+        if "RATE " in line:   # faust may prefix terminal escapes
+            return float(line.split("RATE ", 1)[1].split()[0])
+    raise RuntimeError(f"faust run failed (rc {out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+
+
+def worker_env(s: Settings) -> dict:
+    env = dict(os.environ)
+    env.update({"RECSTREAM_BROKERS": s.brokers, "RECSTREAM_REDIS_URL": s.redis_url,
+                "RECSTREAM_EVENTS_TOPIC": s.events_topic, "RECSTREAM_ITEMS_TOPIC": s.items_topic,
+                "RECSTREAM_RECS_TOPIC": s.recs_topic, "RECSTREAM_DLQ_TOPIC": s.dlq_topic,
+                "RECSTREAM_KEY_PREFIX": s.key_prefix, "RECSTREAM_GROUP_ID": s.group_id,
+                "RECSTREAM_SESSION_TIMEOUT_MS": str(s.session_timeout_ms), "RECSTREAM_METRICS_PORT": "0",
+                "RECSTREAM_LOG_EVERY_S": os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600")})
+    return env
+
+
+def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, seconds: float) -> dict:
+    """Worker in its own process; events produced at `rate`; latency = recommendation received - event sent."""
+    from stream.consume import records
+    produce_items(shop.items, s.items_topic, s.brokers)
+    worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=worker_env(s), cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
+    from stream.store import connect
+    r = connect(s.redis_url)
+    probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
+    deadline = time.time() + 60
+    while not r.exists(probe) and time.time() < deadline:
+        time.sleep(0.05)
+    n = int(rate * seconds)
+    batch = events[:n]
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+    stop, ready = threading.Event(), threading.Event()
+
+    def collect():
+        for rec in records(s.recs_topic, s.brokers, stop=stop.is_set, ready=ready, session_timeout_ms=2000):
+            t = sent.get(orjson.loads(rec.value)["trigger_event_id"])
+            if t:
+                lat.append(time.time() - t)
+    th = threading.Thread(target=collect, daemon=True)
+    th.start()
+
+    def tracked():
+        for i, ev in enumerate(batch, 1):
+            sent[ev["event_id"]] = time.time()
+            yield i, ev
+    ready.wait(30)     # the collector has joined its group
+    rep = produce_events(tracked(), s.events_topic, s.brokers, rate=rate)
+    time.sleep(3.0)
+    stop.set()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(30)
+    th.join(10)
+    ms = np.array(lat) * 1000
+    # the first second carries the consumer's start-up; the steady state is what we report
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "n": len(ms),
+            "achieved_rate": rep.rate}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--faust-events", type=int, default=50_000)
+    ap.add_argument("--only", choices=["worker", "faust", "latency"], action="append")
+    ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
+    args = ap.parse_args(argv)
+    groups = set(args.only or ["worker", "faust", "latency"])
+
+    cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
+    stack.up(cfg)
+    from stream.store import connect
+    base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url)
+    client = connect(base.redis_url)
+    rows = Rows({"host": platform.node(), "cpus": os.cpu_count(), "broker": "tansu (local, memory)",
+                 "events": args.events, "users": args.users, "items": args.items, "scorer": "fallback-v1",
+                 "batch_size": base.batch_size})
+    try:
+        print(f"== synthetic shop: {args.events} events, {args.users} users, {args.items} items", flush=True)
+        shop = SynthShop(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=1))
+        events = list(shop.events())
+        if "worker" in groups:
+            print("== passthrough ceiling vs the full worker (same topic, catch-up mode)", flush=True)
+            s = fresh_settings(base, "w")
+            produce_items(shop.items, s.items_topic, s.brokers)
+            produce_events(enumerate(events, 1), s.events_topic, s.brokers)
+            pt = passthrough(s, len(events))
+            rows.add("passthrough_consume_produce", pt, "msg/s")
+            rate, timings = run_worker_catchup(s, len(events))
+            rows.add("worker_confluent_end_to_end", rate, "events/s")
+            rows.add("worker_vs_passthrough_ratio", rate / pt, "x")
+            total = sum(timings.values())
+            for k, v in sorted(timings.items(), key=lambda kv: -kv[1]):
+                rows.add(f"worker_stage_share_{k}", 100 * v / total, "%")
+            cleanup(s, client)
+        if "faust" in groups:
+            print(f"== faust-streaming driver ({args.faust_events} events)", flush=True)
+            s = fresh_settings(base, "f")
+            produce_items(shop.items, s.items_topic, s.brokers)
+            produce_events(enumerate(events[: args.faust_events], 1), s.events_topic, s.brokers)
+            fr = run_faust_catchup(s, args.faust_events)
+            rows.add("worker_faust_end_to_end", fr, "events/s", events=args.faust_events)
+            if "worker" in groups:
+                rows.add("confluent_vs_faust_ratio", rate / fr, "x")
+            cleanup(s, client)
+        if "latency" in groups:
+            for r in (1000, 4000):
+                print(f"== latency at {r} events/s (worker in its own process)", flush=True)
+                s = fresh_settings(base, f"l{r}")
+                res = latency_at(s, shop, events, r, 15)
+                rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=15, samples=res["n"])
+                rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=15, samples=res["n"])
+                rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
+                cleanup(s, client)
+    finally:
+        stack.down(cfg)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{args.name}.json"
+    out.write_bytes(orjson.dumps(rows.rows, option=orjson.OPT_INDENT_2))
+    print(f"\n{'name':48s} {'value':>12s} unit")
+    for r in rows.rows:
+        print(f"{r['name']:48s} {r['value']:>12,.4g} {r['unit']}")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
