@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv run test test-fast bench stack-up stack-down clean
+.PHONY: help deps venv run test test-fast bench stack-up stack-down clean kcat-lib
 
 help:
 	@echo "make run      - the recommender demo on the embedded local stack (Tansu + redis-server)"
@@ -54,3 +54,10 @@ stack-down: venv
 clean:
 	-$(BIN)/recstream stack down 2>/dev/null
 	rm -rf $(VENV) .state *.egg-info
+
+# Debian's kcat (librdkafka 2.0.2) cannot parse the local broker's ApiVersions reply; point it at the
+# newer librdkafka inside the confluent-kafka wheel: LD_LIBRARY_PATH=.state/kcat-lib kcat -b localhost:19092 ...
+kcat-lib: venv
+	mkdir -p .state/kcat-lib
+	ln -sf "$$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/confluent_kafka.libs/librdkafka*.so*)" .state/kcat-lib/librdkafka.so.1
+	@echo "LD_LIBRARY_PATH=.state/kcat-lib kcat -b localhost:19092 -C -t recstream.recommendations -e"

@@ -75,12 +75,12 @@ def run_demo(base: Settings, args) -> int:
         # ready when the worker has joined the group and applied the catalog (a group join takes
         # half the session timeout on the local broker)
         from stream.store import connect
-        r = connect(s.redis_url)
+        rc = connect(s.redis_url)
         probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
         deadline = time.time() + 60
-        while not r.exists(probe) and time.time() < deadline and worker.poll() is None:
+        while not rc.exists(probe) and time.time() < deadline and worker.poll() is None:
             time.sleep(0.1)
-        if not r.exists(probe):
+        if not rc.exists(probe):
             print("worker did not start: see its log above", file=sys.stderr)
             return 1
         sent_at: dict[str, float] = {}
@@ -88,9 +88,10 @@ def run_demo(base: Settings, args) -> int:
         lat: list[float] = []
         dlq: list = []
         stop = threading.Event()
+        ready = [threading.Event(), threading.Event()]
 
         def collect_recs():
-            for rec in records(s.recs_topic, s.brokers, stop=stop.is_set):
+            for rec in records(s.recs_topic, s.brokers, stop=stop.is_set, ready=ready[0], session_timeout_ms=2000):
                 obj = orjson.loads(rec.value)
                 got[obj["user_id"]] = obj
                 t = sent_at.get(obj["trigger_event_id"])
@@ -98,12 +99,14 @@ def run_demo(base: Settings, args) -> int:
                     lat.append(time.time() - t)
 
         def collect_dlq():
-            for rec in records(s.dlq_topic, s.brokers, stop=stop.is_set):
+            for rec in records(s.dlq_topic, s.brokers, stop=stop.is_set, ready=ready[1], session_timeout_ms=2000):
                 dlq.append(rec)
 
         threads = [threading.Thread(target=collect_recs, daemon=True), threading.Thread(target=collect_dlq, daemon=True)]
         for t in threads:
             t.start()
+        for ev in ready:
+            ev.wait(30)   # the collectors have joined their groups before anything is sent
 
         def tracked():
             for i, ev in enumerate(events, 1):
@@ -134,7 +137,16 @@ def run_demo(base: Settings, args) -> int:
               f"event->recommendation latency p50 {np.percentile(lat_ms, 50):.1f} ms, "
               f"p99 {np.percentile(lat_ms, 99):.1f} ms (at {args.rate:,.0f} events/s)")
         by_type = Counter(e["type"] for e in events)
-        print(f"  events by type: {dict(sorted(by_type.items()))}")
+        applied = Counter()
+        pipe = rc.pipeline(transaction=False)
+        for uid in users:
+            pipe.hgetall(f"{s.key_prefix}u:{uid}")
+        for h in pipe.execute():
+            for k, v in h.items():
+                if k.startswith(b"n:") and k != b"n:bot_flagged":
+                    applied[k[2:].decode()] += int(v)
+        print(f"  produced by type:             {dict(sorted(by_type.items()))}")
+        print(f"  consumed and applied by type: {dict(sorted(applied.items()))}")
         print("== a few users' latest recommendations")
         busiest = Counter(e["user_id"] for e in events).most_common(40)[::10]
         for uid, cnt in busiest:
