@@ -198,10 +198,16 @@ def main(argv=None) -> int:
     groups = set(args.only or ["worker", "faust", "latency"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
-    stack.up(cfg)
     from stream.store import connect
+
+    def fresh_stack():
+        # the local broker keeps every message ever produced in memory and slows down as it grows
+        # (../shared/notes/broker.md): each group starts on a fresh broker and an empty Redis
+        stack.down(cfg)
+        stack.up(cfg)
+        return connect(cfg.redis_url)
     base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url)
-    client = connect(base.redis_url)
+    client = fresh_stack()
     rows = Rows({"host": platform.node(), "cpus": os.cpu_count(), "broker": "tansu (local, memory)",
                  "events": args.events, "users": args.users, "items": args.items, "scorer": "fallback-v1",
                  "batch_size": base.batch_size})
@@ -224,11 +230,13 @@ def main(argv=None) -> int:
                 rows.add(f"worker_stage_share_{k}", 100 * v / total, "%")
             cleanup(s, client)
         if "faust" in groups:
+            client = fresh_stack()
             print(f"== faust-streaming driver ({args.faust_events} events)", flush=True)
             s = fresh_settings(base, "f")
             produce_items(shop.items, s.items_topic, s.brokers)
             produce_events(enumerate(events[: args.faust_events], 1), s.events_topic, s.brokers)
             fr = run_faust_catchup(s, args.faust_events)
+            client = fresh_stack()
             rows.add("worker_faust_end_to_end", fr, "events/s", events=args.faust_events)
             if "worker" in groups:
                 rows.add("confluent_vs_faust_ratio", rate / fr, "x")
@@ -236,6 +244,7 @@ def main(argv=None) -> int:
         if "latency" in groups:
             for r in (1000, 4000):
                 print(f"== latency at {r} events/s (worker in its own process)", flush=True)
+                client = fresh_stack()
                 s = fresh_settings(base, f"l{r}")
                 res = latency_at(s, shop, events, r, 15)
                 rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=15, samples=res["n"])

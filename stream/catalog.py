@@ -38,4 +38,4 @@ class Catalog:
                 pipe.hget(f"{self.prefix}i:{i}", "cat")
             for i, c in zip(missing, pipe.execute()):
                 self._cat[i] = c.decode() if c else None
-        return {i: self._cat[i] for i in item_ids}
+        return {i: self._cat.get(i) for i in item_ids}

@@ -53,7 +53,9 @@ def records(topic: str, brokers: str, *, group: str | None = None, from_beginnin
                 return
             if stop is not None and stop():
                 return
-            msgs = consumer.consume(500, 0.02)   # returns early only when 500 are there: keep the wait short
+            # poll() returns as soon as one message is there; then drain whatever else is already fetched
+            first = consumer.poll(0.1)
+            msgs = [] if first is None else [first, *consumer.consume(499, 0)]
             if not assigned:
                 assigned = {tp.partition for tp in consumer.assignment()}
                 if assigned and ready is not None:

@@ -24,7 +24,7 @@ def producer_conf(brokers: str, **extra) -> dict:
     conf = {
         "bootstrap.servers": brokers,
         "enable.idempotence": True,      # works on Tansu; transactions do not
-        "linger.ms": 5,
+        "linger.ms": 2,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
         "message.max.bytes": 2_000_000,  # the DLQ keeps original bytes, which may be large

@@ -55,6 +55,14 @@ class Pipeline:
         return {"pipeline": PIPELINE_VERSION, "scorer": self.scorer.version}
 
     def process_batch(self, messages: list[InMessage]) -> BatchResult:
+        events, dead, n_items, timings = self.ingest(messages)
+        result = self.process_events(events, timings)
+        result.dead_letters = dead
+        result.items = n_items
+        return result
+
+    def ingest(self, messages: list[InMessage]) -> tuple[list[Event], list[DeadLetter], int, dict]:
+        """Stage 1 (validate, dedupe) and catalog upserts."""
         t = time.perf_counter
         t0 = t()
         events, items, dead = validate_batch(messages)
@@ -63,21 +71,28 @@ class Pipeline:
             t1 = t()
             self.catalog.upsert(items)
             timings["catalog"] = t() - t1
-        result = self.process_events(events, timings)
-        result.dead_letters = dead
-        result.items = len(items)
-        return result
+        return events, dead, len(items), timings
 
     def process_events(self, events: list[Event], timings: dict | None = None) -> BatchResult:
-        """The stages after validation; the backtest calls this with already-parsed events."""
-        t = time.perf_counter
+        """The stages after validation, in order; the backtest calls this with already-parsed events."""
         timings = {} if timings is None else timings
         if not events:
             return BatchResult([], [], timings=timings)
-        t1 = t()
-        snaps = self.profiles.apply(events)
+        return self.recommend(events, self.apply_profiles(events, timings), timings)
+
+    def apply_profiles(self, events: list[Event], timings: dict) -> dict:
+        """Stage 2 alone (the worker overlaps it with the previous batch's later stages)."""
+        t1 = time.perf_counter()
+        snaps = self.profiles.apply(events) if events else {}
+        timings["profile"] = time.perf_counter() - t1
+        return snaps
+
+    def recommend(self, events: list[Event], snaps: dict, timings: dict) -> BatchResult:
+        """Stages 3-6 for users whose profiles were just updated."""
+        t = time.perf_counter
+        if not events:
+            return BatchResult([], [], timings=timings)
         t2 = t()
-        timings["profile"] = t2 - t1
         ctx = BatchContext(snaps, now_ts=max(ev.ts for ev in events))
         pipe = self.client.pipeline(transaction=False)
         collectors = []

@@ -11,6 +11,7 @@ SIGTERM/SIGINT: finish the batch in hand, commit, leave the group, exit 0.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
@@ -93,19 +94,61 @@ class ConfluentWorker:
         signal.signal(signal.SIGINT, handler)
 
     def run(self, max_idle_s: float | None = None) -> None:
+        """Consume until stopped. Two threads overlap the work of consecutive batches: this one
+        consumes, validates and applies profiles (mostly waiting on Redis' Lua), the other gathers
+        candidates, scores, ranks, emits and hands the offsets back to be committed here. A batch's
+        recommendations may therefore read co-visitation/trending that already include the next
+        batch (one batch of look-ahead in live serving; the backtest runs the stages in order)."""
         s = self.s
         consumer = Consumer(consumer_conf(s.brokers, self.group_id, session_timeout_ms=s.session_timeout_ms))
-        producer = Producer(producer_conf(s.brokers, **{"linger.ms": 2}))
+        producer = Producer(producer_conf(s.brokers, **{"linger.ms": 1}))
         emitter = Emitter(producer, s)
+        handoff: queue.Queue = queue.Queue(maxsize=1)
+        done: queue.Queue = queue.Queue()
+        failure: list[BaseException] = []
+
+        def commit_done(block_until_drained: bool = False) -> None:
+            if block_until_drained:
+                handoff.join()
+            offsets: dict = {}
+            while True:
+                try:
+                    offsets.update(done.get_nowait())
+                except queue.Empty:
+                    break
+            if offsets:
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                asynchronous=False)
+
+        def on_revoke(c, parts):
+            commit_done(block_until_drained=True)   # finish and commit what we hold before it moves
+            log.info("revoked %s", _fmt(parts))
+
+        def back_half() -> None:
+            while True:
+                job = handoff.get()
+                try:
+                    if job is None:
+                        return
+                    if not failure:
+                        self._finish(job, emitter, done)
+                except BaseException as exc:  # noqa: BLE001 - surfaced by the consuming thread
+                    failure.append(exc)
+                    self.stop_event.set()
+                finally:
+                    handoff.task_done()
+
         consumer.subscribe([s.events_topic, s.items_topic],
-                           on_assign=lambda c, ps: log.info("assigned %s", _fmt(ps)),
-                           on_revoke=lambda c, ps: log.info("revoked %s", _fmt(ps)))
+                           on_assign=lambda c, ps: log.info("assigned %s", _fmt(ps)), on_revoke=on_revoke)
         log.info("worker consuming %s and %s as group %s at %s (batch %d, wait %d ms, scorer %s)",
                  s.events_topic, s.items_topic, self.group_id, s.brokers, s.batch_size, s.batch_wait_ms,
                  self.pipeline.scorer.version)
+        finisher = threading.Thread(target=back_half, name="recstream-emit", daemon=True)
+        finisher.start()
         last_msg = time.monotonic()
         try:
             while not self.stop_event.is_set():
+                commit_done()
                 if self.between_batches:
                     self.between_batches()
                 t_poll = time.perf_counter()
@@ -129,27 +172,39 @@ class ConfluentWorker:
                         break
                     continue
                 last_msg = time.monotonic()
-                result = self.pipeline.process_batch(batch)
-                result.timings["poll"] = t_poll
-                t_emit = time.perf_counter()
-                emitter.send(result)
-                result.timings["emit"] = time.perf_counter() - t_emit
-                t_commit = time.perf_counter()
-                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                asynchronous=False)
-                result.timings["commit"] = time.perf_counter() - t_commit
-                now_ms = time.time() * 1000
-                self.metrics.observe_batch(len(batch), result, [(now_ms - x) / 1000 for x in ts if x > 0])
-                self._lag(consumer, offsets)
-                self.batches += 1
-                if self.on_batch:
-                    self.on_batch(result)
+                events, dead, n_items, timings = self.pipeline.ingest(batch)
+                timings["poll"] = t_poll
+                snaps = self.pipeline.apply_profiles(events, timings)
+                handoff.put((len(batch), events, snaps, dead, n_items, timings, offsets, ts))
         except KafkaException as exc:
             raise BrokerError(f"worker on {s.events_topic} at {s.brokers}: {exc}") from exc
         finally:
-            producer.flush(10)
-            consumer.close()   # sends LeaveGroup: the partitions move at once, not after the session timeout
-            log.info("worker stopped after %d batches", self.batches)
+            handoff.put(None)
+            finisher.join(60)
+            try:
+                if not failure:
+                    commit_done()
+            finally:
+                producer.flush(10)
+                consumer.close()   # sends LeaveGroup: the partitions move at once, not after the session timeout
+                log.info("worker stopped after %d batches", self.batches)
+        if failure:
+            raise failure[0]
+
+    def _finish(self, job, emitter: Emitter, done: queue.Queue) -> None:
+        """Stages 3-6 and the emit for one batch; its offsets go back to the consuming thread."""
+        n_msgs, events, snaps, dead, n_items, timings, offsets, ts = job
+        result = self.pipeline.recommend(events, snaps, timings)
+        result.dead_letters, result.items = dead, n_items
+        t_emit = time.perf_counter()
+        emitter.send(result)
+        result.timings["emit"] = time.perf_counter() - t_emit
+        done.put(offsets)
+        now_ms = time.time() * 1000
+        self.metrics.observe_batch(n_msgs, result, [(now_ms - x) / 1000 for x in ts if x > 0])
+        self.batches += 1
+        if self.on_batch:
+            self.on_batch(result)
 
     def _lag(self, consumer: Consumer, offsets: dict) -> None:
         for (topic, part), pos in offsets.items():
