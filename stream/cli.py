@@ -178,10 +178,60 @@ def cmd_worker(s: Settings, args) -> int:
         from stream.faust_driver import run_faust_worker
         return run_faust_worker(s, build_pipeline(s), group_id=args.group)
     from stream.worker import ConfluentWorker
-    w = ConfluentWorker(s, build_pipeline(s), metrics=WorkerMetrics(s.metrics_port, s.log_every_s),
-                        group_id=args.group)
+    from stream.onnx_scorer import ModelWatcher
+    pipeline = build_pipeline(s)
+    watcher = ModelWatcher(s.model_dir, pipeline)
+    watcher()   # a promoted model is used from the first batch
+    w = ConfluentWorker(s, pipeline, metrics=WorkerMetrics(s.metrics_port, s.log_every_s),
+                        group_id=args.group, between_batches=watcher)
     w.install_signal_handlers()
     w.run(max_idle_s=args.max_idle)
+    return 0
+
+
+def cmd_train(s: Settings, args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("recstream train needs the training extra: pip install 'recstream[train]'", file=sys.stderr)
+        return 2
+    from models.export import train_export_register
+    report = train_export_register(args.events, args.format, registry_root=args.registry or s.model_dir,
+                                   epochs=args.epochs, seed=args.seed, test_frac=args.test_frac,
+                                   quantize=args.quantize, promote=args.promote, limit=args.limit)
+    t = report["test"]
+    print(f"\nheld-out later events: {report['test_events']} (split at ts {report['split_ts']}), "
+          f"trained {report['seconds']}s, best epoch {report['best_epoch']}")
+    print(f"{'model':14s} {'HR@10':>8s} {'NDCG@10':>8s} {'MRR':>8s}")
+    for name in ("seqrec", "most_popular"):
+        print(f"{name:14s} {t[name]['hr@10']:8.4f} {t[name]['ndcg@10']:8.4f} {t[name]['mrr']:8.4f}")
+    if report.get("ndcg@10_ratio_vs_most_popular"):
+        print(f"NDCG@10 ratio vs most-popular: {report['ndcg@10_ratio_vs_most_popular']:.2f}x")
+    print(f"parity max abs diff {report['parity']['max_abs_diff']:.2e}; registered {report['version']}"
+          + (" (promoted)" if args.promote else f"; promote with: recstream models promote {report['version']}"))
+    return 0
+
+
+def cmd_models(s: Settings, args) -> int:
+    from exporters.registry import Registry, RegistryError
+    reg = Registry(args.registry or s.model_dir)
+    if args.action == "list":
+        promoted = reg.promoted()
+        for m in reg.versions():
+            t = m.get("metrics", {}).get("test", {}).get("seqrec", {})
+            mark = "*" if m["version"] == promoted else " "
+            print(f"{mark} {m['version']:16s} created {m['created_at']}  data {m.get('data_hash')}  "
+                  f"ndcg@10 {t.get('ndcg@10', float('nan')):.4f}  parity {m['parity']['max_abs_diff']:.1e}  "
+                  f"opset {m.get('opset')}")
+        if not reg.versions():
+            print(f"no models in {reg.root}: train one with `recstream train --events ...`")
+        return 0
+    try:
+        reg.promote(args.version)
+    except RegistryError as exc:
+        print(f"recstream models: {exc}", file=sys.stderr)
+        return 2
+    print(f"promoted {args.version}: running workers switch to it between batches")
     return 0
 
 
@@ -266,6 +316,27 @@ def parser() -> argparse.ArgumentParser:
     wk.add_argument("--group", help="consumer group (default RECSTREAM_GROUP_ID)")
     wk.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
     wk.set_defaults(fn=cmd_worker)
+
+    tr = sub.add_parser("train", help="train the sequence transformer on a log, export to ONNX, register it",
+                        description="Global time split (train on the past, evaluate on later events with full "
+                                    "ranking next to most-popular), sampled-softmax training with early stopping, "
+                                    "ONNX export with a parity check, registration in the model registry.")
+    tr.add_argument("--events", required=True, help="log file or folder (e.g. ../shared/data/movielens-100k)")
+    tr.add_argument("--format", help="input format (see produce --help)")
+    tr.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
+    tr.add_argument("--epochs", type=int, default=200, help="upper bound; early stopping usually ends sooner")
+    tr.add_argument("--test-frac", type=float, default=0.2, help="share of events, by time, held out")
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--limit", type=int, help="use only the first N events of the log")
+    tr.add_argument("--quantize", action="store_true", help="also write an int8 model and report its metric/speed change")
+    tr.add_argument("--promote", action="store_true", help="promote the new version (workers pick it up)")
+    tr.set_defaults(fn=cmd_train)
+
+    mo = sub.add_parser("models", help="list registered model versions or promote one")
+    mo.add_argument("action", choices=["list", "promote"])
+    mo.add_argument("version", nargs="?")
+    mo.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
+    mo.set_defaults(fn=cmd_models)
 
     de = sub.add_parser("demo", help="the `make run` demo: stack, synthetic shop, worker, live view, summary")
     de.add_argument("--events", type=int, default=20_000)

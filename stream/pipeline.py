@@ -115,14 +115,16 @@ class Pipeline:
             feats.append(np.array(list(cands.values()), dtype=np.float64).reshape(-1, width))
         batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
                                [snaps[u].events[-1].type for u in users])
-        scores = self.scorer.score(batch)
+        scorer = self.scorer          # read once: a hot swap lands between batches, never inside one
+        components = scorer.score_components(batch)
+        scores = components[scorer.name]
         t4 = t()
         timings["scoring"] = t4 - t3
 
         all_items = {i for ids in cand_items for i in ids}
         cats = self.catalog.categories(all_items)
         recs = []
-        versions = self.model_versions()
+        versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
         now_ms = int(time.time() * 1000)
         for u, uid in enumerate(users):
             snap = snaps[uid]
@@ -133,8 +135,8 @@ class Pipeline:
             if self.rank_cfg.exclude_recent:
                 exclude.update(snap.recent)
             picked = top_k(cand_items[u], scores[u], exclude=exclude, category_of=cats, cfg=self.rank_cfg)
-            recs.append(emit.build(uid, trigger, cand_items[u], feats[u], picked, {self.scorer.name: scores[u]},
-                                   versions, now_ms))
+            recs.append(emit.build(uid, trigger, cand_items[u], feats[u], picked,
+                                   {name: arrs[u] for name, arrs in components.items()}, versions, now_ms))
         timings["rank_emit"] = t() - t4
         return BatchResult(recs, [], events=len(events), applied=sum(s.applied for s in snaps.values()),
                            timings=timings)

@@ -31,6 +31,9 @@ class Scorer(Protocol):
     def score(self, batch: CandidateBatch) -> list[np.ndarray]:
         """Per user, a (C,) float array; NaN where this scorer has no opinion. One call per batch."""
 
+    def score_components(self, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
+        """Every component's scores, the final one under `name` (shown per item in recommendations)."""
+
 
 DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 0.35, "trending": 0.4, "category": 0.3, "content": 0.5}
 
@@ -53,3 +56,6 @@ class FallbackScorer:
 
     def score(self, batch: CandidateBatch) -> list[np.ndarray]:
         return [f @ self.w if len(f) else np.zeros(0) for f in batch.features]
+
+    def score_components(self, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
+        return {self.name: self.score(batch)}
