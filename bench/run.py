@@ -11,6 +11,7 @@ Groups:
              (confluent driver) over the same pre-loaded topic, catch-up mode
   faust    - the faust-streaming driver over the same kind of topic
   latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
+  scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
 """
 from __future__ import annotations
 
@@ -192,10 +193,10 @@ def main(argv=None) -> int:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--faust-events", type=int, default=50_000)
-    ap.add_argument("--only", choices=["worker", "faust", "latency"], action="append")
+    ap.add_argument("--only", choices=["worker", "faust", "latency", "scorer"], action="append")
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     args = ap.parse_args(argv)
-    groups = set(args.only or ["worker", "faust", "latency"])
+    groups = set(args.only or ["worker", "faust", "latency", "scorer"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
     from stream.store import connect
@@ -212,9 +213,10 @@ def main(argv=None) -> int:
                  "events": args.events, "users": args.users, "items": args.items, "scorer": "fallback-v1",
                  "batch_size": base.batch_size})
     try:
-        print(f"== synthetic shop: {args.events} events, {args.users} users, {args.items} items", flush=True)
-        shop = SynthShop(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=1))
-        events = list(shop.events())
+        if groups & {"worker", "faust", "latency"}:
+            print(f"== synthetic shop: {args.events} events, {args.users} users, {args.items} items", flush=True)
+            shop = SynthShop(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=1))
+            events = list(shop.events())
         if "worker" in groups:
             print("== passthrough ceiling vs the full worker (same topic, catch-up mode)", flush=True)
             s = fresh_settings(base, "w")
@@ -251,6 +253,10 @@ def main(argv=None) -> int:
                 rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=15, samples=res["n"])
                 rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
                 cleanup(s, client)
+        if "scorer" in groups:
+            print("== transformer scorer: onnxruntime vs torch eager (d=64, 2 layers, T=50, 5000 items)", flush=True)
+            from bench import scorer
+            scorer.run(rows)
     finally:
         stack.down(cfg)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,8 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
     if len(events) < 100:
         raise ValueError(f"{events_path}: only {len(events)} usable events; need at least 100 to train")
     cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac)
-    model, vocab, report = train(events, cfg, log=log)
+    import sys
+    model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_seqrec(model, Path(tmp) / "model.onnx")
         parity = check_seqrec_parity(model, onnx_path)

@@ -179,8 +179,7 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         val = summarize(rank_targets(model, val_h, val_t, cfg.max_len, cfg.exclude_seen), ks=(10,))["ndcg@10"]
-        if progress:
-            print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val ndcg@10 {val:.4f}", file=sys.stderr)
+        print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val ndcg@10 {val:.4f}", file=sys.stderr, flush=True)
         if val > best:
             best, best_epoch, bad = val, epoch, 0
             best_state = {k: v.clone() for k, v in model.state_dict().items()}

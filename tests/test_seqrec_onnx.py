@@ -1,0 +1,87 @@
+"""The sequence transformer: export parity (torch vs onnxruntime within 1e-4), registry rules,
+the serving scorer's id mapping. A tiny model, seconds."""
+import numpy as np
+import orjson
+import pytest
+import torch
+
+from exporters.onnx import export_seqrec
+from exporters.parity import ParityError, check_seqrec_parity
+from exporters.registry import Registry, RegistryError
+from models.seqrec import SeqRec, SeqRecConfig
+from stream.onnx_scorer import BlendedScorer, OnnxScorer
+from stream.scoring import CandidateBatch
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SeqRec(SeqRecConfig(n_items=60, max_len=12, dim=16, heads=2, layers=2, dropout=0.1)).eval()
+    path = export_seqrec(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def test_parity_batches_1_7_64_short_and_full(tiny):
+    model, path = tiny
+    rep = check_seqrec_parity(model, path, batch_sizes=(1, 7, 64), fills=("short", "full"), atol=1e-4)
+    assert rep.passed and len(rep.cases) == 12
+    assert {(c["batch"], c["fill"]) for c in rep.cases} == {(b, f) for b in (1, 7, 64) for f in ("short", "full")}
+    print(f"max abs diff {rep.max_abs_diff:.2e}")
+    assert rep.max_abs_diff <= 1e-4
+
+
+def test_parity_failure_names_cases(tiny):
+    model, path = tiny
+    other = SeqRec(model.cfg).eval()   # different weights: must fail loudly, naming the cases
+    with pytest.raises(ParityError, match=r"batch 1 short C=1: .*e"):
+        check_seqrec_parity(other, path, batch_sizes=(1,), fills=("short",), n_candidates=(1,))
+
+
+def test_padding_only_history_is_finite(tiny):
+    model, _ = tiny
+    with torch.no_grad():
+        out = model(torch.zeros((2, model.cfg.max_len), dtype=torch.long), torch.tensor([[1, 2], [3, 4]]))
+    assert torch.isfinite(out).all()
+
+
+def register(tmp_path, model, path, passed=True, name="seqrec"):
+    vocab = ["<pad>"] + [f"i{k}" for k in range(1, model.cfg.n_items)]
+    vp = tmp_path / "vocab.json"
+    vp.write_bytes(orjson.dumps(vocab))
+    reg = Registry(tmp_path / "reg", name)
+    manifest = {"parity": {"passed": passed, "max_abs_diff": 1e-6 if passed else 0.1}, "opset": 17,
+                "model_config": model.cfg.to_dict(), "data_hash": "test"}
+    return reg, reg.register({"model.onnx": path, "vocab.json": vp}, manifest)
+
+
+def test_registry_refuses_failed_parity_and_promotes(tiny, tmp_path):
+    model, path = tiny
+    with pytest.raises(RegistryError, match="parity"):
+        register(tmp_path, model, path, passed=False)
+    reg, v1 = register(tmp_path, model, path)
+    _, v2 = register(tmp_path, model, path)
+    assert [m["version"] for m in reg.versions()] == [v1, v2] and v1.startswith("v1-") and v2.startswith("v2-")
+    assert reg.promoted() is None
+    reg.promote(v2)
+    assert reg.promoted() == v2
+    with pytest.raises(RegistryError, match="no version"):
+        reg.promote("v9-nothere")
+
+
+def test_onnx_scorer_maps_ids_and_leaves_unknown_items_unscored(tiny, tmp_path):
+    model, path = tiny
+    reg, v = register(tmp_path, model, path)
+    scorer = OnnxScorer(reg.path(v))
+    assert scorer.provider == "CPUExecutionProvider" and scorer.version == v
+    batch = CandidateBatch(["u1", "u2"], [["i3", "zzz", "i5"], ["i7"]],
+                           [np.ones((3, 5)), np.ones((1, 5))], [["i2", "i1"], []])
+    got = scorer.score(batch)
+    assert np.isnan(got[0][1]) and np.isfinite(got[0][[0, 2]]).all() and np.isfinite(got[1]).all()
+    with torch.no_grad():
+        seq = torch.zeros((1, model.cfg.max_len), dtype=torch.long)
+        seq[0, -2:] = torch.tensor([1, 2])          # oldest first: i1 then i2
+        want = model(seq, torch.tensor([[3, 5]])).numpy()[0]
+    np.testing.assert_allclose(got[0][[0, 2]], want, atol=1e-4)
+    blend = BlendedScorer(scorer).score_components(batch)
+    assert set(blend) == {"fallback", "transformer", "blend"}
+    assert np.isfinite(blend["blend"][0]).all()
