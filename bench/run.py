@@ -142,18 +142,54 @@ def worker_env(s: Settings) -> dict:
     return env
 
 
-def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, seconds: float) -> dict:
-    """Worker in its own process; events produced at `rate`; latency = recommendation received - event sent."""
+RELAY = """
+import os, signal, orjson
+from confluent_kafka import Consumer, Producer
+from stream.kafka import consumer_conf, producer_conf
+s = os.environ
+c = Consumer(consumer_conf(s["RECSTREAM_BROKERS"], s["RECSTREAM_GROUP_ID"], session_timeout_ms=2000))
+p = Producer(producer_conf(s["RECSTREAM_BROKERS"], **{"linger.ms": 1}))
+c.subscribe([s["RECSTREAM_EVENTS_TOPIC"]])
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+open(s["BENCH_READY"], "w").close()
+while not stop:
+    for m in c.consume(1000, 0.005):
+        if m.error() is None:
+            eid = orjson.loads(m.value())["event_id"]
+            p.produce(s["RECSTREAM_RECS_TOPIC"], orjson.dumps({"trigger_event_id": eid}), m.key())
+    p.poll(0)
+p.flush(10)
+c.close()
+"""
+
+
+def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, seconds: float,
+               relay: bool = False) -> dict:
+    """Worker in its own process (or, with relay=True, a plain consume->produce relay: the broker's own
+    two-hop floor); events produced at `rate`; latency = recommendation received - event sent."""
     from stream.consume import records
-    produce_items(shop.items, s.items_topic, s.brokers)
-    worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=worker_env(s), cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
-    from stream.store import connect
-    r = connect(s.redis_url)
-    probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
-    deadline = time.time() + 60
-    while not r.exists(probe) and time.time() < deadline:
-        time.sleep(0.05)
+    env = worker_env(s)
+    if relay:
+        ready = ROOT / ".state" / f"relay-{uuid.uuid4().hex[:6]}"
+        env["BENCH_READY"] = str(ready)
+        worker = subprocess.Popen([sys.executable, "-c", RELAY], env=env, cwd=ROOT)
+        deadline = time.time() + 60
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.5)   # group join
+        ready.unlink(missing_ok=True)
+    else:
+        produce_items(shop.items, s.items_topic, s.brokers)
+        worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
+        from stream.store import connect
+        r = connect(s.redis_url)
+        probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
+        deadline = time.time() + 60
+        while not r.exists(probe) and time.time() < deadline:
+            time.sleep(0.05)
     n = int(rate * (seconds + 1))
     batch = events[:n]
     sent: dict[str, float] = {}
@@ -195,6 +231,8 @@ def main(argv=None) -> int:
     ap.add_argument("--faust-events", type=int, default=50_000)
     ap.add_argument("--only", choices=["worker", "faust", "latency", "scorer"], action="append")
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
+    ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
+    ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     args = ap.parse_args(argv)
     groups = set(args.only or ["worker", "faust", "latency", "scorer"])
 
@@ -207,7 +245,7 @@ def main(argv=None) -> int:
         stack.down(cfg)
         stack.up(cfg)
         return connect(cfg.redis_url)
-    base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url)
+    base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url, partitions=args.partitions)
     client = fresh_stack()
     rows = Rows({"host": platform.node(), "cpus": os.cpu_count(), "broker": "tansu (local, memory)",
                  "events": args.events, "users": args.users, "items": args.items, "scorer": "fallback-v1",
@@ -244,7 +282,7 @@ def main(argv=None) -> int:
                 rows.add("confluent_vs_faust_ratio", rate / fr, "x")
             cleanup(s, client)
         if "latency" in groups:
-            for r in (1000, 4000):
+            for r in args.rates:
                 print(f"== latency at {r} events/s (worker in its own process)", flush=True)
                 client = fresh_stack()
                 s = fresh_settings(base, f"l{r}")
@@ -252,6 +290,14 @@ def main(argv=None) -> int:
                 rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=15, samples=res["n"])
                 rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=15, samples=res["n"])
                 rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
+                cleanup(s, client)
+                print(f"== broker floor at {r} events/s: plain consume->produce relay, same two hops", flush=True)
+                client = fresh_stack()
+                s = fresh_settings(base, f"r{r}")
+                floor = latency_at(s, shop, events, r, 15, relay=True)
+                rows.add(f"relay_latency_p50_at_{r}", floor["p50"], "ms", rate=r, seconds=15, samples=floor["n"])
+                rows.add(f"relay_latency_p99_at_{r}", floor["p99"], "ms", rate=r, seconds=15, samples=floor["n"])
+                rows.add(f"latency_p99_minus_relay_p99_at_{r}", res["p99"] - floor["p99"], "ms", rate=r)
                 cleanup(s, client)
         if "scorer" in groups:
             print("== transformer scorer: onnxruntime vs torch eager (d=64, 2 layers, T=50, 5000 items)", flush=True)

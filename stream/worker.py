@@ -10,6 +10,7 @@ SIGTERM/SIGINT: finish the batch in hand, commit, leave the group, exit 0.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import signal
@@ -143,6 +144,11 @@ class ConfluentWorker:
         log.info("worker consuming %s and %s as group %s at %s (batch %d, wait %d ms, scorer %s)",
                  s.events_topic, s.items_topic, self.group_id, s.brokers, s.batch_size, s.batch_wait_ms,
                  self.pipeline.scorer.version)
+        # fewer, cheaper GC passes: long-lived objects (catalog cache, clients) are frozen out of the
+        # collector's scans, and young collections run less often (pauses showed up in p99 latency)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
         finisher = threading.Thread(target=back_half, name="recstream-emit", daemon=True)
         finisher.start()
         last_msg = time.monotonic()
