@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -235,6 +236,77 @@ def cmd_models(s: Settings, args) -> int:
     return 0
 
 
+def cmd_backtest(s: Settings, args) -> int:
+    from stream.backtest import BacktestConfig, format_segments, format_table, load_events, run_backtest, write_report
+    from stream.stack import private_redis
+    fmt = args.format
+    events, items = load_events(args.log, fmt, args.limit)
+    if not events:
+        print(f"recstream backtest: no valid events in {args.log}", file=sys.stderr)
+        return 2
+    exclude = args.exclude_seen if args.exclude_seen is not None else (fmt == "movielens")
+    cfg = BacktestConfig(warmup_frac=args.warmup_frac, batch_size=args.batch_size, exclude_seen=exclude,
+                         seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems)
+    if args.via_kafka:
+        print("recstream backtest: --via-kafka is not implemented yet (see the README's open items)", file=sys.stderr)
+        return 2
+    with private_redis() if not args.redis_url else _nullctx(args.redis_url) as url:
+        report = run_backtest(events, items, cfg, redis_url=url, model_dir=args.model_dir,
+                              progress=sys.stderr.isatty())
+    print(f"{report['events']} events, {report['evaluated']} evaluated after a warm-up of {report['warmup_events']} "
+          f"({report['seconds']} s)")
+    print(format_table(report))
+    if report.get("recstream_ndcg@10_ratio_to_best_baseline") is not None:
+        print(f"recstream NDCG@10 / best baseline ({report['best_baseline']}): "
+              f"{report['recstream_ndcg@10_ratio_to_best_baseline']:.2f}x")
+    print(format_segments(report))
+    if args.out:
+        files = write_report(report, args.out, title=f"{Path(args.log).name} ({fmt or 'auto'})")
+        print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+class _nullctx:
+    def __init__(self, v):
+        self.v = v
+
+    def __enter__(self):
+        return self.v
+
+    def __exit__(self, *a):
+        return None
+
+
+def cmd_replay(s: Settings, args) -> int:
+    from stream.backtest import load_events
+    from stream.produce import produce_events
+    events, _ = load_events(args.log, args.format, None)
+    if args.start:
+        events = [e for e in events if e.ts >= args.start]
+    if args.end:
+        events = [e for e in events if e.ts < args.end]
+    if args.limit:
+        events = events[: args.limit]
+    if not events:
+        print("recstream replay: nothing to send in that window", file=sys.stderr)
+        return 2
+
+    def paced():
+        t0, ts0 = time.monotonic(), events[0].ts
+        for i, e in enumerate(events, 1):
+            if args.speedup:
+                ahead = (e.ts - ts0) / 1000 / args.speedup - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            yield i, e.to_dict()
+    report = produce_events(paced(), _topic(s, args.topic or "events"), s.brokers, progress=sys.stderr.isatty(),
+                            total=len(events))
+    span = (events[-1].ts - events[0].ts) / 1000
+    print(f"replayed {report.sent} events spanning {span:,.0f} s of event time in {report.seconds:.1f} s "
+          f"({report.rate:,.0f} events/s; {'as fast as possible' if not args.speedup else f'speedup {args.speedup:g}x'})")
+    return 1 if report.failed else 0
+
+
 def cmd_demo(s: Settings, args) -> int:
     from stream.demo import run_demo
     return run_demo(s, args)
@@ -337,6 +409,41 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("version", nargs="?")
     mo.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
     mo.set_defaults(fn=cmd_models)
+
+    rp = sub.add_parser("replay", help="send a log to the events topic in event-time order, keyed by user",
+                        description="Sorts by timestamp and sends as fast as possible or at --speedup X of the "
+                                    "original pace (the log's gaps are kept, scaled).")
+    rp.add_argument("log")
+    rp.add_argument("--format", help="taobao, rees46, movielens, otto, jsonl, csv")
+    rp.add_argument("--speedup", type=float, help="replay at X times the original pace (default: as fast as possible)")
+    rp.add_argument("--limit", type=int)
+    rp.add_argument("--start", type=int, help="first event time, ms (inclusive)")
+    rp.add_argument("--end", type=int, help="last event time, ms (exclusive)")
+    rp.add_argument("--topic")
+    rp.set_defaults(fn=cmd_replay)
+
+    bt = sub.add_parser("backtest", help="prequential evaluation of recstream against baselines on a log",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Events in time order; each evaluated event is first predicted by every system "
+                                    "from earlier events only, then revealed to all of them. Baselines: most-popular, "
+                                    "trending, co-visitation kNN, the user's recent items, river FunkMF; and the "
+                                    "recstream pipeline core (with the promoted model, if --model-dir has one).",
+                        epilog="example: recstream backtest ../shared/data/movielens-100k --format movielens --out out/ml")
+    bt.add_argument("log")
+    bt.add_argument("--format")
+    bt.add_argument("--out", help="write report.md, metrics.json and PNG plots here")
+    bt.add_argument("--warmup-frac", type=float, default=0.8, help="share of events (by time) that only train")
+    bt.add_argument("--batch-size", type=int, default=100)
+    bt.add_argument("--exclude-seen", dest="exclude_seen", action="store_true", default=None,
+                    help="drop items the user already interacted with (default: on for movielens)")
+    bt.add_argument("--keep-seen", dest="exclude_seen", action="store_false")
+    bt.add_argument("--systems", help="comma-separated subset, e.g. most_popular,covisit_knn,recstream")
+    bt.add_argument("--model-dir", help="model registry root whose promoted model recstream uses")
+    bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
+    bt.add_argument("--limit", type=int)
+    bt.add_argument("--seed", type=int, default=42)
+    bt.add_argument("--via-kafka", action="store_true", help="replay through the real stack and worker (not yet)")
+    bt.set_defaults(fn=cmd_backtest)
 
     de = sub.add_parser("demo", help="the `make run` demo: stack, synthetic shop, worker, live view, summary")
     de.add_argument("--events", type=int, default=20_000)

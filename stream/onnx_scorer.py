@@ -77,10 +77,50 @@ class OnnxScorer:
         return out
 
 
+class ModelRetrieval:
+    """Candidate source "model": the transformer's own top-n over a pool of the items it knows
+    (the whole vocabulary up to `pool` items, else the first `pool`: the training vocabulary is
+    ordered, so configure the pool for very large catalogues). One run per 256 users."""
+
+    name = "model"
+
+    def __init__(self, scorer: OnnxScorer, n: int = 50, pool: int = 5000):
+        self.scorer, self.n = scorer, n
+        ids = sorted(scorer.index.values())[:pool]
+        self.pool_ids = np.array(ids, dtype=np.int64)
+        inv = {i: item for item, i in scorer.index.items()}
+        self.pool_items = [inv[i] for i in ids]
+        self.pool_pos = {item: j for j, item in enumerate(self.pool_items)}
+
+    def plan(self, ctx, pipe):
+        users = list(ctx.snapshots)
+        hs = [ctx.snapshots[u].recent for u in users]
+        for start in range(0, len(users), self.scorer.max_batch):
+            chunk = users[start: start + self.scorer.max_batch]
+            seq = np.stack([self.scorer.encode_history(h) for h in hs[start: start + len(chunk)]])
+            if not seq.any():
+                continue
+            cand = np.broadcast_to(self.pool_ids, (len(chunk), len(self.pool_ids))).copy()
+            scores = self.scorer.score_many(seq, cand)
+            for r, uid in enumerate(chunk):
+                ex = ctx.exclude.get(uid)
+                if ex:
+                    idx = [self.pool_pos[i] for i in ex if i in self.pool_pos]
+                    scores[r, idx] = -np.inf
+            top = np.argsort(-scores, axis=1, kind="stable")[:, : self.n]
+            for r, uid in enumerate(chunk):
+                if not seq[r].any():
+                    continue
+                add = ctx.adder(uid, self.name)
+                for rank, j in enumerate(top[r]):
+                    add(self.pool_items[j], 1.0 / (1.0 + rank))
+        return lambda replies: None
+
+
 class BlendedScorer:
     name = "blend"
 
-    def __init__(self, transformer: OnnxScorer, fallback: FallbackScorer | None = None, weight: float = 0.5):
+    def __init__(self, transformer: OnnxScorer, fallback: FallbackScorer | None = None, weight: float = 1.0):
         self.transformer, self.fallback, self.weight = transformer, fallback or FallbackScorer(), weight
         self.version = f"{self.fallback.version}+{transformer.version}"
 

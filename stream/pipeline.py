@@ -9,7 +9,7 @@ is what we ship. Redis is touched once per stage per batch (pipelined), never pe
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import redis
@@ -48,7 +48,14 @@ class Pipeline:
         self.rank_cfg = rank_cfg
 
     def set_scorer(self, scorer: Scorer) -> None:
-        """Swap the scorer between batches (hot-swap of a promoted model)."""
+        """Swap the scorer between batches (hot-swap of a promoted model). A transformer scorer also
+        becomes a candidate source ("model": its own top items for the user's sequence)."""
+        from stream.onnx_scorer import ModelRetrieval
+        transformer = getattr(scorer, "transformer", None)
+        sources = [s for s in self.sources if s.name != "model"]
+        if transformer is not None:
+            sources.append(ModelRetrieval(transformer))
+        self.sources = sources
         self.scorer = scorer
 
     def model_versions(self) -> dict[str, str]:
@@ -87,13 +94,40 @@ class Pipeline:
         timings["profile"] = time.perf_counter() - t1
         return snaps
 
+    def ask(self, users: list[str], now_ts: int, k: int | None = None,
+            exclude: dict[str, set] | None = None) -> dict[str, list[str]]:
+        """Read-only: each user's current top-k from the state as it is now (no event applied),
+        leaving out `exclude[user]` (e.g. what the caller knows the user has already watched).
+        Users with no profile get what a new user gets (trending). Used by the backtest."""
+        snaps = self.profiles.read(users)
+        ranked = self._rank(snaps, now_ts, {}, k=k, triggers=None, exclude=exclude)
+        return {uid: [items[i] for i, _ in picked] for uid, (items, _, picked, _) in ranked.items()}
+
     def recommend(self, events: list[Event], snaps: dict, timings: dict) -> BatchResult:
         """Stages 3-6 for users whose profiles were just updated."""
-        t = time.perf_counter
         if not events:
             return BatchResult([], [], timings=timings)
+        triggers = {uid: snap.events[-1] for uid, snap in snaps.items()}
+        scorer = self.scorer          # read once: a hot swap lands between batches, never inside one
+        ranked = self._rank(snaps, max(ev.ts for ev in events), timings, triggers=triggers, scorer=scorer)
+        t = time.perf_counter
+        t4 = t()
+        recs = []
+        versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
+        now_ms = int(time.time() * 1000)
+        for uid, (items, feats, picked, comps) in ranked.items():
+            recs.append(emit.build(uid, triggers[uid], items, feats, picked, comps, versions, now_ms))
+        timings["emit_build"] = t() - t4
+        return BatchResult(recs, [], events=len(events), applied=sum(s.applied for s in snaps.values()),
+                           timings=timings)
+
+    def _rank(self, snaps: dict, now_ts: int, timings: dict, *, k: int | None = None, triggers=None, scorer=None,
+              exclude: dict[str, set] | None = None):
+        """Candidates, scoring and ranking for the users in `snaps`: user -> (items, feats, picked, components)."""
+        t = time.perf_counter
+        scorer = scorer or self.scorer
         t2 = t()
-        ctx = BatchContext(snaps, now_ts=max(ev.ts for ev in events))
+        ctx = BatchContext(snaps, now_ts=now_ts, exclude=exclude or {})
         pipe = self.client.pipeline(transaction=False)
         collectors = []
         for src in self.sources:
@@ -114,29 +148,24 @@ class Pipeline:
             cand_items.append(list(cands))
             feats.append(np.array(list(cands.values()), dtype=np.float64).reshape(-1, width))
         batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
-                               [snaps[u].events[-1].type for u in users])
-        scorer = self.scorer          # read once: a hot swap lands between batches, never inside one
+                               [triggers[u].type if triggers else "query" for u in users])
         components = scorer.score_components(batch)
         scores = components[scorer.name]
         t4 = t()
         timings["scoring"] = t4 - t3
 
-        all_items = {i for ids in cand_items for i in ids}
-        cats = self.catalog.categories(all_items)
-        recs = []
-        versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
-        now_ms = int(time.time() * 1000)
+        cats = self.catalog.categories({i for ids in cand_items for i in ids})
+        cfg = self.rank_cfg if k is None else replace(self.rank_cfg, k=k)
+        out = {}
         for u, uid in enumerate(users):
             snap = snaps[uid]
-            trigger = snap.events[-1]
-            exclude = set(snap.bought)
-            if trigger.item_id:
-                exclude.add(trigger.item_id)
-            if self.rank_cfg.exclude_recent:
-                exclude.update(snap.recent)
-            picked = top_k(cand_items[u], scores[u], exclude=exclude, category_of=cats, cfg=self.rank_cfg)
-            recs.append(emit.build(uid, trigger, cand_items[u], feats[u], picked,
-                                   {name: arrs[u] for name, arrs in components.items()}, versions, now_ms))
-        timings["rank_emit"] = t() - t4
-        return BatchResult(recs, [], events=len(events), applied=sum(s.applied for s in snaps.values()),
-                           timings=timings)
+            drop = set(snap.bought) | ctx.exclude.get(uid, set())
+            trigger = triggers.get(uid) if triggers else None
+            if trigger is not None and trigger.item_id:
+                drop.add(trigger.item_id)
+            if cfg.exclude_recent:
+                drop.update(snap.recent)
+            picked = top_k(cand_items[u], scores[u], exclude=drop, category_of=cats, cfg=cfg)
+            out[uid] = (cand_items[u], feats[u], picked, {name: arrs[u] for name, arrs in components.items()})
+        timings["rank"] = t() - t4
+        return out

@@ -65,6 +65,26 @@ class ProfileStore:
                       int(c.trend_half_life_s * 1000), int(c.session_gap_s * 1000), c.max_affinities,
                       c.bot_per_min]
 
+    def read(self, users: list[str]) -> dict[str, Snapshot]:
+        """Current snapshots without applying anything (one pipelined round-trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for uid in users:
+            u = f"{self.prefix}u:{uid}"
+            pipe.lrange(u + ":seq", 0, self.cfg.max_seq - 1)
+            pipe.hgetall(u + ":aff")
+            pipe.zrevrange(u + ":bought", 0, 19)
+            pipe.hget(u, "last_ts")
+        r = pipe.execute()
+        hl = self.cfg.affinity_half_life_s * 1000
+        out = {}
+        for n, uid in enumerate(users):
+            seq, aff, bought, last = r[4 * n: 4 * n + 4]
+            last_ts = int(last or 0)
+            flat = [x for kv in aff.items() for x in kv]
+            out[uid] = Snapshot(uid, [x.decode() for x in seq], _decode_aff(flat, last_ts, hl),
+                                [b.decode() for b in bought], last_ts)
+        return out
+
     def apply(self, events: list[Event]) -> dict[str, Snapshot]:
         """Apply events (batch order = per-user order) and return each touched user's snapshot."""
         by_user: dict[str, list[Event]] = {}

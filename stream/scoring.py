@@ -35,14 +35,14 @@ class Scorer(Protocol):
         """Every component's scores, the final one under `name` (shown per item in recommendations)."""
 
 
-DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 0.35, "trending": 0.4, "category": 0.3, "content": 0.5}
+DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 0.35, "trending": 0.4, "category": 0.3, "content": 0.5, "model": 0.5}
 
 
 class FallbackScorer:
     """Weighted sum of source scores: co-visitation first, then trending, category, recency.
 
     >>> import numpy as np
-    >>> b = CandidateBatch(["u"], [["a", "b"]], [np.array([[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]], float)], [[]])
+    >>> b = CandidateBatch(["u"], [["a", "b"]], [np.array([[1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]], float)], [[]])
     >>> [round(float(x), 2) for x in FallbackScorer().score(b)[0]]
     [1.0, 0.4]
     """

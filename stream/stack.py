@@ -165,6 +165,26 @@ def up(cfg: StackConfig, timeout: float = 30.0) -> list[str]:
     return lines
 
 
+class private_redis:
+    """A throwaway redis-server on a free port (for the in-process backtest): `with private_redis() as url:`."""
+
+    def __init__(self):
+        import tempfile
+        self._tmp = tempfile.TemporaryDirectory(prefix="recstream-redis-")
+        self.cfg = StackConfig(Path(self._tmp.name), redis_port=free_port())
+        self.svc = _services(self.cfg)[1]
+
+    def __enter__(self) -> str:
+        self.svc.start([redis_binary(), "--port", str(self.cfg.redis_port), "--bind", self.cfg.host, "--save", "",
+                        "--appendonly", "no", "--dir", str(self.cfg.state_dir)])
+        _wait(lambda: redis.Redis.from_url(self.cfg.redis_url, socket_timeout=1).ping(), "private redis", 20)
+        return self.cfg.redis_url
+
+    def __exit__(self, *exc) -> None:
+        self.svc.stop()
+        self._tmp.cleanup()
+
+
 def down(cfg: StackConfig) -> list[str]:
     return [svc.stop() for svc in _services(cfg)]
 

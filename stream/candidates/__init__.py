@@ -7,7 +7,7 @@ from stream.candidates.covisit import CoVisitation
 from stream.candidates.recent import RecentItems
 from stream.candidates.trending import Trending
 
-SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content")
+SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model")
 
 
 def default_sources(prefix: str, trend_half_life_s: float) -> list[CandidateSource]:

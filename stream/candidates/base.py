@@ -11,6 +11,7 @@ class BatchContext:
     """What the candidate stage knows about one batch."""
     snapshots: dict[str, Snapshot]
     now_ts: int                                   # event time: the batch's newest event
+    exclude: dict[str, set] = field(default_factory=dict)   # user -> items not to propose (ask with exclusions)
     # user -> item -> per-source scores in SOURCE_NAMES order (each in [0, 1]; 0 = not proposed)
     cands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 

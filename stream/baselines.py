@@ -1,0 +1,169 @@
+"""Baselines for the prequential backtest: each learns per event and recommends a ranked list.
+
+    model.recommend(user, k, now_ts) -> [item, ...]   # best first, from state before the event
+    model.learn(event)                                # then the event is revealed
+
+All in memory, deterministic (river's MF is seeded).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict, deque
+
+import numpy as np
+
+WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "search": 0.0}
+
+
+class TopList:
+    """Counts with an incrementally maintained top-N (ties by item id: deterministic)."""
+
+    def __init__(self, n: int = 500):
+        self.n, self.score, self.top = n, {}, []
+
+    def add(self, item: str, w: float) -> None:
+        s = self.score.get(item, 0.0) + w
+        self.score[item] = s
+        if item in self.top or len(self.top) < self.n or s > self.score[self.top[-1]]:
+            if item not in self.top:
+                self.top.append(item)
+            self.top.sort(key=lambda i: (-self.score[i], i))
+            del self.top[self.n:]
+
+    def rescale(self, f: float) -> None:
+        for k in self.score:
+            self.score[k] *= f
+
+
+class MostPopular:
+    name = "most_popular"
+
+    def __init__(self):
+        self.pop = TopList()
+
+    def recommend(self, user, k, now, exclude=frozenset()):
+        return [i for i in self.pop.top if i not in exclude][:k]
+
+    def learn(self, ev):
+        if ev.item_id:
+            self.pop.add(ev.item_id, WEIGHTS[ev.type] or 1.0)
+
+
+class TrendingPopular(MostPopular):
+    """Exponentially decayed popularity (forward decay, renormalised before it overflows)."""
+    name = "trending"
+
+    def __init__(self, half_life_s: float = 6 * 3600.0):
+        super().__init__()
+        self.hl, self.ref = half_life_s * 1000, None
+
+    def learn(self, ev):
+        if not ev.item_id:
+            return
+        if self.ref is None:
+            self.ref = ev.ts
+        x = (ev.ts - self.ref) / self.hl
+        if x > 500:                      # move the landmark: scale everything down
+            self.pop.rescale(2.0 ** -x)
+            self.ref, x = ev.ts, 0.0
+        self.pop.add(ev.item_id, (WEIGHTS[ev.type] or 1.0) * 2.0 ** x)
+
+
+class RecentItems:
+    name = "recent_items"
+
+    def __init__(self, n: int = 50):
+        self.hist = defaultdict(lambda: deque(maxlen=n))
+
+    def recommend(self, user, k, now, exclude=frozenset()):
+        return [i for i in dict.fromkeys(reversed(self.hist[user])) if i not in exclude][:k]
+
+    def learn(self, ev):
+        if ev.item_id:
+            self.hist[ev.user_id].append(ev.item_id)
+
+
+class CoVisitKNN:
+    """Sequential item co-visitation: items that followed the user's last 3 items in others' histories."""
+    name = "covisit_knn"
+
+    def __init__(self, window: int = 3, fallback: MostPopular | None = None):
+        self.window = window
+        self.next = defaultdict(Counter)
+        self.hist = defaultdict(lambda: deque(maxlen=window))
+        self.fallback = fallback
+
+    def recommend(self, user, k, now, exclude=frozenset()):
+        acc = Counter()
+        for w, a in zip((1.0, 0.6, 0.4), reversed(self.hist[user])):
+            nb = self.next.get(a)
+            if nb:
+                top = nb.most_common(50)
+                m = top[0][1]
+                for it, c in top:
+                    if it not in exclude:
+                        acc[it] += w * c / m
+        out = [it for it, _ in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+        if len(out) < k and self.fallback is not None:
+            out += [i for i in self.fallback.pop.top if i not in acc and i not in exclude][: k - len(out)]
+        return out
+
+    def learn(self, ev):
+        if not ev.item_id:
+            return
+        h = self.hist[ev.user_id]
+        if h and h[-1] != ev.item_id:
+            for p in set(h):
+                if p != ev.item_id:
+                    self.next[p][ev.item_id] += WEIGHTS[ev.type] or 1.0
+        if not h or h[-1] != ev.item_id:
+            h.append(ev.item_id)
+
+
+class RiverMF:
+    """river's FunkMF learned online on implicit feedback (each event a positive, two sampled
+    negatives); ranks the `pool` most popular items."""
+    name = "river_mf"
+
+    def __init__(self, seed: int = 42, n_factors: int = 16, pool: int = 1000, popular: MostPopular | None = None):
+        from river import optim, reco
+        self.model = reco.FunkMF(n_factors=n_factors, optimizer=optim.SGD(0.05), l2=0.001, seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.items: list[str] = []
+        self.known: set[str] = set()
+        self.popular = popular or MostPopular()
+        self.own_popular = popular is None
+        self.pool = pool
+
+    def recommend(self, user, k, now, exclude=frozenset()):
+        if user not in self.model.u_latents:
+            return [i for i in self.popular.pop.top if i not in exclude][:k]
+        cands = self.popular.pop.top[: self.pool] if self.pool <= len(self.popular.pop.top) else self.items
+        cands = [c for c in cands if c in self.model.i_latents and c not in exclude]
+        if not cands:
+            return []
+        u = self.model.u_latents[user]
+        m = np.stack([self.model.i_latents[c] for c in cands])
+        order = np.argsort(-(m @ u), kind="stable")[:k]
+        return [cands[i] for i in order]
+
+    def learn(self, ev):
+        if not ev.item_id:
+            return
+        if self.own_popular:
+            self.popular.learn(ev)
+        if ev.item_id not in self.known:
+            self.known.add(ev.item_id)
+            self.items.append(ev.item_id)
+        self.model.learn_one(user=ev.user_id, item=ev.item_id, y=1.0)
+        for _ in range(2):
+            neg = self.items[int(self.rng.integers(len(self.items)))]
+            if neg != ev.item_id:
+                self.model.learn_one(user=ev.user_id, item=neg, y=0.0)
+
+
+def novelty(items: list[str], counts: dict, total: float) -> float:
+    """Mean self-information (-log2 popularity share) of recommended items; unseen items count once."""
+    if not items or total <= 0:
+        return 0.0
+    return float(np.mean([-math.log2(max(counts.get(i, 0.0), 1.0) / total) for i in items]))

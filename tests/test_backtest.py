@@ -1,0 +1,89 @@
+"""Backtest: metrics on hand-computed cases, no look-ahead (a planted future is not used), determinism."""
+import math
+
+import pytest
+
+from schemas import Event
+from stream.backtest import BacktestConfig, _user_disjoint_batches, run_backtest
+from stream.baselines import CoVisitKNN, MostPopular, TopList
+from stream.ranking_metrics import hit_at, ndcg_at, rank_of, rr, summarize
+
+
+def test_metrics_hand_computed():
+    # ranks 1, 3, miss, 11  (K=10): HR = 2/4, NDCG = (1 + 1/log2(4)) / 4, MRR = (1 + 1/3 + 0 + 1/11) / 4
+    m = summarize([1, 3, 0, 11], ks=(10,))
+    assert m["hr@10"] == 0.5
+    assert m["ndcg@10"] == pytest.approx((1 + 0.5) / 4)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 4)
+    assert ndcg_at(2, 10) == pytest.approx(1 / math.log2(3)) and hit_at(11, 10) == 0.0 and rr(0) == 0.0
+    import numpy as np
+    assert rank_of(np.array([0.2, 0.9, 0.9]), 2) == 2     # ties are counted against the target
+    assert summarize([], ks=(5,))["n"] == 0
+
+
+def ev(i, user, item, ts):
+    return Event(f"e{i}", user, item, "view", ts)
+
+
+def test_toplist_and_covisit_baselines():
+    t = TopList(n=2)
+    for item, w in [("a", 1), ("b", 2), ("c", 3), ("a", 5)]:
+        t.add(item, w)
+    assert t.top == ["a", "c"]
+    knn = CoVisitKNN(fallback=MostPopular())
+    for i, (u, it) in enumerate([("u1", "x"), ("u1", "y"), ("u2", "x"), ("u2", "y"), ("u3", "x")]):
+        knn.learn(ev(i, u, it, 1_700_000_000_000 + i))
+    assert knn.recommend("u3", 1, 0) == ["y"]
+
+
+def test_user_disjoint_batches_keep_order_and_split_repeats():
+    evs = [ev(i, u, "i", 1_700_000_000_000 + i) for i, u in enumerate(["a", "b", "a", "c", "c", "d"])]
+    got = [[e.user_id for e in b] for _, b in _user_disjoint_batches(evs, size=10)]
+    assert got == [["a", "b"], ["a", "c"], ["c", "d"]]
+    assert [e for _, b in _user_disjoint_batches(evs, 10, warmup=3) for e in b] == evs
+
+
+def planted_log(n_users=60, seed_items=("p", "q")):
+    """Every user views i{k} in order; after the warm-up, a 'future' item F is viewed by everyone,
+    and only then; a system that looked ahead would recommend F before anyone viewed it."""
+    events, ts, i = [], 1_700_000_000_000, 0
+    for step in range(6):
+        for u in range(n_users):
+            events.append(ev(i, f"u{u}", f"i{(u + step) % 12}", ts))
+            ts += 1000
+            i += 1
+    for u in range(n_users):
+        events.append(ev(i, f"u{u}", "FUTURE", ts))
+        ts += 1000
+        i += 1
+    return events
+
+
+@pytest.mark.integration
+def test_planted_future_is_not_used_and_results_repeat(stack):
+    events = planted_log()
+    first_future = next(k for k, e in enumerate(events) if e.item_id == "FUTURE")
+    cfg = BacktestConfig(warmup_frac=(first_future + 0.5) / len(events), batch_size=20,
+                         systems=("most_popular", "trending", "covisit_knn", "river_mf", "recstream"))
+    a = run_backtest(events, [], cfg, redis_url=stack[1])
+    # the very first FUTURE event can be predicted by nobody: it is the item's first appearance
+    # (it is in the "item_new_after_warmup" segment, and its rank must be a miss for every system)
+    for name, m in a["systems"].items():
+        seg = m["by_segment"]["item_new_after_warmup"]
+        assert seg["n"] == len(events) - first_future
+    b = run_backtest(events, [], cfg, redis_url=stack[1])
+    assert {k: {m: v[m] for m in ("ndcg@10", "hr@10", "mrr")} for k, v in a["systems"].items()} == \
+           {k: {m: v[m] for m in ("ndcg@10", "hr@10", "mrr")} for k, v in b["systems"].items()}
+
+
+@pytest.mark.integration
+def test_first_appearance_of_an_item_is_always_a_miss(stack):
+    events = planted_log()
+    first_future = next(k for k, e in enumerate(events) if e.item_id == "FUTURE")
+    # evaluate exactly one event: the first FUTURE view
+    cfg = BacktestConfig(warmup_frac=(first_future + 0.5) / (first_future + 1), batch_size=1,
+                         systems=("most_popular", "trending", "covisit_knn", "recent_items", "river_mf", "recstream"))
+    rep = run_backtest(events[: first_future + 1], [], cfg, redis_url=stack[1])
+    assert rep["evaluated"] == 1
+    for name, m in rep["systems"].items():
+        assert m["hr@20"] == 0.0, name
