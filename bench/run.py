@@ -132,14 +132,8 @@ def run_faust_catchup(s: Settings, n: int) -> float:
 
 
 def worker_env(s: Settings) -> dict:
-    env = dict(os.environ)
-    env.update({"RECSTREAM_BROKERS": s.brokers, "RECSTREAM_REDIS_URL": s.redis_url,
-                "RECSTREAM_EVENTS_TOPIC": s.events_topic, "RECSTREAM_ITEMS_TOPIC": s.items_topic,
-                "RECSTREAM_RECS_TOPIC": s.recs_topic, "RECSTREAM_DLQ_TOPIC": s.dlq_topic,
-                "RECSTREAM_KEY_PREFIX": s.key_prefix, "RECSTREAM_GROUP_ID": s.group_id,
-                "RECSTREAM_SESSION_TIMEOUT_MS": str(s.session_timeout_ms), "RECSTREAM_METRICS_PORT": "0",
-                "RECSTREAM_LOG_EVERY_S": os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600")})
-    return env
+    log_every = float(os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600"))
+    return {**os.environ, **replace(s, metrics_port=0, log_every_s=log_every).to_env()}
 
 
 RELAY = """

@@ -283,8 +283,9 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
     ratio = report.get("recstream_ndcg@10_ratio_to_best_baseline")
     md = [f"# Backtest: {title}", "",
           f"{report['events']} events in time order; the first {report['warmup_events']} only train, "
-          f"{report['evaluated']} are evaluated prequentially (asked first, then revealed) in batches of "
-          f"{report['config']['batch_size']}. Seen items excluded: {report['config']['exclude_seen']}. "
+          f"{report['evaluated']} are evaluated prequentially (asked first, then revealed) in time-ordered, "
+          f"user-disjoint batches of at most {report['config']['batch_size']}. "
+          f"Seen items excluded: {report['config']['exclude_seen']}. "
           f"Catalog items seen: {report['catalog_items_seen']}. Took {report['seconds']} s.", "",
           format_table(report), ""]
     if ratio is not None:

@@ -134,22 +134,29 @@ class RiverMF:
         self.popular = popular or MostPopular()
         self.own_popular = popular is None
         self.pool = pool
+        self._cache = None
 
     def recommend(self, user, k, now, exclude=frozenset()):
         if user not in self.model.u_latents:
             return [i for i in self.popular.pop.top if i not in exclude][:k]
-        cands = self.popular.pop.top[: self.pool] if self.pool <= len(self.popular.pop.top) else self.items
-        cands = [c for c in cands if c in self.model.i_latents and c not in exclude]
+        if self._cache is None:     # item matrix rebuilt once per batch of asks, not per user
+            cands = self.popular.pop.top[: self.pool] if self.pool <= len(self.popular.pop.top) else self.items
+            cands = [c for c in cands if c in self.model.i_latents]
+            m = np.stack([self.model.i_latents[c] for c in cands]) if cands else np.zeros((0, 1))
+            self._cache = (cands, m)
+        cands, m = self._cache
         if not cands:
             return []
-        u = self.model.u_latents[user]
-        m = np.stack([self.model.i_latents[c] for c in cands])
-        order = np.argsort(-(m @ u), kind="stable")[:k]
-        return [cands[i] for i in order]
+        scores = m @ self.model.u_latents[user]
+        if exclude:
+            scores[[j for j, c in enumerate(cands) if c in exclude]] = -np.inf
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [cands[i] for i in order if np.isfinite(scores[i])]
 
     def learn(self, ev):
         if not ev.item_id:
             return
+        self._cache = None
         if self.own_popular:
             self.popular.learn(ev)
         if ev.item_id not in self.known:

@@ -38,13 +38,7 @@ BAD_MESSAGES = [
 
 
 def _env(s: Settings) -> dict:
-    env = dict(os.environ)
-    env.update({"RECSTREAM_BROKERS": s.brokers, "RECSTREAM_REDIS_URL": s.redis_url,
-                "RECSTREAM_EVENTS_TOPIC": s.events_topic, "RECSTREAM_ITEMS_TOPIC": s.items_topic,
-                "RECSTREAM_RECS_TOPIC": s.recs_topic, "RECSTREAM_DLQ_TOPIC": s.dlq_topic,
-                "RECSTREAM_KEY_PREFIX": s.key_prefix, "RECSTREAM_GROUP_ID": s.group_id,
-                "RECSTREAM_METRICS_PORT": "0", "RECSTREAM_LOG_EVERY_S": "5"})
-    return env
+    return {**os.environ, **replace(s, metrics_port=0, log_every_s=5.0).to_env()}
 
 
 def run_demo(base: Settings, args) -> int:

@@ -35,7 +35,7 @@ class Scorer(Protocol):
         """Every component's scores, the final one under `name` (shown per item in recommendations)."""
 
 
-DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 0.35, "trending": 0.4, "category": 0.3, "content": 0.5, "model": 0.5}
+DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 1.5, "trending": 0.4, "category": 0.3, "content": 0.5, "model": 0.5}
 
 
 class FallbackScorer:

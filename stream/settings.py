@@ -42,7 +42,7 @@ class Settings:
         env = os.environ if env is None else env
         values = {}
         for f in fields(cls):
-            name = "RECSTREAM_" + ("GROUP_ID" if f.name == "group_id" else f.name.upper())
+            name = _var(f.name)
             if name not in env:
                 continue
             raw = env[name]
@@ -58,6 +58,14 @@ class Settings:
         s.check()
         return s
 
+    def to_env(self) -> dict[str, str]:
+        """The RECSTREAM_* variables that reproduce these settings (for child processes).
+
+        >>> Settings(partitions=8).to_env()["RECSTREAM_PARTITIONS"]
+        '8'
+        """
+        return {_var(f.name): str(getattr(self, f.name)) for f in fields(self)}
+
     def check(self) -> None:
         if self.driver not in ("confluent", "faust"):
             raise SettingsError(f"RECSTREAM_DRIVER={self.driver!r}: expected confluent or faust")
@@ -68,10 +76,10 @@ class Settings:
             raise SettingsError(f"RECSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
 
 
+def _var(field_name: str) -> str:
+    return "RECSTREAM_" + field_name.upper()
+
+
 def env_table() -> list[tuple[str, str]]:
     """(variable, default) rows, for `--help` and the README."""
-    rows = []
-    for f in fields(Settings):
-        name = "RECSTREAM_" + ("GROUP_ID" if f.name == "group_id" else f.name.upper())
-        rows.append((name, str(f.default)))
-    return rows
+    return [(_var(f.name), str(f.default)) for f in fields(Settings)]

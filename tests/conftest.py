@@ -76,14 +76,7 @@ def redis_client(stack):
 
 
 def worker_env(s) -> dict:
-    env = dict(os.environ)
-    env.update({"RECSTREAM_BROKERS": s.brokers, "RECSTREAM_REDIS_URL": s.redis_url,
-                "RECSTREAM_EVENTS_TOPIC": s.events_topic, "RECSTREAM_ITEMS_TOPIC": s.items_topic,
-                "RECSTREAM_RECS_TOPIC": s.recs_topic, "RECSTREAM_DLQ_TOPIC": s.dlq_topic,
-                "RECSTREAM_KEY_PREFIX": s.key_prefix, "RECSTREAM_GROUP_ID": s.group_id,
-                "RECSTREAM_SESSION_TIMEOUT_MS": str(s.session_timeout_ms), "RECSTREAM_METRICS_PORT": "0",
-                "PYTHONUNBUFFERED": "1"})
-    return env
+    return {**os.environ, **s.to_env(), "PYTHONUNBUFFERED": "1"}
 
 
 def start_worker(s, *extra: str, log: Path | None = None):

@@ -8,7 +8,7 @@ import orjson
 import pytest
 import torch
 
-from conftest import start_worker, wait_for, worker_env
+from conftest import start_worker, wait_for
 from test_worker import Collector, _applied
 from exporters.onnx import export_seqrec
 from exporters.registry import Registry
@@ -41,12 +41,7 @@ def test_promote_while_consuming(settings, redis_client, tmp_path):
     reg.promote(v1)
     produce_items(shop.items, settings.items_topic, settings.brokers)
     recs = Collector(settings.recs_topic, settings.brokers)
-    import os
-    os.environ["RECSTREAM_MODEL_DIR"] = str(tmp_path / "models")
-    try:
-        worker = start_worker(settings, log=tmp_path / "w.log")
-    finally:
-        del os.environ["RECSTREAM_MODEL_DIR"]
+    worker = start_worker(replace(settings, model_dir=str(tmp_path / "models")), log=tmp_path / "w.log")
     try:
         produce_events(enumerate(events[:4000], 1), settings.events_topic, settings.brokers, rate=2000)
         wait_for(lambda: len(recs.items) > 50, timeout=60, what="recommendations from v1")

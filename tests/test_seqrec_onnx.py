@@ -74,7 +74,7 @@ def test_onnx_scorer_maps_ids_and_leaves_unknown_items_unscored(tiny, tmp_path):
     scorer = OnnxScorer(reg.path(v))
     assert scorer.provider == "CPUExecutionProvider" and scorer.version == v
     batch = CandidateBatch(["u1", "u2"], [["i3", "zzz", "i5"], ["i7"]],
-                           [np.ones((3, 5)), np.ones((1, 5))], [["i2", "i1"], []])
+                           [np.ones((3, 6)), np.ones((1, 6))], [["i2", "i1"], []])
     got = scorer.score(batch)
     assert np.isnan(got[0][1]) and np.isfinite(got[0][[0, 2]]).all() and np.isfinite(got[1]).all()
     with torch.no_grad():
