@@ -152,16 +152,31 @@ def up(cfg: StackConfig, timeout: float = 30.0) -> list[str]:
     """Start the broker and redis-server unless already running; wait until both answer."""
     broker, red = _services(cfg)
     url = f"tcp://{cfg.host}:{cfg.broker_port}"
-    lines = [
-        broker.start([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                      "--storage-engine", "memory://tansu/"]),
-        red.start([redis_binary(), "--port", str(cfg.redis_port), "--bind", cfg.host, "--save", "",
-                   "--appendonly", "no", "--protected-mode", "no", "--dir", str(cfg.state_dir.resolve())]),
-    ]
-    from stream.kafka import check_brokers
-    _wait(lambda: redis.Redis.from_url(cfg.redis_url, socket_timeout=1).ping(), f"redis at {cfg.redis_url}", timeout)
-    _wait(lambda: port_open(cfg.host, cfg.broker_port), f"broker at {cfg.brokers}", timeout)
-    _wait(lambda: check_brokers(cfg.brokers, timeout=2) is None, f"broker at {cfg.brokers}", timeout)
+    argv = {
+        broker: [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+        red: [redis_binary(), "--port", str(cfg.redis_port), "--bind", cfg.host, "--save", "",
+              "--appendonly", "no", "--protected-mode", "no", "--dir", str(cfg.state_dir.resolve())],
+    }
+    for svc in argv:   # all or nothing: check every port before starting anything
+        if not svc.pid() and port_open(cfg.host, svc.port):
+            raise StackError(f"{svc.name}: port {svc.port} is taken by a process this stack did not start; "
+                             f"stop it or choose another port")
+    lines, started = [], []
+    try:
+        for svc, args in argv.items():
+            line = svc.start(args)
+            lines.append(line)
+            if "started" in line:
+                started.append(svc)
+        from stream.kafka import check_brokers
+        _wait(lambda: redis.Redis.from_url(cfg.redis_url, socket_timeout=1).ping(), f"redis at {cfg.redis_url}", timeout)
+        _wait(lambda: port_open(cfg.host, cfg.broker_port), f"broker at {cfg.brokers}", timeout)
+        _wait(lambda: check_brokers(cfg.brokers, timeout=2) is None, f"broker at {cfg.brokers}", timeout)
+    except BaseException:
+        for svc in started:     # leave nothing half-started behind
+            svc.stop()
+        raise
     return lines
 
 

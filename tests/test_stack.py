@@ -43,6 +43,7 @@ def test_taken_port_and_missing_binary_are_clear(tmp_path, monkeypatch):
         time.sleep(0.3)
         with pytest.raises(st.StackError, match="port .* is taken"):
             st.up(cfg)
+        assert not st.port_open(cfg.host, cfg.broker_port)    # nothing half-started is left behind
     finally:
         st.down(cfg)
         other.terminate()
