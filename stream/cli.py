@@ -168,8 +168,10 @@ def cmd_synth(s: Settings, args) -> int:
 
 def build_pipeline(s: Settings):
     from stream.pipeline import Pipeline
+    from stream.rank import RankConfig
     from stream.store import connect
-    return Pipeline(connect(s.redis_url), s.key_prefix)
+    return Pipeline(connect(s.redis_url), s.key_prefix,
+                    rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger)))
 
 
 def cmd_worker(s: Settings, args) -> int:
@@ -248,8 +250,20 @@ def cmd_backtest(s: Settings, args) -> int:
     cfg = BacktestConfig(warmup_frac=args.warmup_frac, batch_size=args.batch_size, exclude_seen=exclude,
                          seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems)
     if args.via_kafka:
-        print("recstream backtest: --via-kafka is not implemented yet (see the README's open items)", file=sys.stderr)
-        return 2
+        from stream.backtest_kafka import run_via_kafka
+        report = run_via_kafka(events, items, cfg, model_dir=args.model_dir, progress=sys.stderr.isatty(),
+                               rate=args.rate or None)
+        m = report["systems"]["recstream"]
+        print(f"via Kafka: {report['events']} events, {report['evaluated']} evaluated, {report['recommendations']} "
+              f"recommendations ({report['seconds']} s)")
+        print(f"recstream  hr@10 {m['hr@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  mrr {m['mrr']:.4f}")
+        print(f"throughput {report['throughput_events_per_s']:,.0f} events/s; event->recommendation latency "
+              f"p50 {report['latency_ms']['p50']:.0f} ms, p99 {report['latency_ms']['p99']:.0f} ms "
+              f"(events sent at {report['produce_rate']:,.0f}/s)")
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "metrics_via_kafka.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        return 0
     with private_redis() if not args.redis_url else _nullctx(args.redis_url) as url:
         report = run_backtest(events, items, cfg, redis_url=url, model_dir=args.model_dir,
                               progress=sys.stderr.isatty())
@@ -441,8 +455,10 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--model-dir", help="model registry root whose promoted model recstream uses")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
     bt.add_argument("--limit", type=int)
+    bt.add_argument("--rate", type=float, default=500.0, help="--via-kafka: events/s sent (0 = as fast as possible)")
     bt.add_argument("--seed", type=int, default=42)
-    bt.add_argument("--via-kafka", action="store_true", help="replay through the real stack and worker (not yet)")
+    bt.add_argument("--via-kafka", action="store_true",
+                    help="replay through a private local stack and the real worker; join recommendations back")
     bt.set_defaults(fn=cmd_backtest)
 
     de = sub.add_parser("demo", help="the `make run` demo: stack, synthetic shop, worker, live view, summary")

@@ -161,7 +161,7 @@ class Pipeline:
             snap = snaps[uid]
             drop = set(snap.bought) | ctx.exclude.get(uid, set())
             trigger = triggers.get(uid) if triggers else None
-            if trigger is not None and trigger.item_id:
+            if trigger is not None and trigger.item_id and cfg.exclude_trigger:
                 drop.add(trigger.item_id)
             if cfg.exclude_recent:
                 drop.update(snap.recent)

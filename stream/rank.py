@@ -12,6 +12,7 @@ class RankConfig:
     k: int = 10
     max_per_category: int = 4        # diversity cap; 0 = off
     exclude_recent: bool = False     # also drop every item in the user's recent sequence
+    exclude_trigger: bool = True     # drop the item of the event that triggered the recommendation
 
 
 def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_of: dict[str, str | None],

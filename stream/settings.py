@@ -33,6 +33,7 @@ class Settings:
     batch_size: int = 1000                    # RECSTREAM_BATCH_SIZE (max events per micro-batch)
     batch_wait_ms: int = 5                    # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
     top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
+    exclude_trigger: int = 1                  # RECSTREAM_EXCLUDE_TRIGGER: 1 = never recommend the item just interacted with
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
     metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)
     log_every_s: float = 10.0                 # RECSTREAM_LOG_EVERY_S

@@ -87,3 +87,21 @@ def test_first_appearance_of_an_item_is_always_a_miss(stack):
     assert rep["evaluated"] == 1
     for name, m in rep["systems"].items():
         assert m["hr@20"] == 0.0, name
+
+
+@pytest.mark.integration
+def test_via_kafka_matches_in_process_on_a_small_log(stack):
+    """The same log through the real broker and worker gives the in-process quality within batching noise."""
+    from stream.backtest_kafka import run_via_kafka
+    from stream.synth import SynthConfig, SynthShop
+    shop = SynthShop(SynthConfig(n_users=120, n_items=150, n_events=1500, seed=17))
+    from schemas import validate_event
+    events = [validate_event(e) for e in shop.events()]
+    cfg = BacktestConfig(warmup_frac=0.5, systems=("recstream",))
+    inproc = run_backtest(events, shop.items, cfg, redis_url=stack[1])["systems"]["recstream"]
+    kafka = run_via_kafka(events, shop.items, cfg, rate=150, idle_s=4)
+    via = kafka["systems"]["recstream"]
+    assert kafka["evaluated"] == inproc["n"] > 500
+    assert inproc["ndcg@10"] > 0.2
+    assert abs(via["ndcg@10"] - inproc["ndcg@10"]) < 0.05, (via["ndcg@10"], inproc["ndcg@10"])
+    assert kafka["latency_ms"]["p50"] is not None and kafka["recommendations"] > 0
