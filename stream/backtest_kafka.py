@@ -16,6 +16,7 @@ Also reported: event -> recommendation latency and throughput.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *
             create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
             if items:
                 produce_items(items, s.items_topic, s.brokers)
-            env = {**__import__("os").environ, **s.to_env()}
+            env = {**os.environ, **s.to_env()}
             worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "worker.log", "ab"))
             recs: dict[str, tuple[list[str], float]] = {}

@@ -58,9 +58,6 @@ class Pipeline:
         self.sources = sources
         self.scorer = scorer
 
-    def model_versions(self) -> dict[str, str]:
-        return {"pipeline": PIPELINE_VERSION, "scorer": self.scorer.version}
-
     def process_batch(self, messages: list[InMessage]) -> BatchResult:
         events, dead, n_items, timings = self.ingest(messages)
         result = self.process_events(events, timings)

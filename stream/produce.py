@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+import orjson
 from confluent_kafka import KafkaException, Producer
 
 from schemas import Rejected, validate_event, validate_item
@@ -88,7 +89,7 @@ def produce_events(records: Iterable[tuple[int, object]], topic: str, brokers: s
                 key, value = ev.user_id.encode(), ev.to_json()
                 report.by_type[ev.type] += 1
             else:
-                value = rec if isinstance(rec, bytes) else __import__("orjson").dumps(rec)
+                value = rec if isinstance(rec, bytes) else orjson.dumps(rec)
                 key = None
             while True:
                 try:
