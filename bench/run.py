@@ -12,6 +12,10 @@ Groups:
   faust    - the faust-streaming driver over the same kind of topic
   latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
   scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
+
+Each group starts on a fresh broker (the local broker slows down as it accumulates data).
+BENCH_WORKER_LOG=FILE and BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and
+worker-side latency every N seconds).
 """
 from __future__ import annotations
 
