@@ -13,7 +13,7 @@ from exporters.onnx import OPSET, export_seqrec
 from exporters.parity import check_seqrec_parity
 from exporters.registry import Registry
 from models.data import load_interactions
-from models.train import TrainConfig, held_out, rank_targets, train
+from models.train import TrainConfig, held_out, train
 from stream.ranking_metrics import summarize
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.data import (Interaction, Vocab, left_pad, load_interactions, split_time, train_vocab,
+from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
 from models.seqrec import SeqRec, SeqRecConfig
 from stream.ranking_metrics import summarize

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import orjson

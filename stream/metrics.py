@@ -36,6 +36,7 @@ class WorkerMetrics:
         self._t_last = time.monotonic()
         self._n_last = 0
         self._n = 0
+        self._rejected = 0
         self._lat: list[float] = []
 
     def observe_batch(self, n_msgs: int, result, latencies: list[float]) -> None:
@@ -50,11 +51,12 @@ class WorkerMetrics:
         for x in latencies:
             self.latency.observe(x)
         self._n += result.events
+        self._rejected += len(result.dead_letters)
         self._lat.extend(latencies)
         now = time.monotonic()
         if now - self._t_last >= self.log_every_s:
             rate = (self._n - self._n_last) / (now - self._t_last)
             lat = np.array(self._lat) * 1000 if self._lat else np.zeros(1)
             log.info("%.0f events/s; %d events total; event->emit p50 %.1f ms p99 %.1f ms; rejects %d",
-                     rate, self._n, np.percentile(lat, 50), np.percentile(lat, 99), int(self.rejects._value.get()))
+                     rate, self._n, np.percentile(lat, 50), np.percentile(lat, 99), self._rejected)
             self._t_last, self._n_last, self._lat = now, self._n, []

@@ -9,7 +9,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import orjson
 from confluent_kafka import KafkaException, Producer
@@ -65,7 +65,6 @@ def produce_events(records: Iterable[tuple[int, object]], topic: str, brokers: s
 
     With validate=False raw bytes are sent unchanged (to exercise the worker's dead-letter path).
     """
-    own = producer is None
     producer = producer or Producer(producer_conf(brokers))
     report = ProduceReport()
 
@@ -111,8 +110,6 @@ def produce_events(records: Iterable[tuple[int, object]], topic: str, brokers: s
     finally:
         bar.close()
     report.seconds = time.monotonic() - t0
-    if own:
-        producer.flush(10)
     return report
 
 

@@ -178,6 +178,7 @@ class ConfluentWorker:
                         break
                     continue
                 last_msg = time.monotonic()
+                self._lag(consumer, offsets)   # the consumer is this thread's: lag is read here
                 events, dead, n_items, timings = self.pipeline.ingest(batch)
                 timings["poll"] = t_poll
                 snaps = self.pipeline.apply_profiles(events, timings)

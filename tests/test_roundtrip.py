@@ -1,6 +1,5 @@
 """produce -> consume through the real broker: nothing lost, nothing duplicated, per-user order kept;
 bad lines reported with line numbers and not sent."""
-import os
 import subprocess
 import sys
 from collections import defaultdict

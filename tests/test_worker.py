@@ -117,6 +117,8 @@ def test_sigkill_mid_stream_then_restart_ends_with_identical_profiles(settings, 
     wait_for(lambda: _applied(redis_client, ref.key_prefix, users) == len(events), timeout=120, what="reference run")
     w.stop_event.set()
     t.join(30)
+    lags = [w.metrics.registry.get_sample_value("recstream_consumer_lag", {"partition": str(p)}) for p in range(4)]
+    assert any(v is not None and v >= 0 for v in lags), lags   # lag from the fetch high watermark is exported
     expected = _all_profiles(redis_client, ref.key_prefix, users)
 
     # the same log, a worker killed with SIGKILL mid-stream, then restarted in the same group

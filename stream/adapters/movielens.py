@@ -11,8 +11,6 @@ Events come out in file order; replay and training sort by ts.
 from __future__ import annotations
 
 import csv
-import io
-from pathlib import Path
 from typing import Iterator
 
 from schemas import Rejected
