@@ -42,6 +42,10 @@ class BacktestConfig:
     limit: int | None = None
     systems: tuple[str, ...] = ("most_popular", "trending", "covisit_knn", "recent_items", "river_mf", "recstream")
     buckets: int = 20             # points of the metric-over-time curve
+    encoder_dir: str | None = None    # an exported text encoder: content source, cold start, exploration
+    rankers: tuple[str, ...] = ("lr", "fm")   # online-ranker variants of recstream run beside it ("" = none)
+    ranker_warmup_frac: float = 0.25  # the end of the warm-up (this fraction of it) already shows lists to
+                                      # the ranker variants and lets them learn; nothing there is evaluated
 
 
 @dataclass
@@ -95,11 +99,14 @@ def _user_disjoint_batches(events: list[Event], size: int, warmup: int = 0, warm
 
 
 class RecstreamSystem:
-    """The pipeline core against a private Redis key prefix; asked through `Pipeline.ask`."""
+    """The pipeline core against a private Redis key prefix; asked through `Pipeline.ask_variants`:
+    "recstream" (the registered scorer) and, beside it on the same profiles and candidates,
+    "recstream+{model}" for each online-ranker model, each learning from its own shown lists."""
     name = "recstream"
 
     def __init__(self, redis_url: str, items: list[dict], model_dir: str | None, k: int, seed: int,
-                 exclude_seen: bool = False):
+                 exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None):
+        from models.ranker import OnlineRanker, RankedScorer, RankerConfig, parse_spec
         from stream.pipeline import Pipeline
         from stream.rank import RankConfig
         from stream.store import connect
@@ -113,20 +120,50 @@ class RecstreamSystem:
             if scorer is not None:
                 self.pipeline.set_scorer(scorer)
                 self.version = scorer.version
+        self.encoder = None
+        if encoder_dir:
+            from stream.content import ContentEncoder, ContentStore
+            self.encoder = ContentEncoder(encoder_dir)
+            self.pipeline.attach_content(ContentStore(self.client, self.prefix, self.encoder))
+        base = self.pipeline.scorer
+        self.variants = {"recstream": base}
+        for spec in rankers:
+            if spec:
+                m, w = parse_spec(spec)
+                ranker = OnlineRanker(RankerConfig(model=m, weight=w, seed=seed))
+                self.variants[f"recstream+{spec}"] = RankedScorer(base, ranker)
         good = [it for it in (validate_item(i) for i in items) if not isinstance(it, Rejected)]
+        t = time.time()
         for i in range(0, len(good), 5000):
             self.pipeline.catalog.upsert(good[i: i + 5000])
+            if self.pipeline.content is not None:
+                self.pipeline.content.upsert(good[i: i + 5000])
+        self.embed_seconds = time.time() - t if self.pipeline.content is not None else 0.0
         self.batch_seconds: list[float] = []
+        self.learned = 0
 
-    def ask(self, users: list[str], now_ts: int, k: int, exclude=None) -> dict[str, list[str]]:
-        return self.pipeline.ask(users, now_ts, k=k, exclude=exclude)
+    def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
+        """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
+        scorers = {n: s for n, s in self.variants.items() if not only_rankers or hasattr(s, "ranker")}
+        if not scorers:
+            return {}
+        return self.pipeline.ask_variants(users, now_ts, scorers, k=k, exclude=exclude, record=True)
 
     def learn_batch(self, events: list[Event]) -> None:
-        """Reveal a batch: the profile stage only (the worker would also emit recommendations for these
-        users; the backtest asks for them when they are evaluated instead)."""
+        """Reveal a batch: the profile stage (the worker would also emit recommendations for these users;
+        the backtest asks for them when they are evaluated instead), then the rankers' feedback."""
         t = time.perf_counter()
-        self.pipeline.apply_profiles(events, {})
+        snaps = self.pipeline.apply_profiles(events, {})
         self.batch_seconds.append(time.perf_counter() - t)
+        self.learned += self.pipeline.feedback(snaps, list(self.variants.values()))
+
+    def ranker_stats(self) -> dict:
+        out = {}
+        for n, s in self.variants.items():
+            r = getattr(s, "ranker", None)
+            if r is not None:
+                out[n] = {"examples_learned": r.n_learned, **vars(r.join.stats)}
+        return out
 
     def close(self) -> None:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=10_000))
@@ -156,10 +193,15 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
         elif name == "recstream":
             if redis_url is None:
                 raise ValueError("the recstream system needs a Redis (redis_url)")
-            systems[name] = RecstreamSystem(redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen)
+            systems[name] = RecstreamSystem(redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen,
+                                            cfg.rankers, cfg.encoder_dir)
         else:
             raise ValueError(f"unknown system {name!r}")
-    tracks = {name: SystemTrack() for name in systems}
+    track_names = [n for n in systems if n != "recstream"]
+    if "recstream" in systems:
+        track_names += list(systems["recstream"].variants)
+    tracks = {name: SystemTrack() for name in track_names}
+    w_ranker = w - int(w * cfg.ranker_warmup_frac) if "recstream" in systems else w
     seen_by_user: dict[str, set] = defaultdict(set)
     user_events: Counter = Counter()
     item_first: dict[str, int] = {}
@@ -171,8 +213,14 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
     bar = tqdm(total=n, desc="backtest", unit="ev", disable=not progress, file=sys.stderr, mininterval=1)
     k_max = max(KS)
     try:
-        for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w):
+        for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w_ranker):
             evaluate = [e for e in batch if e.ts >= warm_ts and e.item_id and e.type != "search"]
+            if start >= w_ranker and not evaluate:
+                # end of the warm-up: the ranker variants are shown lists and learn; nothing is scored
+                users = list(dict.fromkeys(e.user_id for e in batch if e.item_id and e.type != "search"))
+                if users:
+                    excl = {u: seen_by_user[u] for u in users} if cfg.exclude_seen else None
+                    systems["recstream"].ask(users, batch[0].ts, cfg.k_request, excl, only_rankers=True)
             if evaluate:
                 now = batch[0].ts
                 users = list(dict.fromkeys(e.user_id for e in evaluate))
@@ -181,7 +229,7 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
                 excl = {u: seen_by_user[u] for u in users} if cfg.exclude_seen else {}
                 for name, sysm in systems.items():
                     if name == "recstream":
-                        answers[name] = sysm.ask(users, now, cfg.k_request, excl or None)
+                        answers.update(sysm.ask(users, now, cfg.k_request, excl or None))
                     else:
                         answers[name] = {u: sysm.recommend(u, cfg.k_request, now, excl.get(u, frozenset()))
                                          for u in users}
@@ -193,7 +241,7 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
                     if item_first.get(e.item_id, start) >= w:
                         seg.append("item_new_after_warmup")
                     seen = seen_by_user[e.user_id] if cfg.exclude_seen else None
-                    for name in systems:
+                    for name in tracks:
                         r, shown = _rank(answers[name].get(e.user_id, []), e.item_id, seen, k_max)
                         tr = tracks[name]
                         tr.ranks.append(r)
@@ -242,16 +290,40 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
     if "recstream" in systems:
         bs = np.asarray(systems["recstream"].batch_seconds) * 1000
         report["recstream_version"] = systems["recstream"].version
+        report["rankers"] = systems["recstream"].ranker_stats()
+        rs = systems["recstream"]
+        if rs.encoder is not None:
+            report["content"] = {"encoder": rs.encoder.version, "provider": rs.encoder.provider,
+                                 "items_embedded": len(rs.pipeline.content.index),
+                                 "embed_seconds": round(rs.embed_seconds, 1),
+                                 "exploration_slots": rs.pipeline.explorer.slots_used if rs.pipeline.explorer else 0}
         report["recstream_batch_ms"] = {"p50": float(np.percentile(bs, 50)), "p99": float(np.percentile(bs, 99)),
                                         "events_per_s": float(n / (bs.sum() / 1000)) if bs.sum() else 0.0}
         report["_batch_ms"] = bs.tolist()
-        baselines = {k: v["ndcg@10"] for k, v in report["systems"].items() if k != "recstream"}
+        baselines = {k: v["ndcg@10"] for k, v in report["systems"].items() if not k.startswith("recstream")}
         if baselines:
             best = max(baselines, key=baselines.get)
             report["best_baseline"] = best
             report["recstream_ndcg@10_ratio_to_best_baseline"] = (
                 report["systems"]["recstream"]["ndcg@10"] / baselines[best] if baselines[best] else None)
+            report["ndcg@10_ratio_to_best_baseline"] = {
+                k: (v["ndcg@10"] / baselines[best] if baselines[best] else None)
+                for k, v in report["systems"].items() if k.startswith("recstream")}
+        base = report["systems"]["recstream"]["ndcg@10"]
+        report["ndcg@10_ratio_ranker_vs_without"] = {
+            k: (v["ndcg@10"] / base if base else None) for k, v in report["systems"].items() if k.startswith("recstream+")}
     return report
+
+
+def format_ratios(report: dict) -> str:
+    lines = []
+    best = report.get("best_baseline")
+    for k, r in (report.get("ndcg@10_ratio_to_best_baseline") or {}).items():
+        extra = ""
+        if k in report.get("ndcg@10_ratio_ranker_vs_without", {}):
+            extra = f"; vs recstream without the ranker: {report['ndcg@10_ratio_ranker_vs_without'][k]:.3f}x"
+        lines.append(f"{k} NDCG@10 / best baseline ({best}): {r:.3f}x{extra}")
+    return "\n".join(lines)
 
 
 def format_table(report: dict) -> str:
@@ -289,8 +361,16 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
           f"Catalog items seen: {report['catalog_items_seen']}. Took {report['seconds']} s.", "",
           format_table(report), ""]
     if ratio is not None:
-        md.append(f"recstream ({report.get('recstream_version')}) NDCG@10 / best baseline "
-                  f"({report['best_baseline']}): **{ratio:.2f}x**")
+        md.append(f"recstream scorer: {report.get('recstream_version')}; `recstream+lr` / `recstream+fm` add the "
+                  f"online river ranker (logistic regression / factorization machine), learning from its own "
+                  f"shown lists.")
+        md.append("")
+        md += [f"- {line}" for line in format_ratios(report).splitlines()]
+        md.append("")
+    if report.get("rankers"):
+        md.append("Online rankers: " + "; ".join(
+            f"{k}: {v['examples_learned']:,} examples learned from {v['impressions']:,} impressions "
+            f"({v['with_positive']:,} with a positive)" for k, v in report["rankers"].items()))
         md.append("")
     md += ["## By event type and segment (NDCG@10, events)", "", format_segments(report), ""]
     if "recstream_batch_ms" in report:

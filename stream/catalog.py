@@ -1,5 +1,5 @@
 """The item catalog: `Item` upserts stored in Redis (`{P}i:{item}`) with an in-process cache of
-what the ranking stage needs (category), filled lazily with one pipelined read per batch."""
+what the ranking stage needs (category, brand, price), filled lazily with one pipelined read per batch."""
 from __future__ import annotations
 
 import redis
@@ -10,7 +10,7 @@ from schemas import Item
 class Catalog:
     def __init__(self, client: redis.Redis, prefix: str, max_cache: int = 500_000):
         self.client, self.prefix, self.max_cache = client, prefix, max_cache
-        self._cat: dict[str, str | None] = {}
+        self._meta: dict[str, tuple[str | None, str | None, float | None]] = {}
 
     def upsert(self, items: list[Item], pipe=None) -> None:
         own = pipe is None
@@ -24,18 +24,22 @@ class Catalog:
             if it.created_at is not None:
                 mapping["created_at"] = it.created_at
             pipe.hset(f"{self.prefix}i:{it.item_id}", mapping=mapping)
-            self._cat[it.item_id] = it.category_key or None
+            self._meta[it.item_id] = (it.category_key or None, it.brand or None, it.price)
         if own:
             pipe.execute()
 
     def categories(self, item_ids) -> dict[str, str | None]:
-        missing = [i for i in item_ids if i not in self._cat]
+        return {i: m[0] for i, m in self.meta(item_ids).items()}
+
+    def meta(self, item_ids) -> dict[str, tuple[str | None, str | None, float | None]]:
+        """item -> (category, brand, price), None where unknown."""
+        missing = [i for i in item_ids if i not in self._meta]
         if missing:
-            if len(self._cat) > self.max_cache:
-                self._cat.clear()
+            if len(self._meta) > self.max_cache:
+                self._meta.clear()
             pipe = self.client.pipeline(transaction=False)
             for i in missing:
-                pipe.hget(f"{self.prefix}i:{i}", "cat")
-            for i, c in zip(missing, pipe.execute()):
-                self._cat[i] = c.decode() if c else None
-        return {i: self._cat.get(i) for i in item_ids}
+                pipe.hmget(f"{self.prefix}i:{i}", "cat", "brand", "price")
+            for i, (c, b, p) in zip(missing, pipe.execute()):
+                self._meta[i] = (c.decode() if c else None, b.decode() if b else None, float(p) if p else None)
+        return {i: self._meta.get(i, (None, None, None)) for i in item_ids}

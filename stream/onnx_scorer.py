@@ -31,6 +31,7 @@ class OnnxScorer:
         self.version = self.manifest["version"]
         vocab = orjson.loads((d / "vocab.json").read_bytes())
         self.index = {item: i for i, item in enumerate(vocab) if i > 0}
+        self.proxy: dict[str, int] = {}    # unknown item -> model id of its nearest known item (content), 0 = none
         self.T = int(self.manifest["model_config"]["max_len"])
         available = ort.get_available_providers()
         if providers is None:
@@ -70,7 +71,7 @@ class OnnxScorer:
             seq = np.stack([self.encode_history(h) for h in batch.histories[start:stop]])
             cand = np.zeros((stop - start, width), dtype=np.int64)
             for r, items in enumerate(batch.items[start:stop]):
-                cand[r, : len(items)] = [self.index.get(i, 0) for i in items]
+                cand[r, : len(items)] = [self.index.get(i) or self.proxy.get(i, 0) for i in items]
             scores = self.score_many(seq, cand).astype(np.float64)
             scores[cand == 0] = np.nan      # unknown to the model (or padding): no opinion
             out.extend(scores[r, : len(items)] for r, items in enumerate(batch.items[start:stop]))

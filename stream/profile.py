@@ -40,6 +40,13 @@ class Snapshot:
     last_ts: int
     applied: int = 0                  # events of this batch applied (not duplicates)
     events: list[Event] = field(default_factory=list)
+    fresh: list[Event] = field(default_factory=list)      # the applied ones (feedback for the ranker)
+    bot: bool = False                 # some event of this batch was bot-like: it trains nothing shared
+    aff_ts: dict[str, int] = field(default_factory=dict)  # affinity key -> the user's last event on it (ms)
+    prev_ts: int = 0                  # the user's event before the last one
+    last_type: str = ""
+    price_mean: float | None = None   # mean log-price of carted/bought items (None: never)
+    query: str = ""                   # the user's last search query
 
     def top(self, kind: str, n: int) -> list[tuple[str, float]]:
         pre = kind + ":"
@@ -48,12 +55,25 @@ class Snapshot:
         return pairs[:n]
 
 
-def _decode_aff(flat: list[bytes], now: int, half_life_ms: float) -> dict[str, float]:
-    out = {}
+def _decode_aff(flat: list[bytes], now: int, half_life_ms: float) -> tuple[dict[str, float], dict[str, int]]:
+    out, when = {}, {}
     for i in range(0, len(flat), 2):
         v, ref = flat[i + 1].decode().split("|")
-        out[flat[i].decode()] = float(v) * 2.0 ** (-(now - int(ref)) / half_life_ms)
-    return out
+        k = flat[i].decode()
+        out[k] = float(v) * 2.0 ** (-(now - int(ref)) / half_life_ms)
+        when[k] = int(ref)
+    return out, when
+
+
+def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, **kw) -> Snapshot:
+    """Build a Snapshot from the script's (or `read`'s) replies; extra = (prev_ts, last_type, plog, pn, query)."""
+    last_ts = int(last or 0)
+    aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
+    prev, ltype, plog, pn, query = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
+    n = int(float(pn or 0))
+    return Snapshot(uid, [s.decode() for s in seq], aff, [b.decode() for b in bought], last_ts, aff_ts=when,
+                    prev_ts=int(float(prev or 0)), last_type=ltype, price_mean=float(plog) / n if n else None,
+                    query=query, **kw)
 
 
 class ProfileStore:
@@ -73,16 +93,14 @@ class ProfileStore:
             pipe.lrange(u + ":seq", 0, self.cfg.max_seq - 1)
             pipe.hgetall(u + ":aff")
             pipe.zrevrange(u + ":bought", 0, 19)
-            pipe.hget(u, "last_ts")
+            pipe.hmget(u, "last_ts", "prev_ts", "last_type", "plog", "pn", "q")
         r = pipe.execute()
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
         for n, uid in enumerate(users):
-            seq, aff, bought, last = r[4 * n: 4 * n + 4]
-            last_ts = int(last or 0)
+            seq, aff, bought, u = r[4 * n: 4 * n + 4]
             flat = [x for kv in aff.items() for x in kv]
-            out[uid] = Snapshot(uid, [x.decode() for x in seq], _decode_aff(flat, last_ts, hl),
-                                [b.decode() for b in bought], last_ts)
+            out[uid] = _snapshot(uid, seq, flat, bought, u[0], u[1:], hl)
         return out
 
     def apply(self, events: list[Event]) -> dict[str, Snapshot]:
@@ -97,14 +115,14 @@ class ProfileStore:
             for ev in evs:
                 ctx = ev.context or {}
                 args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, str(ctx.get("category") or ""),
-                         str(ctx.get("brand") or ""), WEIGHTS[ev.type]]
+                         str(ctx.get("brand") or ""), WEIGHTS[ev.type], "" if ev.price is None else ev.price, ev.query or ""]
             self._apply(args=args, client=pipe)
         results = pipe.execute()
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
-        for (uid, evs), (flags, seq, aff, bought, last_ts) in zip(by_user.items(), results):
-            last = int(last_ts)
-            applied = [ev for ev, f in zip(evs, flags.decode()) if f == "1"]
-            out[uid] = Snapshot(uid, [s.decode() for s in seq], _decode_aff(aff, last, hl),
-                                [b.decode() for b in bought], last, len(applied), evs)
+        for (uid, evs), (flags, seq, aff, bought, last_ts, extra) in zip(by_user.items(), results):
+            flags = flags.decode()
+            fresh = [ev for ev, f in zip(evs, flags) if f != "0"]
+            out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, applied=len(fresh), events=evs,
+                                 fresh=fresh, bot="2" in flags)
         return out

@@ -22,6 +22,22 @@ class CandidateBatch:
     features: list[np.ndarray]             # per user: (C, len(SOURCE_NAMES)) source scores, 0 = not proposed
     histories: list[list[str]]             # per user: recent items, newest first
     trigger_types: list[str] = field(default_factory=list)
+    # context for scorers that build features (the online ranker); the pipeline fills these
+    snapshots: dict = field(default_factory=dict)          # user -> profile Snapshot
+    now_ts: int = 0
+    meta: dict = field(default_factory=dict)               # item -> (category, brand, price)
+    item_stats: dict | None = None                          # item -> (popularity, trend), if the scorer asks
+    extra: dict = field(default_factory=dict)              # what a scorer leaves for the pipeline (feature rows)
+    cache: dict = field(default_factory=dict)              # components per scorer, shared by the scorers of one batch
+
+
+def components_of(scorer, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
+    """`scorer.score_components(batch)`, once per scorer and candidate set (variants that wrap the same
+    base scorer, as the backtest's ranker variants do, reuse its scores)."""
+    got = batch.cache.get(id(scorer))
+    if got is None:
+        got = batch.cache[id(scorer)] = scorer.score_components(batch)
+    return got
 
 
 class Scorer(Protocol):

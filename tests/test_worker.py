@@ -73,7 +73,7 @@ def test_20k_events_every_user_gets_valid_recommendations_and_bad_input_is_dead_
     for p in parsed:
         by_user[p.user_id] = p
     assert all(len(p.items) > 0 for p in by_user.values())
-    assert all(p.model_versions["scorer"] == "fallback-v1" for p in parsed)
+    assert all(p.model_versions["scorer"] == "fallback-v1+ranker-lr" for p in parsed)
     # coalescing: fewer recommendations than events
     assert len(parsed) < len(events)
     # dead letters: original bytes, a reason naming the field, where it came from
@@ -168,3 +168,52 @@ def test_two_workers_share_partitions_and_cover_every_user(settings, tmp_path):
     for r in recs.items:
         u = orjson.loads(r.value)["user_id"]
         assert owner.setdefault(u, r.headers["recstream.worker"]) == r.headers["recstream.worker"]
+
+
+def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_rejected(settings, redis_client,
+                                                                                          tmp_path):
+    """The worker's online ranker: a corrupted checkpoint is rejected with a clear log line (the worker
+    starts from scratch and serves); what it learns is checkpointed (periodically and at SIGTERM)
+    and a restarted worker carries on from it."""
+    from dataclasses import replace
+    from stream.features import FEATURE_NAMES
+    s = replace(settings, ranker="lr", ranker_checkpoint_s=1.0)
+    key = f"{s.key_prefix}ranker:{s.group_id}:lr"
+    redis_client.hset(key, mapping={"format": "recstream-ranker/1", "features": ",".join(FEATURE_NAMES),
+                                    "model": "lr", "sha256": "0" * 64, "payload": b"not a pickle", "version": 7})
+    sh = shop(8_000, seed=21)
+    events = list(sh.events())
+    produce_items(sh.items, s.items_topic, s.brokers)
+    recs = Collector(s.recs_topic, s.brokers)
+
+    def learned():
+        v = redis_client.hget(key, "n_learned")
+        return int(v) if v is not None else 0
+
+    first = start_worker(s, log=tmp_path / "w1.log")
+    try:
+        produce_events(enumerate(events[:4_000], 1), s.events_topic, s.brokers)
+        wait_for(lambda: learned() > 0, timeout=120, what="a checkpoint of a ranker that learned something")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    log1 = (tmp_path / "w1.log").read_text()
+    assert f"ranker checkpoint {key} v7 rejected" in log1 and "checksum" in log1
+    at_stop = learned()
+    assert int(redis_client.hget(key, "version")) > 7
+
+    second = start_worker(s, log=tmp_path / "w2.log")
+    try:
+        wait_for(lambda: "ranker restored" in (tmp_path / "w2.log").read_text(), timeout=60, what="restore")
+        produce_events(enumerate(events[4_000:], 1), s.events_topic, s.brokers)
+        wait_for(lambda: learned() > at_stop, timeout=120, what="more learning after the restart")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+        recs.stop()
+    assert f"({at_stop} examples learned)" in (tmp_path / "w2.log").read_text()
+    parsed = [validate_recommendation(r.value) for r in recs.items]
+    served = [int(p.model_versions["ranker"].split("@")[1]) for p in parsed]
+    assert parsed[-1].model_versions["scorer"] == "fallback-v1+ranker-lr"
+    assert max(served) > at_stop          # the second worker went on from the checkpoint, not from zero
+    assert any("ranker" in it.scores and "fallback" in it.scores for p in parsed for it in p.items)

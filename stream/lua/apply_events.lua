@@ -3,8 +3,11 @@
 -- ARGV: prefix, user_id, half_life_ms, max_seq, covis_n, seen_cap, trend_hl_ms, session_gap_ms, max_aff,
 --       bot_per_min (a user with more events than this in the last event-time minute is bot-like:
 --       the events still update the user's own profile and counters, but not co-visitation or trending),
---       then 7 fields per event: event_id, type, item_id, ts, category, brand, weight
--- Returns: { applied_flags (string of 0/1), recent items (newest first), aff fields+values, bought (recent) , last_ts }
+--       then 9 fields per event: event_id, type, item_id, ts, category, brand, weight, price ("" = unknown),
+--       search query ("" = none)
+-- Returns: { applied_flags (a character per event: 0 = seen before, 1 = applied, 2 = applied but bot-like),
+--            recent items (newest first), aff fields+values, bought (recent), last_ts,
+--            {prev_ts, last_type, log-price sum, priced events} }
 local P, uid = ARGV[1], ARGV[2]
 local hl = tonumber(ARGV[3])
 local max_seq, covis_n, seen_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -33,11 +36,11 @@ local function decayed_add(field, w, ts)
 end
 
 local flags = {}
-local n = (#ARGV - 10) / 7
+local n = (#ARGV - 10) / 9
 for e = 0, n - 1 do
-  local b = 10 + e * 7
+  local b = 10 + e * 9
   local eid, etype, item, ts = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
-  local cat, brand, w = ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7])
+  local cat, brand, w, price = ARGV[b + 5], ARGV[b + 6], tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
   local fresh = not redis.call("ZSCORE", SEEN, eid)
   if fresh and redis.call("ZCARD", SEEN) >= seen_cap then
     -- older than everything remembered: it was applied long ago (or is too late to matter)
@@ -47,20 +50,29 @@ for e = 0, n - 1 do
   if not fresh then
     flags[#flags + 1] = "0"
   else
-    flags[#flags + 1] = "1"
     redis.call("ZADD", SEEN, ts, eid)
     local card = redis.call("ZCARD", SEEN)
     if card > seen_cap then redis.call("ZREMRANGEBYRANK", SEEN, 0, card - seen_cap - 1) end
     redis.call("HINCRBY", U, "n:" .. etype, 1)
     local learn = redis.call("ZCOUNT", SEEN, ts - 60000, ts) <= bot_per_min
     if not learn then redis.call("HINCRBY", U, "n:bot_flagged", 1) end
+    flags[#flags + 1] = learn and "1" or "2"
     local last = tonumber(redis.call("HGET", U, "last_ts") or "0")
-    if ts > last then redis.call("HSET", U, "last_ts", ts) end
+    if ts >= last then redis.call("HSET", U, "last_ts", ts, "prev_ts", last, "last_type", etype) end
+    if ARGV[b + 9] ~= "" then redis.call("HSET", U, "q", ARGV[b + 9]) end
     if item ~= "" then
       if cat == "" or brand == "" then
         local meta = redis.call("HMGET", P .. "i:" .. item, "cat", "brand")
         if cat == "" and meta[1] then cat = meta[1] end
         if brand == "" and meta[2] then brand = meta[2] end
+      end
+      if price == nil and (etype == "add_to_cart" or etype == "purchase") then
+        price = tonumber(redis.call("HGET", P .. "i:" .. item, "price") or "")
+      end
+      if price and price > 0 and (etype == "add_to_cart" or etype == "purchase") then
+        -- the user's usual price: mean log-price of what they put in the cart or bought
+        redis.call("HINCRBYFLOAT", U, "plog", math.log(price))
+        redis.call("HINCRBY", U, "pn", 1)
       end
       if cat ~= "" then redis.call("HSETNX", P .. "i:" .. item, "cat", cat) end
       local prev = redis.call("LRANGE", SEQ, 0, covis_n - 1)
@@ -118,11 +130,13 @@ for e = 0, n - 1 do
           end
           redis.call("ZINCRBY", P .. "pop:c:" .. cat, w, item)
         end
+        redis.call("ZINCRBY", P .. "pop", w, item)
       end
     end
   end
 end
 local aff = redis.call("HGETALL", AFF)
 local bought = redis.call("ZREVRANGE", BOUGHT, 0, 19)
+local u = redis.call("HMGET", U, "last_ts", "prev_ts", "last_type", "plog", "pn", "q")
 return { table.concat(flags), redis.call("LRANGE", SEQ, 0, max_seq - 1), aff, bought,
-         redis.call("HGET", U, "last_ts") or "0" }
+         u[1] or "0", { u[2] or "0", u[3] or "", u[4] or "0", u[5] or "0", u[6] or "" } }

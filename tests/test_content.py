@@ -1,0 +1,148 @@
+"""Content embeddings: the exported encoder's parity, the index, cold start by search query, the
+exploration slot, and (on the real stack) a brand-new item reaching a user through the content source."""
+import signal
+import time
+import uuid
+
+import numpy as np
+import orjson
+import pytest
+
+from schemas import Event, validate_item
+
+SHOES = ["Salomon trail running shoes", "Asics gel running shoes for men", "Brooks road running trainers"]
+OTHER = ["stainless steel kitchen knife set", "non-stick frying pan 28 cm", "espresso coffee machine",
+         "smartphone 128GB black", "wireless earbuds with charging case", "hardcover cookbook italian recipes",
+         "garden hose 30 m", "cordless drill 18V", "yoga mat non-slip", "ceramic dinner plates set"]
+
+
+def catalog(texts, cat_of=lambda t: "shoes" if "shoe" in t or "trainer" in t else "home"):
+    return [validate_item({"item_id": f"i{n}", "title": t, "category": [cat_of(t)]}) for n, t in enumerate(texts)]
+
+
+def test_encoder_parity_with_the_torch_model(encoder_dir):
+    _, m = encoder_dir
+    p = m["parity"]
+    print(f"encoder parity: max abs diff {p['max_abs_diff']:.2e}, min cosine {p['min_cosine']:.8f}")
+    assert p["max_abs_diff"] < 1e-4 and p["min_cosine"] > 0.9999 and p["sentences"] >= 10
+
+
+def test_encoder_embeddings_make_sense_without_torch(encoder_dir):
+    from stream.content import ContentEncoder
+    enc = ContentEncoder(encoder_dir[0])
+    v = enc.encode(["Nike running shoes men", "Adidas Ultraboost trainers", "stainless steel kitchen knife set"])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+def test_index_exact_search_and_upsert():
+    from stream.content import ContentIndex
+    idx = ContentIndex(2, capacity=1)
+    idx.add(["a", "b", "c"], np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32))
+    assert [i for i, _ in idx.search(np.array([[1, 0]], np.float32), 2)[0]] == ["a", "c"]
+    idx.add(["a"], np.array([[0, -1]], dtype=np.float32))           # upsert moves it
+    assert [i for i, _ in idx.search(np.array([[0, -1]], np.float32), 1)[0]] == ["a"]
+    assert len(idx) == 3
+
+
+def test_cold_start_search_query_and_first_click(redis_client, encoder_dir):
+    from stream.content import ContentEncoder, ContentStore
+    from stream.pipeline import Pipeline
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    p = Pipeline(redis_client, prefix)
+    p.attach_content(ContentStore(redis_client, prefix, ContentEncoder(encoder_dir[0])))
+    items = catalog(SHOES + OTHER)
+    p.catalog.upsert(items)
+    p.content.upsert(items)
+    shoes = {f"i{n}" for n in range(len(SHOES))}
+    t0 = 1_700_000_000_000
+    # someone else makes the kitchen items trend
+    p.process_events([Event(event_id=f"o{n}", user_id="other", type="click", ts=t0 + n, item_id=f"i{3 + n % 3}")
+                      for n in range(6)])
+    # a brand-new user whose only event is a search
+    r = p.process_events([Event(event_id="s1", user_id="new", type="search", ts=t0 + 100, item_id=None, query="running shoes")])
+    rec = r.recommendations[0]
+    top3 = [it.item_id for it in rec.items[:3]]
+    assert set(top3) == shoes, [(it.item_id, it.sources) for it in rec.items]
+    assert all("content" in it.sources for it in rec.items[:3])
+    # a user with nothing at all gets trending
+    asked = p.ask(["nobody"], t0 + 200, k=3)["nobody"]
+    assert set(asked) <= {"i3", "i4", "i5"} and asked
+    # a first click moves the user off cold start at once: content neighbours of that item
+    r = p.process_events([Event(event_id="c1", user_id="fresh", type="click", ts=t0 + 300, item_id="i6")])
+    got = [it.item_id for it in r.recommendations[0].items if "content" in it.sources]
+    assert got and "i6" not in got
+
+
+def test_exploration_slot_is_bounded_and_follows_clicks():
+    from stream.candidates import SOURCE_NAMES
+    from stream.explore import FreshExplorer
+    c = SOURCE_NAMES.index("content")
+    items = ["old1", "old2", "new_a", "new_b"]
+    F = np.zeros((4, len(SOURCE_NAMES)))
+    F[2, c] = F[3, c] = 0.9
+    pop = {"old1": 50, "old2": 40}
+    ex = FreshExplorer(seed=1)
+    picked = [(0, 2.0), (1, 1.0)]
+    assert ex.choose(items, F, pop, picked, set()) in (2, 3)
+    assert ex.choose(items, F, pop, [(2, 1.0)], set()) is None        # already holds a fresh item
+    # new_a shown 30 times, clicked every time; new_b shown 30 times, never clicked
+    from types import SimpleNamespace as NS
+    for n in range(30):
+        ex.shown(f"u{n}", "new_a")
+        ex.shown(f"u{n}", "new_b")
+        ex.feedback({f"u{n}": NS(fresh=[NS(item_id="new_a")])})
+    picks = [ex.choose(items, F, pop, picked, set()) for _ in range(50)]
+    assert picks.count(2) > 45
+
+
+@pytest.mark.integration
+def test_new_item_reaches_a_user_through_the_content_source(settings, redis_client, encoder_dir, tmp_path):
+    from dataclasses import replace
+
+    from conftest import start_worker, wait_for
+    from schemas import validate_recommendation
+    from stream.produce import produce_events, produce_items
+    from test_worker import Collector
+    s = replace(settings, encoder_dir=str(encoder_dir[0]))
+    items = [it.to_dict() for it in catalog(SHOES + OTHER)]
+    produce_items(items, s.items_topic, s.brokers)
+    recs = Collector(s.recs_topic, s.brokers)
+    worker = start_worker(s, log=tmp_path / "worker.log")
+    t0 = int(time.time() * 1000)
+    try:
+        events = [{"event_id": f"o{n}", "user_id": f"other{n}", "type": "click", "ts": t0 + n,
+                   "item_id": f"i{3 + n % 10}"} for n in range(20)]
+        events += [{"event_id": f"u{n}", "user_id": "runner", "type": "view", "ts": t0 + 100 + n, "item_id": f"i{n}"}
+                   for n in range(len(SHOES))]
+        produce_events(enumerate(events, 1), s.events_topic, s.brokers)
+        wait_for(lambda: any(orjson.loads(r.value)["user_id"] == "runner" for r in recs.items), timeout=90,
+                 what="a first recommendation for the runner")
+        new = {"item_id": "brand-new", "title": "Hoka trail running shoes", "category": ["shoes"]}
+        upserted = time.monotonic()
+        produce_items([new], s.items_topic, s.brokers)
+        n = [0]
+
+        def new_item_shown():
+            n[0] += 1      # the runner keeps browsing (a view of one of their shoes, re-triggering a list)
+            produce_events([(1, {"event_id": f"again{n[0]}", "user_id": "runner", "type": "view",
+                                 "ts": int(time.time() * 1000), "item_id": f"i{n[0] % 3}"})], s.events_topic, s.brokers)
+            time.sleep(1.0)
+            for r in recs.items:
+                rec = validate_recommendation(r.value)
+                if rec.user_id == "runner":
+                    for it in rec.items:
+                        if it.item_id == "brand-new" and "content" in it.sources:
+                            return True
+            return False
+
+        wait_for(new_item_shown, timeout=30, interval=0.5, what="the new item in the runner's recommendations")
+        took = time.monotonic() - upserted
+        print(f"new item recommended {took:.1f} s after its upsert")
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        recs.stop()
+    assert "content index: 0 item embeddings loaded" in (tmp_path / "worker.log").read_text()
+    assert int(redis_client.hlen(f"{s.key_prefix}emb")) == len(items) + 1
