@@ -12,6 +12,8 @@ Groups:
   faust    - the faust-streaming driver over the same kind of topic
   latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
   scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
+  encoder  - the text encoder (all-MiniLM-L6-v2): onnxruntime+tokenizers vs torch eager at batch 1 and 64;
+             exact content-index search over 100k items
 
 Each group starts on a fresh broker (the local broker slows down as it accumulates data).
 BENCH_WORKER_LOG=FILE and BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and
@@ -227,12 +229,12 @@ def main(argv=None) -> int:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--faust-events", type=int, default=50_000)
-    ap.add_argument("--only", choices=["worker", "faust", "latency", "scorer"], action="append")
+    ap.add_argument("--only", choices=["worker", "faust", "latency", "scorer", "encoder"], action="append")
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     args = ap.parse_args(argv)
-    groups = set(args.only or ["worker", "faust", "latency", "scorer"])
+    groups = set(args.only or ["worker", "faust", "latency", "scorer", "encoder"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
     from stream.store import connect
@@ -266,6 +268,11 @@ def main(argv=None) -> int:
             total = sum(timings.values())
             for k, v in sorted(timings.items(), key=lambda kv: -kv[1]):
                 rows.add(f"worker_stage_share_{k}", 100 * v / total, "%")
+            # the same topic again, as a new group on an empty key space, without the online ranker
+            off = replace(s, ranker="off", group_id=s.group_id + "-off", key_prefix=s.key_prefix + "off:")
+            rate_off, _ = run_worker_catchup(off, len(events))
+            rows.add("worker_ranker_off_end_to_end", rate_off, "events/s")
+            rows.add("worker_ranker_on_vs_off_ratio", rate / rate_off, "x")
             cleanup(s, client)
         if "faust" in groups:
             client = fresh_stack()
@@ -301,6 +308,10 @@ def main(argv=None) -> int:
             print("== transformer scorer: onnxruntime vs torch eager (d=64, 2 layers, T=50, 5000 items)", flush=True)
             from bench import scorer
             scorer.run(rows)
+        if "encoder" in groups:
+            print("== text encoder: onnxruntime + tokenizers vs torch eager (all-MiniLM-L6-v2)", flush=True)
+            from bench import encoder
+            encoder.run(rows)
     finally:
         stack.down(cfg)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ class BacktestConfig:
     buckets: int = 20             # points of the metric-over-time curve
     encoder_dir: str | None = None    # an exported text encoder: content source, cold start, exploration
     rankers: tuple[str, ...] = ("lr", "fm")   # online-ranker variants of recstream run beside it ("" = none)
-    ranker_warmup_frac: float = 0.25  # the end of the warm-up (this fraction of it) already shows lists to
+    ranker_warmup_frac: float = 0.1   # the end of the warm-up (this fraction of it) already shows lists to
                                       # the ranker variants and lets them learn; nothing there is evaluated
 
 
@@ -80,17 +80,19 @@ def _rank(recs: list[str], target: str, seen: set | None, k_max: int) -> tuple[i
         return 0, recs
 
 
-def _user_disjoint_batches(events: list[Event], size: int, warmup: int = 0, warmup_size: int = 1000):
+def _user_disjoint_batches(events: list[Event], size: int, warmup: int = 0, warmup_size: int = 1000,
+                           split: int | None = None):
     """Consecutive (time-ordered) batches of at most `size` events in which no user appears twice, so
     every evaluated event sees all of its user's earlier events (sequence models depend on the
     immediately preceding items, and real logs are bursty). The warm-up, where nothing is evaluated,
-    goes in plain batches of `warmup_size`. Yields (index of first event, batch)."""
+    goes in plain batches of `warmup_size`; no batch spans index `split` (the end of the warm-up when the
+    ranker variants already learn before it). Yields (index of first event, batch)."""
     for start in range(0, warmup, warmup_size):
         yield start, events[start: min(warmup, start + warmup_size)]
     start, users = warmup, set()
     for i in range(warmup, len(events)):
         e = events[i]
-        if i - start >= size or e.user_id in users:
+        if i - start >= size or e.user_id in users or (i == split and i > start):
             yield start, events[start:i]
             start, users = i, set()
         users.add(e.user_id)
@@ -213,7 +215,7 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
     bar = tqdm(total=n, desc="backtest", unit="ev", disable=not progress, file=sys.stderr, mininterval=1)
     k_max = max(KS)
     try:
-        for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w_ranker):
+        for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w_ranker, split=w):
             evaluate = [e for e in batch if e.ts >= warm_ts and e.item_id and e.type != "search"]
             if start >= w_ranker and not evaluate:
                 # end of the warm-up: the ranker variants are shown lists and learn; nothing is scored

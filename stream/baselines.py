@@ -150,7 +150,11 @@ class RiverMF:
         scores = m @ self.model.u_latents[user]
         if exclude:
             scores[[j for j, c in enumerate(cands) if c in exclude]] = -np.inf
-        order = np.argsort(-scores, kind="stable")[:k]
+        if len(scores) > 4 * k:     # top k without sorting the whole catalogue
+            part = np.argpartition(-scores, k - 1)[:k]
+            order = part[np.lexsort((part, -scores[part]))]
+        else:
+            order = np.argsort(-scores, kind="stable")[:k]
         return [cands[i] for i in order if np.isfinite(scores[i])]
 
     def learn(self, ev):

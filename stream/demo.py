@@ -40,6 +40,21 @@ def _env(s: Settings) -> dict:
     return {**os.environ, **replace(s, metrics_port=0, log_every_s=5.0).to_env()}
 
 
+def _ensure_encoder(s: Settings) -> None:
+    """The content path needs the text encoder exported once (torch, ~20 s); the worker only reads it."""
+    from pathlib import Path
+    if (Path(s.encoder_dir) / "model.onnx").exists():
+        print(f"== text encoder: {s.encoder_dir} (content similarity, cold start, new items)")
+        return
+    try:
+        from exporters.encoder import export_encoder
+        print(f"== text encoder: exporting all-MiniLM-L6-v2 to ONNX in {s.encoder_dir} (once, ~20 s)", flush=True)
+        m = export_encoder(s.encoder_dir)
+        print(f"  parity max abs diff {m['parity']['max_abs_diff']:.1e}")
+    except ImportError as exc:
+        print(f"== text encoder: not exported ({exc}); the worker runs without the content source")
+
+
 def run_demo(base: Settings, args) -> int:
     from stream.cli import _stack_cfg
     cfg = _stack_cfg(base, argparse_ns(state_dir=None))
@@ -62,6 +77,7 @@ def run_demo(base: Settings, args) -> int:
               f"{len(events)} events (topics demo.{run}.*)")
         rep = produce_items(shop.items, s.items_topic, s.brokers)
         print(f"  catalog: {rep.summary('items')}")
+        _ensure_encoder(s)
 
         worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=_env(s),
                                   stdout=sys.stdout, stderr=sys.stderr)

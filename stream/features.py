@@ -29,6 +29,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_since_last_s", "log_gap_before_last_s",    # time since the user's last event; the gap before it
     "log_history",                                  # length of the user's recent sequence
     *(f"trigger_{t}" for t in TRIGGER_TYPES),       # what the user did last
+    "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
 )
 N_FEATURES = len(FEATURE_NAMES)
 _W = len(SOURCE_NAMES)
@@ -87,12 +88,13 @@ def user_features(user: UserView, now_ts: int) -> np.ndarray:
 
 def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base: np.ndarray,
                        meta: list[tuple[str | None, str | None, float | None]], user: UserView, now_ts: int,
-                       popularity: np.ndarray, trend: np.ndarray) -> np.ndarray:
+                       popularity: np.ndarray, trend: np.ndarray, content_sim: np.ndarray | None = None) -> np.ndarray:
     """(C, N_FEATURES) for one user's C candidates.
 
     sources: (C, len(SOURCE_NAMES)) source scores; transformer: (C,) with NaN where unknown, or None;
     base: (C,) the base scorer's final score; meta: per candidate (category, brand, price);
-    popularity: (C,) all-time weighted interactions; trend: (C,) already scaled to [0, 1].
+    popularity: (C,) all-time weighted interactions; trend: (C,) already scaled to [0, 1];
+    content_sim: (C,) cosine to the user's content vector, NaN where an embedding is missing (or None).
     """
     c = len(base)
     X = np.zeros((c, N_FEATURES))
@@ -128,5 +130,10 @@ def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base
         if price and price > 0 and user.price_mean is not None:
             X[r, col + 11] = max(-5.0, min(5.0, math.log(price) - user.price_mean))
             X[r, col + 12] = 1.0
-    X[:, col + 13:] = user_features(user, now_ts)
+    uf = user_features(user, now_ts)
+    X[:, col + 13: col + 13 + len(uf)] = uf
+    if content_sim is not None:
+        known = np.isfinite(content_sim)
+        X[:, -2] = np.where(known, content_sim, 0.0)
+        X[:, -1] = known
     return X

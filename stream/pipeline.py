@@ -209,8 +209,28 @@ class Pipeline:
         batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
                                [triggers[u].type if triggers else (snaps[u].last_type or "query") for u in users],
                                snapshots=snaps, now_ts=now_ts, meta=self.catalog.meta(all_items))
+        if self.content is not None:
+            batch.content_sim = self._content_sim(snaps, users, cand_items)
         timings["candidates"] = t() - t2
         return ctx, batch
+
+    def _content_sim(self, snaps: dict, users: list[str], cand_items: list[list[str]]) -> list[np.ndarray]:
+        """Per user, each candidate's cosine to the user's content vector (NaN: no embedding either side)."""
+        src = next(s for s in self.sources if s.name == "content")
+        with_vec, vecs = src.user_vectors(snaps)
+        uvec = dict(zip(with_vec, vecs))
+        index = self.content.index
+        out = []
+        for uid, items in zip(users, cand_items):
+            sim = np.full(len(items), np.nan)
+            q = uvec.get(uid)
+            if q is not None and items:
+                rows = np.array([index.row.get(i, -1) for i in items])
+                ok = rows >= 0
+                if ok.any():
+                    sim[ok] = index.mat[rows[ok]] @ q
+            out.append(sim)
+        return out
 
     def _map_unknown(self, items) -> None:
         """Items the transformer never saw (new ones) borrow its score for their nearest known item in

@@ -27,6 +27,7 @@ class CandidateBatch:
     now_ts: int = 0
     meta: dict = field(default_factory=dict)               # item -> (category, brand, price)
     item_stats: dict | None = None                          # item -> (popularity, trend), if the scorer asks
+    content_sim: list | None = None                         # per user (C,) cosine to their content vector
     extra: dict = field(default_factory=dict)              # what a scorer leaves for the pipeline (feature rows)
     cache: dict = field(default_factory=dict)              # components per scorer, shared by the scorers of one batch
 

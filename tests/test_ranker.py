@@ -43,6 +43,10 @@ def test_features_hand_computed():
     assert X[0, col["log_since_last_s"]] == pytest.approx(np.log1p(3600.0))
     assert X[0, col["log_gap_before_last_s"]] == pytest.approx(np.log1p(60.0))
     assert X[:, col["trigger_click"]].tolist() == [1, 1, 1] and X[0, col["trigger_view"]] == 0
+    assert X[:, col["content_known"]].tolist() == [0, 0, 0]
+    X = candidate_features(sources, tr, base, meta, _user(), now, np.zeros(3), np.zeros(3),
+                           content_sim=np.array([0.5, np.nan, -0.1]))
+    assert X[:, col["content_sim"]].tolist() == [0.5, 0.0, -0.1] and X[:, col["content_known"]].tolist() == [1, 0, 1]
 
 
 def _examples(n, seed=0):
@@ -50,7 +54,7 @@ def _examples(n, seed=0):
     out = []
     for _ in range(n):
         x = rng.normal(size=N_FEATURES)
-        out.append(Example(x, bool(x[0] + 0.5 * x[5] > 0), 1.0 + (x[1] > 1)))
+        out.append(Example(x, bool(x[0] + 0.5 * x[1] > 0), 1.0 + (x[2] > 1)))
     return out
 
 
@@ -60,7 +64,7 @@ def test_numpy_mirror_matches_river(model):
     r.learn(_examples(400))
     X = np.random.default_rng(9).normal(size=(25, N_FEATURES))
     mine = r.predict_proba(X)
-    river = [r.model.predict_proba_one(dict(zip(FEATURE_NAMES, x.tolist())))[True] for x in X]
+    river = [r.model.predict_proba_one(r.as_input(x))[True] for x in X]
     assert np.abs(mine - np.array(river)).max() < 1e-9
     assert mine.std() > 0.01          # it learned something: the mirror is not trivially flat
 

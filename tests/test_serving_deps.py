@@ -1,15 +1,20 @@
-"""The serving path (worker, its drivers, the ONNX scorer, the CLI) must not need torch."""
+"""The serving path (worker, its drivers, the ONNX scorer, the ranker, the content encoder, the CLI)
+must not need torch (nor transformers: the text encoder runs on onnxruntime + tokenizers)."""
 import subprocess
 import sys
 
 from conftest import ROOT
 
 
-def test_worker_path_never_imports_torch():
+def test_worker_path_never_imports_torch(encoder_dir):
     code = ("import sys\n"
             "import stream.worker, stream.faust_driver, stream.onnx_scorer, stream.pipeline, stream.cli\n"
-            "import stream.backtest, exporters.registry\n"
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            "import stream.backtest, exporters.registry, models.ranker, stream.content, stream.explore\n"
+            "from models.ranker import OnlineRanker, RankerConfig\n"
+            "from stream.content import ContentEncoder\n"
+            "OnlineRanker(RankerConfig(model='fm'))\n"
+            f"ContentEncoder({str(encoder_dir[0])!r}).encode(['running shoes'])\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"

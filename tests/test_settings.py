@@ -14,6 +14,8 @@ def test_env_overrides_and_types():
     ({"RECSTREAM_DRIVER": "spark"}, "RECSTREAM_DRIVER"),
     ({"RECSTREAM_REDIS_URL": "localhost:6379"}, "RECSTREAM_REDIS_URL"),
     ({"RECSTREAM_TOP_K": "0"}, "RECSTREAM_TOP_K"),
+    ({"RECSTREAM_RANKER": "xgboost"}, "RECSTREAM_RANKER"),
+    ({"RECSTREAM_RANKER": "lr:heavy"}, "RECSTREAM_RANKER"),
 ])
 def test_bad_settings_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):

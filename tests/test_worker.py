@@ -2,6 +2,7 @@
 exact recovery after SIGKILL, and two workers sharing the partitions."""
 import signal
 import threading
+import time
 from collections import Counter
 
 import orjson
@@ -190,9 +191,21 @@ def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_
         v = redis_client.hget(key, "n_learned")
         return int(v) if v is not None else 0
 
+    try:
+        _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learned)
+    finally:
+        recs.stop()
+
+
+def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learned):
+    def trickle(evs):      # a live stream, not one burst: many batches, so lists are shown and then acted on
+        for i in range(0, len(evs), 250):
+            produce_events(enumerate(evs[i: i + 250], i + 1), s.events_topic, s.brokers)
+            time.sleep(0.25)
+
     first = start_worker(s, log=tmp_path / "w1.log")
     try:
-        produce_events(enumerate(events[:4_000], 1), s.events_topic, s.brokers)
+        trickle(events[:4_000])
         wait_for(lambda: learned() > 0, timeout=120, what="a checkpoint of a ranker that learned something")
     finally:
         first.send_signal(signal.SIGTERM)
@@ -205,7 +218,7 @@ def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_
     second = start_worker(s, log=tmp_path / "w2.log")
     try:
         wait_for(lambda: "ranker restored" in (tmp_path / "w2.log").read_text(), timeout=60, what="restore")
-        produce_events(enumerate(events[4_000:], 1), s.events_topic, s.brokers)
+        trickle(events[4_000:])
         wait_for(lambda: learned() > at_stop, timeout=120, what="more learning after the restart")
     finally:
         second.send_signal(signal.SIGTERM)
