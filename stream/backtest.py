@@ -369,6 +369,11 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
         md.append("")
         md += [f"- {line}" for line in format_ratios(report).splitlines()]
         md.append("")
+    if report.get("content"):
+        c = report["content"]
+        md.append(f"Content: {c['items_embedded']:,} items embedded by {c['encoder']} on {c['provider']} in "
+                  f"{c['embed_seconds']} s; exploration slots given: {c['exploration_slots']:,}.")
+        md.append("")
     if report.get("rankers"):
         md.append("Online rankers: " + "; ".join(
             f"{k}: {v['examples_learned']:,} examples learned from {v['impressions']:,} impressions "
