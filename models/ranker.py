@@ -314,9 +314,13 @@ class RankedScorer:
         probs, final = [], []
         active = self.ranker.active
         w = self.ranker.cfg.weight
-        for X, b in zip(feats, base):
-            logit = self.ranker.logits(X)
-            probs.append(1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))))
+        sizes = [len(X) for X in feats]
+        all_logits = self.ranker.logits(np.vstack(feats)) if sum(sizes) else np.zeros(0)   # one product per batch
+        all_probs = 1.0 / (1.0 + np.exp(-np.clip(all_logits, -30, 30)))
+        ends = np.cumsum(sizes)
+        for b, end, size in zip(base, ends, sizes):
+            logit = all_logits[end - size: end]
+            probs.append(all_probs[end - size: end])
             final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w) if active else b.copy())
         return {**comps, "ranker": probs, self.name: final}
 

@@ -102,7 +102,8 @@ def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base
         return X
     X[:, :_W] = sources
     for j in range(_W):
-        X[:, _W + j] = rank_inverse(sources[:, j])
+        if sources[:, j].any():
+            X[:, _W + j] = rank_inverse(sources[:, j])
     col = 2 * _W
     X[:, col] = (sources > 0).sum(axis=1)
     t = transformer if transformer is not None else np.full(c, np.nan)
@@ -112,24 +113,20 @@ def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base
     X[:, col + 4] = rank_inverse(base - base.min() + 1.0)   # every candidate gets a position
     X[:, col + 5] = np.log1p(np.maximum(popularity, 0.0))
     X[:, col + 6] = trend
-    aff = user.affinity
+    aff, when = user.affinity, user.aff_ts
     cmax = max((v for k, v in aff.items() if k.startswith("c:")), default=0.0) or 1.0
     bmax = max((v for k, v in aff.items() if k.startswith("b:")), default=0.0) or 1.0
-    for r, (cat, brand, price) in enumerate(meta):
-        if cat:
-            X[r, col + 7] = aff.get("c:" + cat, 0.0) / cmax
-            when = user.aff_ts.get("c:" + cat)
-            if when is None:
-                X[r, col + 10] = 1.0
-            else:
-                X[r, col + 9] = math.log1p(max(0, now_ts - when) / 3.6e6)
-        else:
-            X[r, col + 10] = 1.0
-        if brand:
-            X[r, col + 8] = aff.get("b:" + brand, 0.0) / bmax
-        if price and price > 0 and user.price_mean is not None:
-            X[r, col + 11] = max(-5.0, min(5.0, math.log(price) - user.price_mean))
-            X[r, col + 12] = 1.0
+    # per-candidate lookups as list comprehensions, assigned column by column (numpy scalar stores are slow)
+    ckeys = ["c:" + m[0] if m[0] else None for m in meta]
+    X[:, col + 7] = [aff.get(k, 0.0) / cmax if k else 0.0 for k in ckeys]
+    X[:, col + 8] = [aff.get("b:" + m[1], 0.0) / bmax if m[1] else 0.0 for m in meta]
+    last = [when.get(k) if k else None for k in ckeys]
+    X[:, col + 9] = [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
+    X[:, col + 10] = [w is None for w in last]
+    if user.price_mean is not None:
+        pm = user.price_mean
+        X[:, col + 11] = [max(-5.0, min(5.0, math.log(m[2]) - pm)) if m[2] and m[2] > 0 else 0.0 for m in meta]
+        X[:, col + 12] = [bool(m[2] and m[2] > 0) for m in meta]
     uf = user_features(user, now_ts)
     X[:, col + 13: col + 13 + len(uf)] = uf
     if content_sim is not None:
