@@ -43,6 +43,7 @@ class BacktestConfig:
     systems: tuple[str, ...] = ("most_popular", "trending", "covisit_knn", "recent_items", "river_mf", "recstream")
     buckets: int = 20             # points of the metric-over-time curve
     encoder_dir: str | None = None    # an exported text encoder: content source, cold start, exploration
+    explore: bool = True              # with the encoder: the fresh-item exploration slot
     rankers: tuple[str, ...] = ("lr", "fm")   # online-ranker variants of recstream run beside it ("" = none)
     ranker_warmup_frac: float = 0.1   # the end of the warm-up (this fraction of it) already shows lists to
                                       # the ranker variants and lets them learn; nothing there is evaluated
@@ -107,7 +108,8 @@ class RecstreamSystem:
     name = "recstream"
 
     def __init__(self, redis_url: str, items: list[dict], model_dir: str | None, k: int, seed: int,
-                 exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None):
+                 exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None,
+                 explore: bool = True):
         from models.ranker import OnlineRanker, RankedScorer, RankerConfig, parse_spec
         from stream.pipeline import Pipeline
         from stream.rank import RankConfig
@@ -126,7 +128,7 @@ class RecstreamSystem:
         if encoder_dir:
             from stream.content import ContentEncoder, ContentStore
             self.encoder = ContentEncoder(encoder_dir)
-            self.pipeline.attach_content(ContentStore(self.client, self.prefix, self.encoder))
+            self.pipeline.attach_content(ContentStore(self.client, self.prefix, self.encoder), explore=explore)
         base = self.pipeline.scorer
         self.variants = {"recstream": base}
         for spec in rankers:
@@ -196,7 +198,7 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
             if redis_url is None:
                 raise ValueError("the recstream system needs a Redis (redis_url)")
             systems[name] = RecstreamSystem(redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen,
-                                            cfg.rankers, cfg.encoder_dir)
+                                            cfg.rankers, cfg.encoder_dir, cfg.explore)
         else:
             raise ValueError(f"unknown system {name!r}")
     track_names = [n for n in systems if n != "recstream"]

@@ -290,7 +290,8 @@ def cmd_backtest(s: Settings, args) -> int:
     exclude = args.exclude_seen if args.exclude_seen is not None else (fmt == "movielens")
     cfg = BacktestConfig(warmup_frac=args.warmup_frac, batch_size=args.batch_size, exclude_seen=exclude,
                          seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems,
-                         rankers=tuple(r for r in args.rankers.split(",") if r), encoder_dir=args.encoder_dir)
+                         rankers=tuple(r for r in args.rankers.split(",") if r), encoder_dir=args.encoder_dir,
+                         explore=args.explore)
     if args.via_kafka:
         from stream.backtest_kafka import run_via_kafka
         report = run_via_kafka(events, items, cfg, model_dir=args.model_dir, progress=sys.stderr.isatty(),
@@ -508,6 +509,8 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--model-dir", help="model registry root whose promoted model recstream uses")
     bt.add_argument("--encoder-dir", help="exported text encoder (recstream encoder export): adds content "
                     "similarity, query cold start and fresh-item exploration to recstream")
+    bt.add_argument("--no-explore", dest="explore", action="store_false",
+                    help="with --encoder-dir: no exploration slot for fresh items (to measure what it costs)")
     bt.add_argument("--rankers", default="lr,fm",
                     help="online-ranker models run beside plain recstream as recstream+MODEL (lr, fm; '' = none)")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
