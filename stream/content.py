@@ -24,8 +24,9 @@ log = logging.getLogger("recstream.content")
 
 class ContentEncoder:
     def __init__(self, model_dir: str | Path, max_batch: int = 64, providers: list[str] | None = None):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from stream.onnx_scorer import open_session
         d = Path(model_dir)
         self.manifest = orjson.loads((d / "manifest.json").read_bytes())
         self.dim = int(self.manifest["dim"])
@@ -33,14 +34,9 @@ class ContentEncoder:
         self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
         self.tok.enable_truncation(self.max_len)
         self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        available = ort.get_available_providers()
-        if providers is None:
-            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available
-                         else ["CPUExecutionProvider"])
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(d / "model.onnx"), sess_options=opts, providers=providers)
+        self.session, _ = open_session(d / "model.onnx", providers)
         self.provider = self.session.get_providers()[0]
+        log.info("text encoder %s on %s", self.manifest.get("source"), self.provider)
         self.max_batch = max_batch
         self.version = f"{self.manifest.get('source', 'encoder')}-onnx"
 

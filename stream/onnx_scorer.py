@@ -21,11 +21,23 @@ from stream.scoring import CandidateBatch, FallbackScorer
 log = logging.getLogger("recstream.scorer")
 
 
+def open_session(path, providers: list[str] | None = None):
+    """An onnxruntime session on the CUDA execution provider when onnxruntime-gpu and a GPU are there,
+    else the CPU one (full graph optimisation); returns (session, the providers available)."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if providers is None:
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available
+                     else ["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers), available
+
+
 class OnnxScorer:
     name = "transformer"
 
     def __init__(self, model_dir: str | Path, max_batch: int = 256, providers: list[str] | None = None):
-        import onnxruntime as ort
         d = Path(model_dir)
         self.manifest = orjson.loads((d / "manifest.json").read_bytes())
         self.version = self.manifest["version"]
@@ -33,13 +45,7 @@ class OnnxScorer:
         self.index = {item: i for i, item in enumerate(vocab) if i > 0}
         self.proxy: dict[str, int] = {}    # unknown item -> model id of its nearest known item (content), 0 = none
         self.T = int(self.manifest["model_config"]["max_len"])
-        available = ort.get_available_providers()
-        if providers is None:
-            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available
-                         else ["CPUExecutionProvider"])
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(d / "model.onnx"), sess_options=opts, providers=providers)
+        self.session, available = open_session(d / "model.onnx", providers)
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
         log.info("transformer %s on %s (available: %s)", self.version, self.provider, ", ".join(available))
