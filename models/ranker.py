@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.features import FEATURE_NAMES, UserView, candidate_features, zscore
+from stream.features import FEATURE_NAMES, UserView, batch_features, zscore
 from stream.feedback import Example, FeedbackJoin
 from stream.scoring import CandidateBatch, components_of
 
@@ -288,23 +288,22 @@ class RankedScorer:
         self.version = f"{base.version}+ranker-{ranker.cfg.model}"
 
     def features(self, batch: CandidateBatch, comps: dict) -> list[np.ndarray]:
-        base = comps[self.base.name]
         tr = comps.get("transformer")
-        out = []
         stats = batch.item_stats or {}
         trend_max = max((v[1] for v in stats.values()), default=0.0) or 1.0
+        none = (0.0, 0.0)
+        views, metas, pops, trends = [], [], [], []
         for u, uid in enumerate(batch.users):
             items = batch.items[u]
             snap = batch.snapshots[uid]
-            view = UserView(snap.affinity, snap.aff_ts, snap.last_ts, snap.prev_ts, snap.last_type,
-                            snap.price_mean, len(snap.recent))
-            meta = [batch.meta.get(i, (None, None, None)) for i in items]
-            pop = np.array([stats.get(i, (0.0, 0.0))[0] for i in items])
-            trend = np.array([stats.get(i, (0.0, 0.0))[1] for i in items]) / trend_max
-            out.append(candidate_features(batch.features[u], tr[u] if tr is not None else None, base[u], meta,
-                                          view, batch.now_ts, pop, trend,
-                                          batch.content_sim[u] if batch.content_sim is not None else None))
-        return out
+            views.append(UserView(snap.affinity, snap.aff_ts, snap.last_ts, snap.prev_ts, snap.last_type,
+                                  snap.price_mean, len(snap.recent)))
+            metas.append([batch.meta.get(i, (None, None, None)) for i in items])
+            st = [stats.get(i, none) for i in items]
+            pops.append(np.array([p for p, _ in st], dtype=np.float64))
+            trends.append(np.array([t for _, t in st], dtype=np.float64) / trend_max)
+        return batch_features(batch.features, tr, comps[self.base.name], metas, views, batch.now_ts, pops, trends,
+                              batch.content_sim)
 
     def score_components(self, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
         comps = components_of(self.base, batch)

@@ -96,41 +96,97 @@ def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base
     popularity: (C,) all-time weighted interactions; trend: (C,) already scaled to [0, 1];
     content_sim: (C,) cosine to the user's content vector, NaN where an embedding is missing (or None).
     """
-    c = len(base)
-    X = np.zeros((c, N_FEATURES))
-    if c == 0:
-        return X
-    X[:, :_W] = sources
+    return batch_features([sources], None if transformer is None else [transformer], [base], [meta], [user],
+                          now_ts, [popularity], [trend], None if content_sim is None else [content_sim])[0]
+
+
+def _segment_rank_inverse(x: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """`rank_inverse` within each segment (user) of a flat array, in one sort."""
+    out = np.zeros(len(x))
+    idx = np.flatnonzero(np.isfinite(x) & (x > 0))
+    if idx.size:
+        order = idx[np.lexsort((idx, -x[idx], seg[idx]))]        # by user, then score down, then position
+        s = seg[order]
+        first = np.r_[True, s[1:] != s[:-1]]
+        starts = np.flatnonzero(first)
+        pos = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        out[order] = 1.0 / (1.0 + pos)
+    return out
+
+
+def _segment_zscore(x: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
+    """`zscore` within each segment (user) of a flat array."""
+    out = np.zeros(len(x))
+    ok = np.isfinite(x)
+    if not ok.any():
+        return out
+    so, xo = seg[ok], x[ok]
+    cnt = np.bincount(so, minlength=n)
+    mean = np.bincount(so, weights=xo, minlength=n) / np.maximum(cnt, 1)
+    sd = np.sqrt(np.bincount(so, weights=(xo - mean[so]) ** 2, minlength=n) / np.maximum(cnt, 1))
+    good = ok & (cnt[seg] > 1) & (sd[seg] > 1e-12)
+    out[good] = (x[good] - mean[seg[good]]) / sd[seg[good]]
+    return out
+
+
+def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
+                   meta: list[list], users: list[UserView], now_ts: int, popularity: list[np.ndarray],
+                   trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """`candidate_features` for every user of a batch at once (the per-user statistics, ranks and
+    standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
+    sizes = [len(b) for b in base]
+    n_users, total = len(sizes), sum(sizes)
+    X = np.zeros((total, N_FEATURES))
+    if total == 0:
+        return [X[:0] for _ in sizes]
+    seg = np.repeat(np.arange(n_users), sizes)
+    S = np.concatenate([s.reshape(-1, _W) for s in sources])
+    B = np.concatenate(base).astype(np.float64)
+    X[:, :_W] = S
     for j in range(_W):
-        if sources[:, j].any():
-            X[:, _W + j] = rank_inverse(sources[:, j])
+        if S[:, j].any():
+            X[:, _W + j] = _segment_rank_inverse(S[:, j], seg)
     col = 2 * _W
-    X[:, col] = (sources > 0).sum(axis=1)
-    t = transformer if transformer is not None else np.full(c, np.nan)
-    X[:, col + 1] = zscore(t)
-    X[:, col + 2] = np.isfinite(t)
-    X[:, col + 3] = zscore(base)
-    X[:, col + 4] = rank_inverse(base - base.min() + 1.0)   # every candidate gets a position
-    X[:, col + 5] = np.log1p(np.maximum(popularity, 0.0))
-    X[:, col + 6] = trend
-    aff, when = user.affinity, user.aff_ts
-    cmax = max((v for k, v in aff.items() if k.startswith("c:")), default=0.0) or 1.0
-    bmax = max((v for k, v in aff.items() if k.startswith("b:")), default=0.0) or 1.0
-    # per-candidate lookups as list comprehensions, assigned column by column (numpy scalar stores are slow)
-    ckeys = ["c:" + m[0] if m[0] else None for m in meta]
-    X[:, col + 7] = [aff.get(k, 0.0) / cmax if k else 0.0 for k in ckeys]
-    X[:, col + 8] = [aff.get("b:" + m[1], 0.0) / bmax if m[1] else 0.0 for m in meta]
-    last = [when.get(k) if k else None for k in ckeys]
-    X[:, col + 9] = [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
-    X[:, col + 10] = [w is None for w in last]
-    if user.price_mean is not None:
+    X[:, col] = (S > 0).sum(axis=1)
+    T = np.concatenate(transformer).astype(np.float64) if transformer is not None else np.full(total, np.nan)
+    X[:, col + 1] = _segment_zscore(T, seg, n_users)
+    X[:, col + 2] = np.isfinite(T)
+    X[:, col + 3] = _segment_zscore(B, seg, n_users)
+    seg_min = np.full(n_users, np.inf)
+    np.minimum.at(seg_min, seg, B)
+    X[:, col + 4] = _segment_rank_inverse(B - seg_min[seg] + 1.0, seg)    # every candidate gets a position
+    X[:, col + 5] = np.log1p(np.maximum(np.concatenate(popularity), 0.0))
+    X[:, col + 6] = np.concatenate(trend)
+    # per-candidate lookups in the user's profile: list comprehensions, assigned column by column
+    cat_aff, brand_aff, cat_hours, cat_never, price_rel, price_known = [], [], [], [], [], []
+    for user, m_u in zip(users, meta):
+        aff, when = user.affinity, user.aff_ts
+        cmax = max((v for k, v in aff.items() if k.startswith("c:")), default=0.0) or 1.0
+        bmax = max((v for k, v in aff.items() if k.startswith("b:")), default=0.0) or 1.0
+        ckeys = ["c:" + m[0] if m[0] else None for m in m_u]
+        cat_aff += [aff.get(k, 0.0) / cmax if k else 0.0 for k in ckeys]
+        brand_aff += [aff.get("b:" + m[1], 0.0) / bmax if m[1] else 0.0 for m in m_u]
+        last = [when.get(k) if k else None for k in ckeys]
+        cat_hours += [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
+        cat_never += [w is None for w in last]
         pm = user.price_mean
-        X[:, col + 11] = [max(-5.0, min(5.0, math.log(m[2]) - pm)) if m[2] and m[2] > 0 else 0.0 for m in meta]
-        X[:, col + 12] = [bool(m[2] and m[2] > 0) for m in meta]
-    uf = user_features(user, now_ts)
-    X[:, col + 13: col + 13 + len(uf)] = uf
+        if pm is None:
+            price_rel += [0.0] * len(m_u)
+            price_known += [False] * len(m_u)
+        else:
+            price_rel += [max(-5.0, min(5.0, math.log(m[2]) - pm)) if m[2] and m[2] > 0 else 0.0 for m in m_u]
+            price_known += [bool(m[2] and m[2] > 0) for m in m_u]
+    X[:, col + 7] = cat_aff
+    X[:, col + 8] = brand_aff
+    X[:, col + 9] = cat_hours
+    X[:, col + 10] = cat_never
+    X[:, col + 11] = price_rel
+    X[:, col + 12] = price_known
+    uf = np.stack([user_features(u, now_ts) for u in users])
+    X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
     if content_sim is not None:
-        known = np.isfinite(content_sim)
-        X[:, -2] = np.where(known, content_sim, 0.0)
+        cs = np.concatenate(content_sim).astype(np.float64)
+        known = np.isfinite(cs)
+        X[:, -2] = np.where(known, cs, 0.0)
         X[:, -1] = known
-    return X
+    return np.split(X, np.cumsum(sizes)[:-1])

@@ -142,3 +142,31 @@ def test_bot_like_users_train_neither_ranker_nor_covisitation(redis_client):
     assert any("p" in imp.items or "q" in imp.items for imp in open_bot)
     labelled_by = {e for imp in open_bot for e in imp.labelled_by}
     assert not {f"bot-{n}" for n in range(40, 100)} & labelled_by
+
+
+def test_batch_features_equal_per_user_features():
+    """The batched (segment-wise) computation gives every user exactly what the per-user one gives,
+    including empty users, ties, NaNs and users without a price history."""
+    from stream.features import batch_features, rank_inverse, zscore
+    rng = np.random.default_rng(4)
+    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    args = []
+    for c in (5, 0, 1, 12, 7):
+        src = rng.choice([0.0, 0.5, 1.0, 0.25], size=(c, 6))          # ties on purpose
+        tr = np.where(rng.random(c) < 0.3, np.nan, rng.normal(size=c))
+        base = rng.choice([1.0, 2.0, 0.5], size=c)
+        meta = [(rng.choice(["shoes", "hats", None]), None, float(rng.integers(1, 90)) if rng.random() < .5 else None)
+                for _ in range(c)]
+        user = _user(price_mean=None) if c == 7 else _user()
+        args.append((src, tr, base, meta, user, rng.random(c) * 9, rng.random(c), rng.normal(size=c)))
+    now = 12 * HOUR
+    together = batch_features(*[list(x) for x in zip(*[(a[0], a[1], a[2], a[3], a[4]) for a in args])], now,
+                              [a[5] for a in args], [a[6] for a in args], [a[7] for a in args])
+    for a, Xb in zip(args, together):
+        X1 = candidate_features(a[0], a[1], a[2], a[3], a[4], now, a[5], a[6], a[7])
+        assert Xb.shape == X1.shape and np.allclose(Xb, X1, atol=1e-12)
+        if len(a[2]):
+            assert np.allclose(Xb[:, col["rank_covisit"]], rank_inverse(a[0][:, 0]))
+            assert np.allclose(Xb[:, col["transformer_z"]], zscore(a[1]))
+            assert np.allclose(Xb[:, col["base_z"]], zscore(a[2]))
+            assert np.allclose(Xb[:, col["base_rank"]], rank_inverse(a[2] - a[2].min() + 1.0))
