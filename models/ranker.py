@@ -7,8 +7,8 @@
 Two river models are offered and compared in the backtest:
 - "lr": StandardScaler | LogisticRegression (SGD) over every feature
 - "fm": StandardScaler | FMClassifier (8 factors: pairwise interactions) over `FM_FEATURES`, a
-  subset: river's FM learns in pure Python over all feature pairs, 15x dearer per example on the
-  full set (946 pairs) than on these 14 (91 pairs)
+  subset: river's FM learns in pure Python over all feature pairs, about 6x dearer per example on the
+  full set (595 pairs) than on these 14 (91 pairs)
 river learns one example at a time; scoring a batch's thousands of candidates one dict at a time
 would dominate the worker, so predictions use a numpy mirror of the river model's current
 parameters (refreshed when it has learned since), tested for parity against `predict_proba_one`.
@@ -17,7 +17,7 @@ Persistence: `RankerCheckpoint` stores the river model in Redis (pickled, with a
 feature list, a SHA-256 of the payload and a version counter); a checkpoint that fails any check is
 rejected with a log line and the ranker starts from scratch. Several workers: one model per
 worker, each seeded at start from the group's newest checkpoint and writing it back (last writer
-wins). The ranker learns population-level weights over ~40 features, not per-user state, and key
+wins). The ranker learns population-level weights over 35 features, not per-user state, and key
 partitioning gives each worker an unbiased sample of users, so the workers' models converge to the
 same place; averaging would add coordination for little gain, and losing a checkpoint interval of
 one worker's learning costs little.
