@@ -46,6 +46,10 @@ CHECKPOINT_FORMAT = "recstream-ranker/1"
 _COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
 def parse_spec(spec: str) -> tuple[str, float]:
     """'lr' or 'lr:2.5' (model, blend weight).
 
@@ -84,11 +88,15 @@ class RankerConfig:
 class OnlineRanker:
     def __init__(self, cfg: RankerConfig = RankerConfig()):
         self.cfg = cfg
-        self.model = make_model(cfg.model, cfg.seed)
         self.join = FeedbackJoin(int(cfg.window_s * 1000), negatives=cfg.negatives, seed=cfg.seed)
-        self.n_learned = 0
         self.skipped = 0
         self._pending: list[Example] = []     # from superseded impressions, learned with the next feedback
+        self.reset()
+
+    def reset(self) -> None:
+        """A model that has learned nothing (start, or a rejected checkpoint)."""
+        self.model = make_model(self.cfg.model, self.cfg.seed)
+        self.n_learned = 0
         self._mirror_at = -1
         self._mirror = None
 
@@ -109,9 +117,10 @@ class OnlineRanker:
             return {n: float(x[_COL[n]]) for n in FM_FEATURES}
         return dict(zip(FEATURE_NAMES, x.tolist()))
 
-    def feedback(self, snaps: dict, watermark_ts: int | None = None) -> int:
+    def feedback(self, snaps: dict) -> int:
         """Feed the users' newly applied events (bot-like users excluded) to the label join and learn
-        from the impressions they close. Returns the number of examples learned."""
+        from the impressions they close (the newest event time is the watermark). Returns the number
+        of examples learned."""
         examples, self._pending = self._pending, []
         newest = 0
         for uid, snap in snaps.items():
@@ -119,7 +128,7 @@ class OnlineRanker:
                 newest = max(newest, ev.ts)
                 if not snap.bot:
                     examples += self.join.observe(uid, ev.event_id, ev.type, ev.item_id, ev.ts)
-        examples += self.join.advance(watermark_ts if watermark_ts is not None else newest)
+        examples += self.join.advance(newest)
         return self.learn(examples) if examples else 0
 
     def record(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray, trigger_id=None) -> None:
@@ -150,7 +159,7 @@ class OnlineRanker:
         return out
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-np.clip(self.logits(X), -30, 30)))
+        return sigmoid(self.logits(X))
 
     # ---- persistence ----------------------------------------------------------------------------
     def state(self) -> bytes:
@@ -222,8 +231,7 @@ class RankerCheckpoint:
         except Exception as exc:  # noqa: BLE001 - a bad checkpoint must never stop the worker
             log.error("ranker checkpoint %s v%s rejected: %s; starting the ranker from scratch", self.key,
                       h.get(b"version", b"?").decode(), exc)
-            fresh = OnlineRanker(ranker.cfg)
-            ranker.model, ranker.n_learned, ranker._mirror_at = fresh.model, 0, -1
+            ranker.reset()
             return False
         log.info("ranker restored from %s v%s (%d examples learned)", self.key, h[b"version"].decode(),
                  ranker.n_learned)
@@ -315,7 +323,7 @@ class RankedScorer:
         w = self.ranker.cfg.weight
         sizes = [len(X) for X in feats]
         all_logits = self.ranker.logits(np.vstack(feats)) if sum(sizes) else np.zeros(0)   # one product per batch
-        all_probs = 1.0 / (1.0 + np.exp(-np.clip(all_logits, -30, 30)))
+        all_probs = sigmoid(all_logits)
         ends = np.cumsum(sizes)
         for b, end, size in zip(base, ends, sizes):
             logit = all_logits[end - size: end]

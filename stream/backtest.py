@@ -144,7 +144,6 @@ class RecstreamSystem:
                 self.pipeline.content.upsert(good[i: i + 5000])
         self.embed_seconds = time.time() - t if self.pipeline.content is not None else 0.0
         self.batch_seconds: list[float] = []
-        self.learned = 0
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
@@ -159,14 +158,14 @@ class RecstreamSystem:
         t = time.perf_counter()
         snaps = self.pipeline.apply_profiles(events, {})
         self.batch_seconds.append(time.perf_counter() - t)
-        self.learned += self.pipeline.feedback(snaps, list(self.variants.values()))
+        self.pipeline.feedback(snaps, list(self.variants.values()))
 
     def ranker_stats(self) -> dict:
         out = {}
         for n, s in self.variants.items():
             r = getattr(s, "ranker", None)
             if r is not None:
-                out[n] = {"examples_learned": r.n_learned, **vars(r.join.stats)}
+                out[n] = {"examples_learned": r.n_learned, "examples_over_budget": r.skipped, **vars(r.join.stats)}
         return out
 
     def close(self) -> None:

@@ -28,9 +28,6 @@ class Catalog:
         if own:
             pipe.execute()
 
-    def categories(self, item_ids) -> dict[str, str | None]:
-        return {i: m[0] for i, m in self.meta(item_ids).items()}
-
     def meta(self, item_ids) -> dict[str, tuple[str | None, str | None, float | None]]:
         """item -> (category, brand, price), None where unknown."""
         missing = [i for i in item_ids if i not in self._meta]

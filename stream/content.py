@@ -172,6 +172,7 @@ class ContentSimilar:
 
     def plan(self, ctx, pipe):
         users, vecs = self.user_vectors(ctx.snapshots)
+        ctx.vectors = dict(zip(users, vecs))       # the ranker's content-similarity feature reuses them
         for uid, hits in zip(users, self.store.index.search(vecs, self.n + self.history)):
             add = ctx.adder(uid, self.name)
             ex = ctx.exclude.get(uid, ())

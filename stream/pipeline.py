@@ -124,20 +124,18 @@ class Pipeline:
         return snaps
 
     def ask(self, users: list[str], now_ts: int, k: int | None = None,
-            exclude: dict[str, set] | None = None, record: bool = False) -> dict[str, list[str]]:
+            exclude: dict[str, set] | None = None) -> dict[str, list[str]]:
         """Read-only: each user's current top-k from the state as it is now (no event applied),
         leaving out `exclude[user]` (e.g. what the caller knows the user has already watched).
-        Users with no profile get what a new user gets (trending). Used by the backtest; with
-        `record`, what is returned counts as shown (an impression for the online ranker)."""
-        return self.ask_variants(users, now_ts, {"": self.scorer}, k=k, exclude=exclude, record=record)[""]
+        Users with no profile get what a new user gets (trending). What an HTTP endpoint would call."""
+        return self.ask_variants(users, now_ts, {"": self.scorer}, k=k, exclude=exclude)[""]
 
     def ask_variants(self, users: list[str], now_ts: int, scorers: dict, *, k: int | None = None,
                      exclude: dict[str, set] | None = None, record: bool = False) -> dict[str, dict[str, list[str]]]:
-        """`ask` for several scorers over one candidate stage (the backtest compares variants side by side)."""
+        """`ask` for several scorers over one candidate stage (the backtest compares variants side by side);
+        with `record`, what is returned counts as shown (an impression for each scorer's online ranker)."""
         snaps = self.profiles.read(users)
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
-        if any(getattr(sc, "needs_item_stats", False) for sc in scorers.values()):
-            batch.item_stats = self.item_stats(sorted(batch.meta), now_ts)
         out = {}
         for name, scorer in scorers.items():
             ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record)
@@ -210,15 +208,13 @@ class Pipeline:
                                [triggers[u].type if triggers else (snaps[u].last_type or "query") for u in users],
                                snapshots=snaps, now_ts=now_ts, meta=self.catalog.meta(all_items))
         if self.content is not None:
-            batch.content_sim = self._content_sim(snaps, users, cand_items)
+            batch.content_sim = self._content_sim(ctx.vectors, cand_items, users)
         timings["candidates"] = t() - t2
         return ctx, batch
 
-    def _content_sim(self, snaps: dict, users: list[str], cand_items: list[list[str]]) -> list[np.ndarray]:
-        """Per user, each candidate's cosine to the user's content vector (NaN: no embedding either side)."""
-        src = next(s for s in self.sources if s.name == "content")
-        with_vec, vecs = src.user_vectors(snaps)
-        uvec = dict(zip(with_vec, vecs))
+    def _content_sim(self, uvec: dict, cand_items: list[list[str]], users: list[str]) -> list[np.ndarray]:
+        """Per user, each candidate's cosine to the user's content vector (the one the content source
+        searched with; NaN: no embedding either side)."""
         index = self.content.index
         out = []
         for uid, items in zip(users, cand_items):
@@ -272,9 +268,9 @@ class Pipeline:
         ranker, what is picked is recorded as shown, with the feature rows it was ranked with."""
         t = time.perf_counter
         t3 = t()
-        batch = replace(batch, extra={})     # per scorer: ask_variants scores one candidate set several ways
         if (getattr(scorer, "needs_item_stats", False) or self.explorer is not None) and batch.item_stats is None:
-            batch.item_stats = self.item_stats(sorted(batch.meta), batch.now_ts)
+            batch.item_stats = self.item_stats(sorted(batch.meta), batch.now_ts)   # once per candidate set
+        batch = replace(batch, extra={})     # per scorer: ask_variants scores one candidate set several ways
         components = components_of(scorer, batch)
         scores = components[scorer.name]
         t4 = t()

@@ -14,6 +14,7 @@ class BatchContext:
     exclude: dict[str, set] = field(default_factory=dict)   # user -> items not to propose (ask with exclusions)
     # user -> item -> per-source scores in SOURCE_NAMES order (each in [0, 1]; 0 = not proposed)
     cands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    vectors: dict = field(default_factory=dict)   # user -> content vector (set by the content source)
 
     def adder(self, user: str, source: str):
         """A fast `add(item, score)` for one user and source (keeps the best score per item)."""
