@@ -71,10 +71,13 @@ def left_pad(ids: list[int], T: int) -> list[int]:
     return [0] * (T - len(ids)) + ids
 
 
-def training_windows(seqs: list[list[int]], T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Next-item windows: inputs (N, T) and targets (N, T), both left-padded; long sequences are
-    cut into windows of T+1 from the end."""
+def training_windows(seqs: list[list[int]], T: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Next-item windows: inputs (N, T) and targets (N, T), both left-padded. Long sequences are cut
+    into windows of T+1 ending at the last item; with `stride`, a window also ends every `stride` items
+    before that (overlapping windows: each item is predicted from several context lengths), else the
+    windows tile the sequence and every next item is a target exactly once."""
     xs, ys = [], []
+    step = stride or T
     for s in seqs:
         if len(s) < 2:
             continue
@@ -84,5 +87,5 @@ def training_windows(seqs: list[list[int]], T: int) -> tuple[np.ndarray, np.ndar
             w = s[start:end]
             xs.append(left_pad(w[:-1], T))
             ys.append(left_pad(w[1:], T))
-            end = start + 1 if start > 0 else 0
+            end = end - step if start > 0 else 0
     return np.array(xs, dtype=np.int64), np.array(ys, dtype=np.int64)

@@ -315,7 +315,10 @@ class RankedScorer:
 
     def score_components(self, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
         comps = components_of(self.base, batch)
-        feats = self.features(batch, comps)
+        key = ("features", id(self.base))      # the same rows for every ranker over this base scorer
+        feats = batch.cache.get(key)
+        if feats is None:
+            feats = batch.cache[key] = self.features(batch, comps)
         batch.extra["features"] = feats
         base = comps[self.base.name]
         probs, final = [], []

@@ -7,6 +7,7 @@ All in memory, deterministic (river's MF is seeded).
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter, defaultdict, deque
 
@@ -16,19 +17,26 @@ WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 4.0, "sear
 
 
 class TopList:
-    """Counts with an incrementally maintained top-N (ties by item id: deterministic)."""
+    """Counts with an incrementally maintained top-N (ties by item id: deterministic). Scores only grow
+    (and `rescale` keeps the order), so an update moves one item up: O(log N) search plus a shift."""
 
     def __init__(self, n: int = 500):
-        self.n, self.score, self.top = n, {}, []
+        self.n, self.score, self.top, self._in = n, {}, [], set()
+
+    def _key(self, item: str):
+        return (-self.score[item], item)
 
     def add(self, item: str, w: float) -> None:
         s = self.score.get(item, 0.0) + w
         self.score[item] = s
-        if item in self.top or len(self.top) < self.n or s > self.score[self.top[-1]]:
-            if item not in self.top:
-                self.top.append(item)
-            self.top.sort(key=lambda i: (-self.score[i], i))
-            del self.top[self.n:]
+        if item in self._in:
+            self.top.remove(item)
+        elif len(self.top) >= self.n:
+            if s <= self.score[self.top[-1]]:
+                return
+            self._in.discard(self.top.pop())
+        bisect.insort(self.top, item, key=self._key)
+        self._in.add(item)
 
     def rescale(self, f: float) -> None:
         for k in self.score:
@@ -92,13 +100,13 @@ class CoVisitKNN:
         self.next = defaultdict(Counter)
         self.hist = defaultdict(lambda: deque(maxlen=window))
         self.fallback = fallback
+        self._cache: dict[str, list] = {}
 
     def recommend(self, user, k, now, exclude=frozenset()):
         acc = Counter()
         for w, a in zip((1.0, 0.6, 0.4), reversed(self.hist[user])):
-            nb = self.next.get(a)
-            if nb:
-                top = nb.most_common(50)
+            top = self._top(a)
+            if top:
                 m = top[0][1]
                 for it, c in top:
                     if it not in exclude:
@@ -108,6 +116,14 @@ class CoVisitKNN:
             out += [i for i in self.fallback.pop.top if i not in acc and i not in exclude][: k - len(out)]
         return out
 
+    def _top(self, a: str) -> list:
+        """The 50 items that most often followed `a`, recomputed only after `a`'s counts changed."""
+        got = self._cache.get(a)
+        if got is None:
+            nb = self.next.get(a)
+            got = self._cache[a] = nb.most_common(50) if nb else []
+        return got
+
     def learn(self, ev):
         if not ev.item_id:
             return
@@ -116,6 +132,7 @@ class CoVisitKNN:
             for p in set(h):
                 if p != ev.item_id:
                     self.next[p][ev.item_id] += WEIGHTS[ev.type] or 1.0
+                    self._cache.pop(p, None)
         if not h or h[-1] != ev.item_id:
             h.append(ev.item_id)
 

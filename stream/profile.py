@@ -108,7 +108,7 @@ class ProfileStore:
         by_user: dict[str, list[Event]] = {}
         for ev in events:
             by_user.setdefault(ev.user_id, []).append(ev)
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for uid, evs in by_user.items():
             args = list(self._head)
             args[1] = uid
@@ -116,8 +116,8 @@ class ProfileStore:
                 ctx = ev.context or {}
                 args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, str(ctx.get("category") or ""),
                          str(ctx.get("brand") or ""), WEIGHTS[ev.type], "" if ev.price is None else ev.price, ev.query or ""]
-            self._apply(args=args, client=pipe)
-        results = pipe.execute()
+            calls.append(args)
+        results = self._apply.execute(calls)
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
         for (uid, evs), (flags, seq, aff, bought, last_ts, extra) in zip(by_user.items(), results):

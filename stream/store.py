@@ -51,8 +51,32 @@ class Keys:
         return f"{self.p}pop:c:{cat}" if cat else f"{self.p}pop"
 
 
-def script(client: redis.Redis, name: str):
-    return client.register_script((_LUA / f"{name}.lua").read_text())
+class Script:
+    """A Lua script run by EVALSHA inside a caller's pipeline. redis-py's registered scripts send a
+    SCRIPT EXISTS round-trip before every pipeline that uses them; this loads once, and again only if
+    the server says it lost it (a restart or SCRIPT FLUSH), then re-sends that pipeline."""
+
+    def __init__(self, client: redis.Redis, name: str):
+        self.client, self.text = client, (_LUA / f"{name}.lua").read_text()
+        self.sha = client.script_load(self.text)
+
+    def execute(self, calls: list[list]) -> list:
+        """Run the script once per argument list (no keys: the script derives them), in one pipeline."""
+        for attempt in (0, 1):
+            pipe = self.client.pipeline(transaction=False)
+            for args in calls:
+                pipe.evalsha(self.sha, 0, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.sha = self.client.script_load(self.text)
+        return []
+
+
+def script(client: redis.Redis, name: str) -> Script:
+    return Script(client, name)
 
 
 def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:

@@ -17,6 +17,18 @@ def test_windows_cover_every_next_item_once():
     assert (7 - 1 == len(targets)) and (6, 7) in pairs
 
 
+def test_strided_windows_overlap_and_end_at_the_last_item():
+    seq = list(range(1, 12))                         # 11 items: targets 2..11
+    X, Y = training_windows([seq], T=4, stride=2)
+    ends = [int(y[-1]) for y in Y]
+    assert ends == [11, 9, 7, 5]                     # a window ends every 2 items from the end
+    for x, y in zip(X, Y):                           # inputs are the targets shifted by one, left-padded
+        xs, ys = [int(v) for v in x if v], [int(v) for v in y if v]
+        assert ys[:-1] == xs[1:] and ys[-1] == xs[-1] + 1 and len(xs) <= 4
+    covered = {int(t) for row in Y for t in row if t}
+    assert covered == set(range(2, 12))              # every next item is still a target somewhere
+
+
 def test_time_split_and_seeded_repeatability():
     events = synth_interactions()
     cfg = TrainConfig(epochs=2, patience=5, dim=16, layers=1, heads=1, max_len=10, negatives=32, seed=3)

@@ -1,0 +1,32 @@
+"""The profile stage on a real redis-server: a replayed batch changes nothing, and the Lua script
+survives the server forgetting it (SCRIPT FLUSH, as after a restart)."""
+import uuid
+
+import pytest
+
+from schemas import Event
+from stream.profile import ProfileStore
+from stream.store import user_profile_dump
+
+pytestmark = pytest.mark.integration
+
+
+def _events(uid: str, n: int, t0: int = 1_700_000_000_000) -> list[Event]:
+    return [Event(event_id=f"{uid}-{i}", user_id=uid, type=("view", "click", "add_to_cart")[i % 3],
+                  ts=t0 + i * 30_000, item_id=f"i{i % 5}", context={"category": f"c{i % 2}"}) for i in range(n)]
+
+
+def test_replay_is_a_no_op_and_a_flushed_script_is_reloaded(redis_client):
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    store = ProfileStore(redis_client, prefix)
+    first = store.apply(_events("u1", 6))
+    assert first["u1"].applied == 6 and first["u1"].recent[:2] == ["i0", "i4"]
+    before = user_profile_dump(redis_client, prefix, "u1")
+
+    redis_client.script_flush()                  # the server forgets every script
+    again = store.apply(_events("u1", 6))        # the same events again, after the flush
+    assert again["u1"].applied == 0
+    assert user_profile_dump(redis_client, prefix, "u1") == before
+
+    more = store.apply(_events("u1", 8)[6:])     # new events still apply
+    assert more["u1"].applied == 2 and more["u1"].recent[0] == "i2"
