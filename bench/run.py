@@ -21,9 +21,12 @@ worker-side latency every N seconds).
 """
 from __future__ import annotations
 
-import argparse
 import os
-import platform
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as the CLI does (stream/cli.py), before numpy loads
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
 import signal
 import subprocess
 import sys
