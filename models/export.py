@@ -53,11 +53,11 @@ def _speed(path, T, n_items, batch=32, n_cand=100, reps=20) -> float:
 
 
 def train_export_register(events_path, fmt=None, *, registry_root="artifacts/models", epochs=200, seed=42,
-                          test_frac=0.2, quantize=False, promote=False, limit=None, log=print) -> dict:
+                          test_frac=0.2, stride=10, quantize=False, promote=False, limit=None, log=print) -> dict:
     events = load_interactions(events_path, fmt, limit)
     if len(events) < 100:
         raise ValueError(f"{events_path}: only {len(events)} usable events; need at least 100 to train")
-    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac)
+    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride)
     import sys
     model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
     with tempfile.TemporaryDirectory() as tmp:

@@ -240,7 +240,7 @@ def cmd_train(s: Settings, args) -> int:
     from models.export import train_export_register
     report = train_export_register(args.events, args.format, registry_root=args.registry or s.model_dir,
                                    epochs=args.epochs, seed=args.seed, test_frac=args.test_frac,
-                                   quantize=args.quantize, promote=args.promote, limit=args.limit)
+                                   stride=args.stride, quantize=args.quantize, promote=args.promote, limit=args.limit)
     t = report["test"]
     print(f"\nheld-out later events: {report['test_events']} (split at ts {report['split_ts']}), "
           f"trained {report['seconds']}s, best epoch {report['best_epoch']}")
@@ -455,7 +455,8 @@ def parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train the sequence transformer on a log, export to ONNX, register it",
                         description="Global time split (train on the past, evaluate on later events with full "
-                                    "ranking next to most-popular), sampled-softmax training with early stopping, "
+                                    "ranking next to most-popular), full-softmax training (sampled above 50,000 items) on "
+                                    "overlapping windows with early stopping on a time-based validation window, "
                                     "ONNX export with a parity check, registration in the model registry.")
     tr.add_argument("--events", required=True, help="log file or folder (e.g. ../shared/data/movielens-100k)")
     tr.add_argument("--format", help="input format (see produce --help)")
@@ -463,6 +464,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=200, help="upper bound; early stopping usually ends sooner")
     tr.add_argument("--test-frac", type=float, default=0.2, help="share of events, by time, held out")
     tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--stride", type=int, default=10,
+                    help="a training window ends every STRIDE items (default 10; 50 = no overlap: 5x fewer windows an epoch)")
     tr.add_argument("--limit", type=int, help="use only the first N events of the log")
     tr.add_argument("--quantize", action="store_true", help="also write an int8 model and report its metric/speed change")
     tr.add_argument("--promote", action="store_true", help="promote the new version (workers pick it up)")
