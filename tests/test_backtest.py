@@ -99,7 +99,7 @@ def test_via_kafka_matches_in_process_on_a_small_log(stack):
     events = [validate_event(e) for e in shop.events()]
     cfg = BacktestConfig(warmup_frac=0.5, systems=("recstream",))
     inproc = run_backtest(events, shop.items, cfg, redis_url=stack[1])["systems"]["recstream"]
-    kafka = run_via_kafka(events, shop.items, cfg, rate=150, idle_s=4)
+    kafka = run_via_kafka(events, shop.items, cfg, rate=100, idle_s=4)   # 150/s: 0.03 below, more coalescing
     via = kafka["systems"]["recstream"]
     assert kafka["evaluated"] == inproc["n"] > 500
     assert inproc["ndcg@10"] > 0.2
