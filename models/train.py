@@ -11,7 +11,8 @@ sampled negatives shared by the batch, accidental hits masked). BCE with one neg
 Training windows of `max_len` end every `stride` items (overlapping), so each item is learned from
 several context lengths. Early stopping on validation NDCG@10 over the last 10 % (by time) of the
 training window, each event ranked from its user's full earlier history like the test; the fit stage
-sees only what precedes that window, then the chosen model goes on learning the whole training window for 2 more epochs (the latest events matter most). The test window is never looked at.
+sees only what precedes that window, then the chosen model goes on learning the whole training window
+for 2 more epochs (the latest events matter most). The test window is never looked at.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class TrainConfig:
     lr: float = 3e-3
     negatives: int = 256
     full_softmax_items: int = 50_000   # catalogues up to this size train with the full softmax, larger sampled
-    stride: int = 10                   # training windows start every `stride` items (overlapping: more contexts)
+    stride: int = 10                   # a training window ends every `stride` items (overlapping: more contexts)
     val_frac: float = 0.1              # the last 10 % (by time) of the training window validates early stopping
     finetune_epochs: int = 2           # then the best model goes on learning the whole window (the newest events)
     seed: int = 42
@@ -164,7 +165,8 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
     rng = np.random.default_rng(cfg.seed)
     best, best_state, best_epoch, bad = -1.0, None, 0, 0
     from tqdm import tqdm
-    for epoch in range(1, (epochs or cfg.epochs) + 1):
+    n_epochs = cfg.epochs if epochs is None else epochs
+    for epoch in range(1, n_epochs + 1):
         model.train()
         order = rng.permutation(len(X))
         losses = []
@@ -195,7 +197,7 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model, best, best_epoch or (epochs or cfg.epochs)
+    return model, best, best_epoch or n_epochs
 
 
 def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress: bool = True, log=print):
@@ -218,7 +220,8 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
         f"(last {cfg.val_frac:.0%} of the training window)")
     model, best, best_epoch = _fit(fit_seqs, vocab, cfg, full, val=(val_h, val_t), progress=progress)
     # then the whole training window: the newest events (and items) matter most at the split
-    model, _, _ = _fit(full_seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
+    if cfg.finetune_epochs > 0:
+        model, _, _ = _fit(full_seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
     model.eval()
     histories, targets = held_out(events, t_split, vocab, cfg.max_len)
     counts = np.bincount([vocab.index[x.item] for x in train_ev], minlength=len(vocab))
