@@ -66,3 +66,59 @@ def test_cli_stack_round_trip(tmp_path):
         down = run("down")
     assert "stopped" in down.stdout
     assert run("status").returncode == 3
+
+
+def _redis_children(parent: int) -> set[int]:
+    """Live redis-server processes whose parent is `parent` (from /proc: redis-server rewrites its
+    command line, so match on the process name)."""
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1: stat.rindex(")")]
+            state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+            if name.startswith("redis-server") and int(ppid) == parent and state != "Z":
+                out.add(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_sigterm_to_a_backtest_stops_its_private_redis(tmp_path):
+    """`recstream backtest` starts a throwaway redis-server; stopped by SIGTERM (as a scheduler or
+    `timeout` would), it must stop that server too instead of leaving it behind."""
+    import time
+    exe = [sys.executable, "-m", "stream.cli"]
+    subprocess.run(exe + ["synth", "--events", "60000", "--users", "3000", "--items", "500", "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    log = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(exe + ["backtest", str(log), "--format", "jsonl", "--rankers", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not _redis_children(proc.pid) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        ours = _redis_children(proc.pid)
+        assert ours and proc.poll() is None, "the backtest never started its redis-server"
+        time.sleep(1.0)                          # well into the run
+        proc.terminate()
+        assert proc.wait(30) == 130
+        deadline = time.time() + 10
+        while any(_alive(p) for p in ours) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in ours), "the private redis-server outlived the backtest"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in ours if "ours" in locals() else ():
+            if _alive(pid):
+                os.kill(pid, 9)              # never leave one behind, even when the test fails
