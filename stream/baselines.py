@@ -151,19 +151,30 @@ class RiverMF:
         self.popular = popular or MostPopular()
         self.own_popular = popular is None
         self.pool = pool
-        self._cache = None
+        # a copy of the item latents, one row per item, refreshed only for the items learned since the
+        # last ask (FunkMF's step changes the learned item's vector alone)
+        self._row: dict[str, int] = {}
+        self._mat = np.zeros((1024, n_factors))
+        self._dirty: set[str] = set()
+
+    def _sync(self) -> None:
+        for item in self._dirty:
+            r = self._row.setdefault(item, len(self._row))
+            if r >= len(self._mat):
+                self._mat = np.concatenate([self._mat, np.zeros_like(self._mat)])
+            self._mat[r] = self.model.i_latents[item]
+        self._dirty.clear()
 
     def recommend(self, user, k, now, exclude=frozenset()):
         if user not in self.model.u_latents:
             return [i for i in self.popular.pop.top if i not in exclude][:k]
-        if self._cache is None:     # item matrix rebuilt once per batch of asks, not per user
-            cands = self.popular.pop.top[: self.pool] if self.pool <= len(self.popular.pop.top) else self.items
-            cands = [c for c in cands if c in self.model.i_latents]
-            m = np.stack([self.model.i_latents[c] for c in cands]) if cands else np.zeros((0, 1))
-            self._cache = (cands, m)
-        cands, m = self._cache
+        if self._dirty:
+            self._sync()
+        cands = self.popular.pop.top[: self.pool] if self.pool <= len(self.popular.pop.top) else self.items
+        cands = [c for c in cands if c in self._row]
         if not cands:
             return []
+        m = self._mat[[self._row[c] for c in cands]]
         scores = m @ self.model.u_latents[user]
         if exclude:
             scores[[j for j, c in enumerate(cands) if c in exclude]] = -np.inf
@@ -177,17 +188,18 @@ class RiverMF:
     def learn(self, ev):
         if not ev.item_id:
             return
-        self._cache = None
         if self.own_popular:
             self.popular.learn(ev)
         if ev.item_id not in self.known:
             self.known.add(ev.item_id)
             self.items.append(ev.item_id)
         self.model.learn_one(user=ev.user_id, item=ev.item_id, y=1.0)
+        self._dirty.add(ev.item_id)
         for _ in range(2):
             neg = self.items[int(self.rng.integers(len(self.items)))]
             if neg != ev.item_id:
                 self.model.learn_one(user=ev.user_id, item=neg, y=0.0)
+                self._dirty.add(neg)
 
 
 def novelty(items: list[str], counts: dict, total: float) -> float:

@@ -39,3 +39,19 @@ def test_covisitation_cache_follows_new_evidence():
     for u in ("c", "d", "e"):                      # x -> z now more common than x -> y
         ev(u, "x"), ev(u, "z")
     assert knn.recommend("me", 3, 0) == ["z", "y"]
+
+
+def test_river_mf_ranks_like_river_predicts():
+    """The incrementally refreshed item matrix gives the ranking river's own predict_one gives."""
+    from stream.baselines import RiverMF
+    mf = RiverMF(seed=3, pool=40)
+    rng = random.Random(5)
+    for n in range(3000):
+        mf.learn(Event(event_id=f"e{n}", user_id=f"u{rng.randint(0, 30)}", type="view", ts=n,
+                       item_id=f"i{min(rng.randint(0, 60), rng.randint(0, 60))}"))
+        if n % 500 == 499:
+            for user in ("u1", "u7"):
+                got = mf.recommend(user, 10, n)
+                pool = mf.popular.pop.top[:40]
+                want = sorted(pool, key=lambda i: (-mf.model.predict_one(user, i), pool.index(i)))[:10]
+                assert got == want
