@@ -44,7 +44,7 @@ def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="recstream-bt-") as tmp:
         scfg = stack.StackConfig(Path(tmp), broker_port=stack.free_port(), redis_port=stack.free_port())
-        stack.up(scfg)
+        stack.up(scfg, tied=True)
         try:
             run = uuid.uuid4().hex[:6]
             s = Settings(brokers=scfg.brokers, redis_url=scfg.redis_url, events_topic=f"bt.{run}.events",

@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -545,10 +543,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -558,10 +552,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"recstream: {exc}", file=sys.stderr)
         return 2
-    # SIGTERM unwinds like Ctrl-C, so what a command started (the backtest's private redis-server, the
-    # demo's stack and worker) is stopped by its own cleanup; the worker installs its own handlers
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.fn(s, args)
     except KeyboardInterrupt:

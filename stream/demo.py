@@ -60,7 +60,7 @@ def run_demo(base: Settings, args) -> int:
     cfg = _stack_cfg(base, argparse_ns(state_dir=None))
     already = stack.main_status_code(cfg) == 0
     print(f"== stack: {'already running' if already else 'starting'} (Tansu broker, memory-only; redis-server)")
-    for line in stack.up(cfg):
+    for line in stack.up(cfg, tied=not args.keep):
         print("  " + line)
     run = uuid.uuid4().hex[:6]
     s = replace(base, events_topic=f"demo.{run}.events", items_topic=f"demo.{run}.items",
@@ -80,7 +80,8 @@ def run_demo(base: Settings, args) -> int:
         _ensure_encoder(s)
 
         worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=_env(s),
-                                  stdout=sys.stdout, stderr=sys.stderr)
+                                  stdout=sys.stdout, stderr=sys.stderr,
+                                  preexec_fn=None if args.keep else stack.die_with_parent)
         # ready when the worker has joined the group and applied the catalog (a group join takes
         # half the session timeout on the local broker)
         from stream.store import connect
@@ -170,8 +171,12 @@ def run_demo(base: Settings, args) -> int:
         print("== done" if ok else "== done, but not every user got a recommendation in time")
         return 0 if ok else 1
     finally:
-        if worker and worker.poll() is None:
-            worker.kill()
+        if worker and worker.poll() is None:     # interrupted: let it finish its batch and checkpoint
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         if not (already or args.keep):
             for line in stack.down(cfg):
                 print("  " + line)

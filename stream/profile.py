@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import redis
 
 from schemas import Event
-from stream.store import script
+from stream.store import Script
 
 WEIGHTS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4, "search": 0}
 
@@ -79,7 +79,7 @@ def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float,
 class ProfileStore:
     def __init__(self, client: redis.Redis, prefix: str, cfg: ProfileConfig = ProfileConfig()):
         self.client, self.prefix, self.cfg = client, prefix, cfg
-        self._apply = script(client, "apply_events")
+        self._apply = Script(client, "apply_events")
         c = cfg
         self._head = [prefix, None, int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n, c.seen_cap,
                       int(c.trend_half_life_s * 1000), int(c.session_gap_s * 1000), c.max_affinities,

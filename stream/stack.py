@@ -103,7 +103,9 @@ class _Service:
         pid = _read_pid(self.pidfile)
         return pid if pid and _pid_alive(pid, self.expect) else None
 
-    def start(self, argv: list[str]) -> str:
+    def start(self, argv: list[str], tied: bool = False) -> str:
+        """Start the service in its own session; `tied`: it also gets SIGTERM when this process dies,
+        however it dies (SIGKILL, a crash), so a throwaway server never outlives its owner."""
         if self.pid():
             return f"{self.name}: already running (pid {self.pid()}, port {self.port})"
         if port_open(self.cfg.host, self.port):
@@ -112,7 +114,8 @@ class _Service:
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.cfg.state_dir)
+                                    start_new_session=True, cwd=self.cfg.state_dir,
+                                    preexec_fn=die_with_parent if tied else None)
         self.pidfile.write_text(str(proc.pid))
         return f"{self.name}: started (pid {proc.pid}, port {self.port}, log {self.logfile})"
 
@@ -148,8 +151,15 @@ def _wait(check, what: str, timeout: float) -> None:
     raise StackError(f"{what} did not become healthy within {timeout:g}s ({last})")
 
 
-def up(cfg: StackConfig, timeout: float = 30.0) -> list[str]:
-    """Start the broker and redis-server unless already running; wait until both answer."""
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+
+
+def up(cfg: StackConfig, timeout: float = 30.0, tied: bool = False) -> list[str]:
+    """Start the broker and redis-server unless already running; wait until both answer. `tied`: they
+    stop when this process dies (private stacks of a test run, a backtest, a demo)."""
     broker, red = _services(cfg)
     url = f"tcp://{cfg.host}:{cfg.broker_port}"
     argv = {
@@ -165,7 +175,7 @@ def up(cfg: StackConfig, timeout: float = 30.0) -> list[str]:
     lines, started = [], []
     try:
         for svc, args in argv.items():
-            line = svc.start(args)
+            line = svc.start(args, tied)
             lines.append(line)
             if "started" in line:
                 started.append(svc)
@@ -191,7 +201,7 @@ class private_redis:
 
     def __enter__(self) -> str:
         self.svc.start([redis_binary(), "--port", str(self.cfg.redis_port), "--bind", self.cfg.host, "--save", "",
-                        "--appendonly", "no", "--dir", str(self.cfg.state_dir)])
+                        "--appendonly", "no", "--dir", str(self.cfg.state_dir)], tied=True)
         _wait(lambda: redis.Redis.from_url(self.cfg.redis_url, socket_timeout=1).ping(), "private redis", 20)
         return self.cfg.redis_url
 

@@ -52,9 +52,10 @@ class Keys:
 
 
 class Script:
-    """A Lua script run by EVALSHA inside a caller's pipeline. redis-py's registered scripts send a
-    SCRIPT EXISTS round-trip before every pipeline that uses them; this loads once, and again only if
-    the server says it lost it (a restart or SCRIPT FLUSH), then re-sends that pipeline."""
+    """A Lua script from stream/lua/, run by EVALSHA, many calls in one pipeline. redis-py's registered
+    scripts send a SCRIPT EXISTS round-trip before every pipeline that uses them; this loads once, and
+    again only if the server says it lost it (a restart or SCRIPT FLUSH), then re-sends the pipeline
+    (safe: the profile script is idempotent, a replayed event changes nothing)."""
 
     def __init__(self, client: redis.Redis, name: str):
         self.client, self.text = client, (_LUA / f"{name}.lua").read_text()
@@ -73,10 +74,6 @@ class Script:
                     raise
                 self.sha = self.client.script_load(self.text)
         return []
-
-
-def script(client: redis.Redis, name: str) -> Script:
-    return Script(client, name)
 
 
 def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:

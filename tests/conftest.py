@@ -46,7 +46,7 @@ def stack(tmp_path_factory):
         return
     from stream import stack as st
     cfg = st.StackConfig(tmp_path_factory.mktemp("stack"), broker_port=st.free_port(), redis_port=st.free_port())
-    st.up(cfg)
+    st.up(cfg, tied=True)      # a crashed test run leaves no server behind
     try:
         yield cfg.brokers, cfg.redis_url
     finally:
