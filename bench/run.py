@@ -43,6 +43,7 @@ from stream import stack
 from stream.kafka import consumer_conf, create_topics, delete_topics, producer_conf
 from stream.produce import produce_events, produce_items
 from stream.settings import Settings
+from stream.store import Keys
 from stream.synth import SynthConfig, SynthShop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
                                   stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
         from stream.store import connect
         r = connect(s.redis_url)
-        probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
+        probe = Keys(s.key_prefix).item(shop.items[-1]["item_id"])
         deadline = time.time() + 60
         while not r.exists(probe) and time.time() < deadline:
             time.sleep(0.05)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import orjson
 
 from schemas._check import (
-    Rejected, _Bad, check_unknown, check_version, ident, integer, load_object, number, req, text,
-    timestamp_ms,
+    Rejected, _Bad, check_unknown, check_version, context, ident, integer, load_object, number, req, show,
+    text, timestamp_ms,
 )
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
@@ -52,22 +52,30 @@ class Event:
         return orjson.dumps(self.to_dict())
 
 
-def validate_event(raw: bytes | str | dict) -> Event | Rejected:
-    """Parse and check one event; bad input comes back as `Rejected`, never as an exception."""
+def validate_event(raw: bytes | str | dict | None) -> Event | Rejected:
+    """Parse and check one event; bad input of any shape (bytes, tombstone, wrong types at any depth,
+    duplicate keys, out-of-bounds numbers, invisible characters in ids) comes back as `Rejected`, never as an
+    exception (tests/test_hostile_input.py drives this with hypothesis; tests/fuzz_validate.py with atheris).
+
+    >>> validate_event(None).reason
+    'message: no value (a tombstone); an event or item needs a JSON object'
+    >>> validate_event(b'{"event_id":"e","user_id":"u","item_id":"i","type":[1],"ts":1730000000000}').reason
+    'type: [1] is not one of view, click, add_to_cart, purchase, search'
+    >>> validate_event(b'{"event_id":"e","user_id":"u","user_id":"v","item_id":"i","type":"view","ts":1730000000000}').reason
+    'user_id: duplicate key in the message'
+    """
     try:
         obj = load_object(raw)
         check_version(obj)
         check_unknown(obj, _FIELDS)
         etype = req(obj, "type")
-        if etype not in _TYPES:
-            raise _Bad(f"type: {etype!r} is not one of {', '.join(EVENT_TYPES)}")
+        if not isinstance(etype, str) or etype not in _TYPES:
+            raise _Bad(f"type: {show(etype)} is not one of {', '.join(EVENT_TYPES)}")
         is_search = etype == "search"
         query = text(obj, "query", required=is_search, max_chars=1024)
         if is_search and not query.strip():
             raise _Bad("query: a search event needs a non-empty query")
-        context = obj.get("context")
-        if context is not None and not isinstance(context, dict):
-            raise _Bad(f"context: expected an object, got {type(context).__name__}")
+        ctx = context(obj)
         return Event(
             event_id=ident(obj, "event_id"),
             user_id=ident(obj, "user_id"),
@@ -78,7 +86,7 @@ def validate_event(raw: bytes | str | dict) -> Event | Rejected:
             query=query,
             price=number(obj, "price"),
             quantity=integer(obj, "quantity"),
-            context=context,
+            context=ctx,
         )
     except _Bad as bad:
         return Rejected(str(bad))

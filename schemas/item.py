@@ -50,7 +50,8 @@ class Item:
         return orjson.dumps(self.to_dict())
 
 
-def validate_item(raw: bytes | str | dict) -> Item | Rejected:
+def validate_item(raw: bytes | str | dict | None) -> Item | Rejected:
+    """Parse and check one catalog entry; like `validate_event`, never raises on bad input."""
     try:
         obj = load_object(raw)
         check_version(obj)
@@ -59,8 +60,10 @@ def validate_item(raw: bytes | str | dict) -> Item | Rejected:
         cat = obj.get("category", [])
         if isinstance(cat, str):
             cat = [c for c in cat.replace(">", "/").replace(".", "/").split("/") if c]
-        if not isinstance(cat, list) or not all(isinstance(c, str) and c for c in cat):
+        if not isinstance(cat, list) or not all(isinstance(c, str) and c.strip() and "\x00" not in c for c in cat):
             raise _Bad(f"category: expected a list of non-empty strings, got {_type_name(cat)}")
+        if sum(len(c) + 1 for c in cat) > 1024:
+            raise _Bad("category: the path exceeds 1024 characters")
         req(obj, "item_id")
         return Item(
             item_id=ident(obj, "item_id"),

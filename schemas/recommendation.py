@@ -53,7 +53,7 @@ class Recommendation:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def validate_recommendation(raw: bytes | str | dict) -> Recommendation | Rejected:
+def validate_recommendation(raw: bytes | str | dict | None) -> Recommendation | Rejected:
     try:
         obj = load_object(raw)
         check_version(obj)
@@ -78,8 +78,12 @@ def validate_recommendation(raw: bytes | str | dict) -> Recommendation | Rejecte
                 item_id = ident(it, "item_id")
             except _Bad as bad:
                 raise _Bad(f"items[{i}].{bad}") from None
-            ranked.append(RankedItem(item_id, float(score), source, tuple(it.get("sources") or ()),
-                                     dict(it.get("scores") or {})))
+            sources, scores = it.get("sources") or [], it.get("scores") or {}
+            if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+                raise _Bad(f"items[{i}].sources: expected a list of strings")
+            if not isinstance(scores, dict) or not all(type(x) in (int, float) for x in scores.values()):
+                raise _Bad(f"items[{i}].scores: expected an object of name -> number")
+            ranked.append(RankedItem(item_id, float(score), source, tuple(sources), dict(scores)))
         mv = req(obj, "model_versions")
         if not isinstance(mv, dict) or not all(isinstance(v, str) for v in mv.values()):
             raise _Bad("model_versions: expected an object of component -> version string")

@@ -32,6 +32,7 @@ from schemas import Event
 from stream import stack
 from stream.backtest import KS, BacktestConfig, _rank
 from stream.ranking_metrics import summarize
+from stream.store import Keys
 
 
 def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *, model_dir: str | None = None,
@@ -72,7 +73,7 @@ def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *
             ready.wait(30)
             if items:   # the worker has joined and applied the catalog
                 r = connect(s.redis_url)
-                probe = f"{s.key_prefix}i:{items[-1]['item_id']}"
+                probe = Keys(s.key_prefix).item(items[-1]["item_id"])
                 deadline = time.time() + 60
                 while not r.exists(probe) and time.time() < deadline:
                     time.sleep(0.05)

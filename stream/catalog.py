@@ -5,11 +5,13 @@ from __future__ import annotations
 import redis
 
 from schemas import Item
+from stream.store import Keys
 
 
 class Catalog:
     def __init__(self, client: redis.Redis, prefix: str, max_cache: int = 500_000):
         self.client, self.prefix, self.max_cache = client, prefix, max_cache
+        self.keys = Keys(prefix)
         self._meta: dict[str, tuple[str | None, str | None, float | None]] = {}
 
     def upsert(self, items: list[Item], pipe=None) -> None:
@@ -23,7 +25,7 @@ class Catalog:
                 mapping["price"] = it.price
             if it.created_at is not None:
                 mapping["created_at"] = it.created_at
-            pipe.hset(f"{self.prefix}i:{it.item_id}", mapping=mapping)
+            pipe.hset(self.keys.item(it.item_id), mapping=mapping)
             self._meta[it.item_id] = (it.category_key or None, it.brand or None, it.price)
         if own:
             pipe.execute()
@@ -36,7 +38,7 @@ class Catalog:
                 self._meta.clear()
             pipe = self.client.pipeline(transaction=False)
             for i in missing:
-                pipe.hmget(f"{self.prefix}i:{i}", "cat", "brand", "price")
+                pipe.hmget(self.keys.item(i), "cat", "brand", "price")
             for i, (c, b, p) in zip(missing, pipe.execute()):
                 self._meta[i] = (c.decode() if c else None, b.decode() if b else None, float(p) if p else None)
         return {i: self._meta.get(i, (None, None, None)) for i in item_ids}

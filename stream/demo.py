@@ -25,6 +25,7 @@ from stream.consume import records
 from stream.kafka import create_topics
 from stream.produce import produce_events, produce_items
 from stream.settings import Settings
+from stream.store import Keys
 from stream.synth import SynthConfig, SynthShop
 
 BAD_MESSAGES = [
@@ -86,7 +87,7 @@ def run_demo(base: Settings, args) -> int:
         # half the session timeout on the local broker)
         from stream.store import connect
         rc = connect(s.redis_url)
-        probe = f"{s.key_prefix}i:{shop.items[-1]['item_id']}"
+        probe = Keys(s.key_prefix).item(shop.items[-1]["item_id"])
         deadline = time.time() + 60
         while not rc.exists(probe) and time.time() < deadline and worker.poll() is None:
             time.sleep(0.1)
@@ -150,7 +151,7 @@ def run_demo(base: Settings, args) -> int:
         applied = Counter()
         pipe = rc.pipeline(transaction=False)
         for uid in users:
-            pipe.hgetall(f"{s.key_prefix}u:{uid}")
+            pipe.hgetall(Keys(s.key_prefix).user(uid))
         for h in pipe.execute():
             for k, v in h.items():
                 if k.startswith(b"n:") and k != b"n:bot_flagged":

@@ -1,12 +1,24 @@
 """Stage 6: turn ranked candidates into `Recommendation` v1 messages (one per user per batch)."""
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
 
 from schemas import Event, RankedItem, Recommendation
 from stream.candidates import SOURCE_NAMES
+
+
+def recommendation_id(user: str, event_id: str) -> str:
+    """Deterministic (a redelivered trigger gives the same id) and unique per (user, event): event ids are
+    unique per user only.
+
+    >>> recommendation_id("u1", "e1") != recommendation_id("u2", "e1")
+    True
+    """
+    digest = hashlib.blake2b(f"{len(user)}:{user}{event_id}".encode("utf-8", "surrogatepass"), digest_size=10)
+    return "rec:" + digest.hexdigest()
 
 
 def build(user: str, trigger: Event, items: list[str], feats: np.ndarray, picked: list[tuple[int, float]],
@@ -25,7 +37,7 @@ def build(user: str, trigger: Event, items: list[str], feats: np.ndarray, picked
             ranked.append(RankedItem(items[i], round(score, 6), SOURCE_NAMES[best[r]] if src else "unknown",
                                      src, comp))
     return Recommendation(
-        recommendation_id=f"rec:{trigger.event_id}",   # deterministic: a redelivered trigger gives the same id
+        recommendation_id=recommendation_id(user, trigger.event_id),
         user_id=user,
         trigger_event_id=trigger.event_id,
         event_ts=trigger.ts,

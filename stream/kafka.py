@@ -15,9 +15,23 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stream.errors import BrokerError
 
-class BrokerError(RuntimeError):
-    """A Kafka failure, translated once at the edge, naming where it happened."""
+__all__ = ["BrokerError", "check_brokers", "consumer_conf", "create_topics", "delete_topics", "producer_conf"]
+
+
+_SECURITY: dict[str, str] = {}
+
+
+def configure_security(conf: dict[str, str]) -> None:
+    """Security settings (security.protocol, SASL, TLS: `Settings.kafka_security()`) that every client made
+    by this module's helpers gets. The CLI sets them once from RECSTREAM_KAFKA_* at start."""
+    _SECURITY.clear()
+    _SECURITY.update(conf)
+
+
+def admin_conf(brokers: str) -> dict:
+    return {"bootstrap.servers": brokers, **_SECURITY}
 
 
 def producer_conf(brokers: str, **extra) -> dict:
@@ -28,6 +42,7 @@ def producer_conf(brokers: str, **extra) -> dict:
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
         "message.max.bytes": 2_000_000,  # the DLQ keeps original bytes, which may be large
+        **_SECURITY,
     }
     conf.update(extra)
     return conf
@@ -44,6 +59,7 @@ def consumer_conf(brokers: str, group_id: str, *, session_timeout_ms: int = 6000
         "heartbeat.interval.ms": max(250, session_timeout_ms // 6),
         "fetch.wait.max.ms": 10,             # a waiting fetch is not woken by new data: keep it short
         "partition.assignment.strategy": "range",
+        **_SECURITY,
     }
     conf.update(extra)
     return conf
@@ -51,7 +67,7 @@ def consumer_conf(brokers: str, group_id: str, *, session_timeout_ms: int = 6000
 
 def check_brokers(brokers: str, timeout: float = 5.0) -> None:
     """Raise BrokerError unless a broker answers a metadata request within `timeout`."""
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient(admin_conf(brokers))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -63,7 +79,7 @@ def create_topics(brokers: str, topics: list[str], partitions: int, timeout: flo
 
     Returns topic -> "created" | "exists (N partitions)". Idempotent.
     """
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient(admin_conf(brokers))
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
@@ -88,7 +104,7 @@ def create_topics(brokers: str, topics: list[str], partitions: int, timeout: flo
 
 
 def delete_topics(brokers: str, topics: list[str], timeout: float = 10.0) -> None:
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient(admin_conf(brokers))
     for topic, fut in admin.delete_topics(topics, operation_timeout=timeout).items():
         try:
             fut.result(timeout)

@@ -29,6 +29,10 @@ class WorkerMetrics:
                                  "From the event's Kafka timestamp to its recommendation being acknowledged",
                                  registry=r, buckets=_LAT_BUCKETS)
         self.lag = Gauge("recstream_consumer_lag", "Messages behind the fetch high watermark", ["partition"], registry=r)
+        self.up = Gauge("recstream_dependency_up", "1 while the dependency answers (redis, broker, store: not emptied)",
+                        ["dependency"], registry=r)
+        for dep in ("redis", "broker", "store"):
+            self.up.labels(dep).set(1)
         if port:
             start_http_server(port, registry=r)
             log.info("metrics on http://0.0.0.0:%d/metrics", port)
@@ -38,6 +42,9 @@ class WorkerMetrics:
         self._n = 0
         self._rejected = 0
         self._lat: list[float] = []
+
+    def dependency(self, dep: str, up: bool) -> None:
+        self.up.labels(dep).set(1 if up else 0)
 
     def observe_batch(self, n_msgs: int, result, latencies: list[float]) -> None:
         self.batch.observe(n_msgs)

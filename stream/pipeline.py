@@ -22,9 +22,20 @@ from stream.catalog import Catalog
 from stream.profile import ProfileConfig, ProfileStore
 from stream.rank import RankConfig, top_k
 from stream.scoring import CandidateBatch, FallbackScorer, Scorer, components_of
-from stream.validate import DeadLetter, InMessage, validate_batch
+from stream.validate import DeadLetter, InMessage, validate_with_origins
 
 PIPELINE_VERSION = "recstream-0.1"
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Stage 1's output: valid events (batch order, deduplicated per user), the message each came from,
+    dead letters, catalog upserts applied, and the stage timings so far."""
+    events: list[Event]
+    origins: list[InMessage]
+    dead_letters: list[DeadLetter]
+    items: int
+    timings: dict
 
 
 @dataclass
@@ -42,9 +53,12 @@ class Pipeline:
 
     def __init__(self, client: redis.Redis, prefix: str = "rs:", *, scorer: Scorer | None = None,
                  sources: list[CandidateSource] | None = None, profile_cfg: ProfileConfig = ProfileConfig(),
-                 rank_cfg: RankConfig = RankConfig()):
+                 rank_cfg: RankConfig = RankConfig(), init_store: bool = True, guard: bool = True):
+        """`init_store`: mark the store live if it has no marker (a new deployment, a backtest, a test).
+        The worker passes False and decides itself: a store without a marker whose consumer group has
+        committed offsets lost its data and must be rebuilt, not silently served from."""
         self.client, self.prefix = client, prefix
-        self.profiles = ProfileStore(client, prefix, profile_cfg)
+        self.profiles = ProfileStore(client, prefix, profile_cfg, init_store=init_store, guard=guard)
         self.catalog = Catalog(client, prefix)
         self.sources = sources if sources is not None else default_sources(prefix, profile_cfg.trend_half_life_s)
         self.scorer: Scorer = scorer or FallbackScorer()
@@ -54,6 +68,7 @@ class Pipeline:
         self.keeper = None          # the online ranker's checkpointing (set by the worker's builder)
         self.content = None         # ContentStore: item embeddings, the "content" source, cold start
         self.explorer = None        # FreshExplorer: one exploration slot for fresh items
+        self.pseudonymiser = None   # stream.secrets.Pseudonymiser: user ids replaced right after validation
 
     def attach_content(self, store, explore: bool = True) -> None:
         """Content embeddings (stream/content.py): catalog upserts are embedded as they arrive, the
@@ -87,17 +102,20 @@ class Pipeline:
         self.scorer = scorer
 
     def process_batch(self, messages: list[InMessage]) -> BatchResult:
-        events, dead, n_items, timings = self.ingest(messages)
-        result = self.process_events(events, timings)
-        result.dead_letters = dead
-        result.items = n_items
+        ing = self.ingest(messages)
+        result = self.process_events(ing.events, ing.timings)
+        result.dead_letters = list(ing.dead_letters)
+        result.items = ing.items
         return result
 
-    def ingest(self, messages: list[InMessage]) -> tuple[list[Event], list[DeadLetter], int, dict]:
+    def ingest(self, messages: list[InMessage]) -> Ingested:
         """Stage 1 (validate, dedupe) and catalog upserts."""
         t = time.perf_counter
         t0 = t()
-        events, items, dead = validate_batch(messages)
+        events, origins, items, dead = validate_with_origins(messages)
+        if self.pseudonymiser is not None:
+            user = self.pseudonymiser.user
+            events = [replace(ev, user_id=user(ev.user_id)) for ev in events]
         timings = {"validate": t() - t0}
         if items:
             t1 = t()
@@ -107,7 +125,7 @@ class Pipeline:
                 t1 = t()
                 self.content.upsert(items)
                 timings["embed"] = t() - t1
-        return events, dead, len(items), timings
+        return Ingested(events, origins, dead, len(items), timings)
 
     def process_events(self, events: list[Event], timings: dict | None = None) -> BatchResult:
         """The stages after validation, in order; the backtest calls this with already-parsed events."""
@@ -256,8 +274,8 @@ class Pipeline:
         epoch_ms = 64 * self.profiles.cfg.trend_half_life_s * 1000
         e = math.floor(now_ts / epoch_ms)
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("ZMSCORE", f"{self.prefix}pop", *items)
-        pipe.execute_command("ZMSCORE", f"{self.prefix}tr:{e}", *items)
+        pipe.execute_command("ZMSCORE", self.profiles.keys.pop(), *items)
+        pipe.execute_command("ZMSCORE", self.profiles.keys.trend(e), *items)
         pop, tr = pipe.execute()
         scale = 2.0 ** (-(now_ts - e * epoch_ms) / (epoch_ms / 64))
         return {i: (float(p or 0.0), float(r or 0.0) * scale) for i, p, r in zip(items, pop, tr)}
@@ -302,7 +320,7 @@ class Pipeline:
             if ranker is not None and rows is not None and picked and not snap.bot:
                 idx = [i for i, _ in picked]
                 self._asks += trigger is None
-                key = f"rec:{trigger.event_id}" if trigger is not None else f"ask:{uid}:{batch.now_ts}:{self._asks}"
+                key = emit.recommendation_id(uid, trigger.event_id) if trigger is not None else f"ask:{uid}:{batch.now_ts}:{self._asks}"
                 ranker.record(uid, trigger.ts if trigger is not None else batch.now_ts, key,
                               [items[i] for i in idx], rows[u][idx], trigger.event_id if trigger else None)
         timings["rank"] = t() - t4

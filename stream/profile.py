@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import redis
 
 from schemas import Event
-from stream.store import Script
+from stream.errors import TRANSIENT_REDIS, translate_redis
+from stream.store import Keys, Script
 
 WEIGHTS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4, "search": 0}
 
@@ -77,24 +78,50 @@ def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float,
 
 
 class ProfileStore:
-    def __init__(self, client: redis.Redis, prefix: str, cfg: ProfileConfig = ProfileConfig()):
+    """Users' profiles in Redis: `apply` runs the Lua update per user, `read` takes snapshots.
+
+    With `guard` (the default) the script refuses to write to a store without its marker key (one that
+    lost its data): `apply` raises StoreEmptied and nothing is written. `recstream rebuild` applies with
+    guard off, then sets the marker. `init_store` marks a store without a marker live at construction
+    (a new deployment, a backtest, a test); the worker passes False and decides itself, since a store
+    without a marker whose consumer group has committed offsets lost its data.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, cfg: ProfileConfig = ProfileConfig(), *,
+                 guard: bool = True, init_store: bool = True):
         self.client, self.prefix, self.cfg = client, prefix, cfg
-        self._apply = Script(client, "apply_events")
+        self.keys = Keys(prefix)
+        try:
+            self._apply = Script(client, "apply_events")
+        except redis.RedisError as exc:
+            raise translate_redis(exc, "load apply_events.lua") from exc
         c = cfg
-        self._head = [prefix, None, int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n, c.seen_cap,
-                      int(c.trend_half_life_s * 1000), int(c.session_gap_s * 1000), c.max_affinities,
+        self._head = [prefix, "1" if guard else "0", int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n,
+                      c.seen_cap, int(c.trend_half_life_s * 1000), int(c.session_gap_s * 1000), c.max_affinities,
                       c.bot_per_min]
+        if guard and init_store and not self.is_live():
+            self.mark_live()
+
+    def mark_live(self) -> None:
+        """Write the store's marker (a store initialised or rebuilt from the retained log)."""
+        self.client.set(self.keys.marker, "1")
+
+    def is_live(self) -> bool:
+        return bool(self.client.exists(self.keys.marker))
 
     def read(self, users: list[str]) -> dict[str, Snapshot]:
         """Current snapshots without applying anything (one pipelined round-trip)."""
         pipe = self.client.pipeline(transaction=False)
         for uid in users:
-            u = f"{self.prefix}u:{uid}"
-            pipe.lrange(u + ":seq", 0, self.cfg.max_seq - 1)
-            pipe.hgetall(u + ":aff")
-            pipe.zrevrange(u + ":bought", 0, 19)
+            u, seq, aff, bought, _ = self.keys.user_keys(uid)
+            pipe.lrange(seq, 0, self.cfg.max_seq - 1)
+            pipe.hgetall(aff)
+            pipe.zrevrange(bought, 0, 19)
             pipe.hmget(u, "last_ts", "prev_ts", "last_type", "plog", "pn", "q")
-        r = pipe.execute()
+        try:
+            r = pipe.execute()
+        except TRANSIENT_REDIS as exc:
+            raise translate_redis(exc, "read profiles") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
         for n, uid in enumerate(users):
@@ -111,13 +138,15 @@ class ProfileStore:
         calls = []
         for uid, evs in by_user.items():
             args = list(self._head)
-            args[1] = uid
             for ev in evs:
                 ctx = ev.context or {}
                 args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, str(ctx.get("category") or ""),
                          str(ctx.get("brand") or ""), WEIGHTS[ev.type], "" if ev.price is None else ev.price, ev.query or ""]
-            calls.append(args)
-        results = self._apply.execute(calls)
+            calls.append((self.keys.user_keys(uid), args))
+        try:
+            results = self._apply.execute(calls)
+        except redis.RedisError as exc:
+            raise translate_redis(exc, f"apply profiles ({len(events)} events)") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
         for (uid, evs), (flags, seq, aff, bought, last_ts, extra) in zip(by_user.items(), results):

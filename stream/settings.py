@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields, replace
 
+from stream.errors import ConfigError
 
-class SettingsError(ValueError):
-    pass
+
+class SettingsError(ConfigError):
+    """A RECSTREAM_* variable with a wrong value; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,16 @@ class Settings:
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
     metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)
     log_every_s: float = 10.0                 # RECSTREAM_LOG_EVERY_S
+    # Kafka client security (passed to every producer, consumer and admin client; empty = broker default)
+    kafka_security_protocol: str = ""         # RECSTREAM_KAFKA_SECURITY_PROTOCOL: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = ""            # RECSTREAM_KAFKA_SASL_MECHANISM: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""             # RECSTREAM_KAFKA_SASL_USERNAME
+    kafka_sasl_password: str = ""             # RECSTREAM_KAFKA_SASL_PASSWORD (secret: never printed)
+    kafka_ssl_ca_location: str = ""           # RECSTREAM_KAFKA_SSL_CA_LOCATION (CA bundle, PEM)
+    kafka_ssl_certificate_location: str = ""  # RECSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION (client certificate, PEM)
+    kafka_ssl_key_location: str = ""          # RECSTREAM_KAFKA_SSL_KEY_LOCATION (client key, PEM)
+    kafka_ssl_key_password: str = ""          # RECSTREAM_KAFKA_SSL_KEY_PASSWORD (secret)
+    pseudonymise_key: str = ""                # RECSTREAM_PSEUDONYMISE_KEY (secret, >= 16 chars): user ids become keyed pseudonyms before Redis, logs and the recommendations topic
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -71,6 +83,44 @@ class Settings:
         """
         return {_var(f.name): str(getattr(self, f.name)) for f in fields(self)}
 
+    def kafka_security(self) -> dict[str, str]:
+        """The confluent-kafka (librdkafka) security settings in effect; {} for a plaintext broker.
+
+        >>> Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+        ...          kafka_sasl_username="app", kafka_sasl_password="pw").kafka_security()["sasl.mechanism"]
+        'SCRAM-SHA-512'
+        """
+        conf = {"security.protocol": self.kafka_security_protocol, "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": self.kafka_sasl_username, "sasl.password": self.kafka_sasl_password,
+                "ssl.ca.location": self.kafka_ssl_ca_location,
+                "ssl.certificate.location": self.kafka_ssl_certificate_location,
+                "ssl.key.location": self.kafka_ssl_key_location, "ssl.key.password": self.kafka_ssl_key_password}
+        return {k: v for k, v in conf.items() if v}
+
+    def secrets(self) -> list[str]:
+        """Secret values in effect (for log redaction): passwords, keys, the Redis URL's password."""
+        from urllib.parse import urlsplit
+        out = [self.kafka_sasl_password, self.kafka_ssl_key_password, self.pseudonymise_key]
+        try:
+            out.append(urlsplit(self.redis_url).password or "")
+        except ValueError:
+            pass
+        return [x for x in out if x]
+
+    def shown(self) -> list[tuple[str, str, bool]]:
+        """(variable, value in effect with secrets masked, differs from the default) rows."""
+        from stream.secrets import MASK, redact_url
+        rows = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            text = str(v)
+            if f.name in SECRET_FIELDS and text:
+                text = MASK
+            elif f.name == "redis_url":
+                text = redact_url(text)
+            rows.append((_var(f.name), text, v != f.default))
+        return rows
+
     def check(self) -> None:
         if self.driver not in ("confluent", "faust"):
             raise SettingsError(f"RECSTREAM_DRIVER={self.driver!r}: expected confluent or faust")
@@ -87,7 +137,28 @@ class Settings:
             if not ok:
                 raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected lr, fm or off (optionally MODEL:WEIGHT)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError(f"RECSTREAM_REDIS_URL={self.redis_url!r}: expected redis://host:port/db")
+            from stream.secrets import redact_url
+            raise SettingsError(f"RECSTREAM_REDIS_URL={redact_url(self.redis_url)!r}: expected redis://host:port/db")
+        if "{" in self.key_prefix or "}" in self.key_prefix:
+            raise SettingsError(f"RECSTREAM_KEY_PREFIX={self.key_prefix!r}: must not contain {{ or }} (they are "
+                                "the users' Redis Cluster hash tags)")
+        proto = self.kafka_security_protocol.upper()
+        if proto and proto not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise SettingsError(f"RECSTREAM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: expected "
+                                "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        if proto.startswith("SASL") and not (self.kafka_sasl_mechanism and self.kafka_sasl_username
+                                             and self.kafka_sasl_password):
+            raise SettingsError(f"RECSTREAM_KAFKA_SECURITY_PROTOCOL={proto}: needs RECSTREAM_KAFKA_SASL_MECHANISM, "
+                                "RECSTREAM_KAFKA_SASL_USERNAME and RECSTREAM_KAFKA_SASL_PASSWORD")
+        if self.kafka_sasl_mechanism and self.kafka_sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise SettingsError(f"RECSTREAM_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism!r}: expected PLAIN, "
+                                "SCRAM-SHA-256 or SCRAM-SHA-512")
+        if self.pseudonymise_key and len(self.pseudonymise_key) < 16:
+            raise SettingsError("RECSTREAM_PSEUDONYMISE_KEY: needs at least 16 characters (a short key can be "
+                                "brute-forced)")
+
+
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_ssl_key_password", "pseudonymise_key"})
 
 
 def _var(field_name: str) -> str:

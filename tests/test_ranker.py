@@ -8,6 +8,7 @@ import pytest
 from models.ranker import OnlineRanker, RankerCheckpoint, RankerConfig, mirror_params
 from stream.feedback import Example
 from stream.features import FEATURE_NAMES, N_FEATURES, UserView, candidate_features
+from stream.store import Keys
 
 HOUR = 3_600_000
 
@@ -130,11 +131,12 @@ def test_bot_like_users_train_neither_ranker_nor_covisitation(redis_client):
     for n in range(100):
         p.process_events([ev("bot", n, ("p", "q")[n % 2], t0 + 120_000 + n * 500)])
 
-    bot = {k.decode(): v.decode() for k, v in redis_client.hgetall(f"{prefix}u:bot").items()}
+    keys = Keys(prefix)
+    bot = {k.decode(): v.decode() for k, v in redis_client.hgetall(keys.user("bot")).items()}
     assert bot["n:click"] == "100" and bot["n:bot_flagged"] == "60"
     # p -> q co-visitation: 20 of the first 40 events (weight 2 each); the 30 flagged ones add nothing
-    assert redis_client.zscore(f"{prefix}cv:p", "q") == 40.0
-    assert redis_client.zscore(f"{prefix}pop", "q") == 40.0
+    assert redis_client.zscore(keys.covis("p"), "q") == 40.0
+    assert redis_client.zscore(keys.pop(), "q") == 40.0
     assert ranker.join.stats.impressions == 3 + 2 + 40                  # none once flagged
     human = ranker.join.open["human"]
     assert any(imp.hits for imp in human)                                 # the human's click labelled a list

@@ -3,6 +3,7 @@ weighted by the user's affinity share for each category."""
 from __future__ import annotations
 
 from stream.candidates.base import BatchContext, normalised, zrevrange
+from stream.store import Keys
 
 
 class CategoryPopular:
@@ -10,12 +11,13 @@ class CategoryPopular:
 
     def __init__(self, prefix: str, n: int = 15, n_cats: int = 3):
         self.prefix, self.n, self.n_cats = prefix, n, n_cats
+        self.keys = Keys(prefix)
 
     def plan(self, ctx: BatchContext, pipe):
         user_cats = {uid: snap.top("c", self.n_cats) for uid, snap in ctx.snapshots.items()}
         cats = sorted({c for cs in user_cats.values() for c, _ in cs})
         for c in cats:
-            zrevrange(pipe, f"{self.prefix}pop:c:{c}", self.n)
+            zrevrange(pipe, self.keys.pop(c), self.n)
 
         def collect(replies: list) -> None:
             pop = dict(zip(cats, (normalised(r) for r in replies)))

@@ -6,6 +6,7 @@ a session gap); here we read the top neighbours of the user's 3 latest distinct 
 from __future__ import annotations
 
 from stream.candidates.base import BatchContext, normalised, zrevrange
+from stream.store import Keys
 
 ANCHOR_WEIGHTS = (1.0, 0.6, 0.4)
 
@@ -15,6 +16,7 @@ class CoVisitation:
 
     def __init__(self, prefix: str, per_anchor: int = 20):
         self.prefix, self.per_anchor = prefix, per_anchor
+        self.keys = Keys(prefix)
 
     def plan(self, ctx: BatchContext, pipe):
         anchors: dict[str, list[str]] = {}
@@ -23,7 +25,7 @@ class CoVisitation:
             anchors[uid] = distinct
         order = sorted({a for lst in anchors.values() for a in lst})
         for a in order:
-            zrevrange(pipe, f"{self.prefix}cv:{a}", self.per_anchor)
+            zrevrange(pipe, self.keys.covis(a), self.per_anchor)
 
         def collect(replies: list) -> None:
             neigh = dict(zip(order, (normalised(r) for r in replies)))

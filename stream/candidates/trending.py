@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from stream.candidates.base import BatchContext, pairs, zrevrange
+from stream.store import Keys
 
 
 class Trending:
@@ -16,14 +17,14 @@ class Trending:
 
     def __init__(self, prefix: str, half_life_s: float, n_global: int = 30, n_category: int = 10, n_cats: int = 2):
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.hl = half_life_s * 1000
         self.epoch_ms = 64 * self.hl
         self.n_global, self.n_category, self.n_cats = n_global, n_category, n_cats
 
     def _keys(self, now: int, cat: str | None) -> list[tuple[str, int]]:
         e = math.floor(now / self.epoch_ms)
-        mid = f"c:{cat}:" if cat else ""
-        return [(f"{self.prefix}tr:{mid}{ep}", int(ep * self.epoch_ms)) for ep in (e, e - 1)]
+        return [(self.keys.trend(ep, cat), int(ep * self.epoch_ms)) for ep in (e, e - 1)]
 
     def _merge(self, now: int, keys, replies) -> list[tuple[str, float]]:
         acc: dict[str, float] = {}

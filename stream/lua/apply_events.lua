@@ -1,6 +1,9 @@
 -- Apply one user's events to Redis, idempotently and atomically (a Lua script runs whole or not at all).
 -- Called once per user per batch (pipelined: one round-trip per batch).
--- ARGV: prefix, user_id, half_life_ms, max_seq, covis_n, seen_cap, trend_hl_ms, session_gap_ms, max_aff,
+-- KEYS: the user's hash, :seq, :aff, :bought, :seen (stream/store.py builds them: ids escaped, one hash tag)
+-- ARGV: prefix, guard ("1": refuse to write unless the store's marker {P}meta:live exists, i.e. the store
+--       was not emptied behind our back; "0" for `recstream rebuild`), half_life_ms, max_seq, covis_n,
+--       seen_cap, trend_hl_ms, session_gap_ms, max_aff,
 --       bot_per_min (a user with more events than this in the last event-time minute is bot-like:
 --       the events still update the user's own profile and counters, but not co-visitation or trending),
 --       then 9 fields per event: event_id, type, item_id, ts, category, brand, weight, price ("" = unknown),
@@ -8,15 +11,22 @@
 -- Returns: { applied_flags (a character per event: 0 = seen before, 1 = applied, 2 = applied but bot-like),
 --            recent items (newest first), aff fields+values, bought (recent), last_ts,
 --            {prev_ts, last_type, log-price sum, priced events} }
-local P, uid = ARGV[1], ARGV[2]
+local P, guard = ARGV[1], ARGV[2]
+if guard == "1" and redis.call("EXISTS", P .. "meta:live") == 0 then
+  return redis.error_reply("RECSTREAM_EMPTIED the store has no marker " .. P .. "meta:live: it was emptied")
+end
 local hl = tonumber(ARGV[3])
 local max_seq, covis_n, seen_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local trend_hl, gap, max_aff = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local covis_cap = 100
 local bot_per_min = tonumber(ARGV[10])
-local U = P .. "u:" .. uid
-local SEEN, SEQ, AFF, BOUGHT = U .. ":seen", U .. ":seq", U .. ":aff", U .. ":bought"
+local U, SEQ, AFF, BOUGHT, SEEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local EPOCH = 64 * trend_hl
+
+-- an id inside a key name, escaped like stream/store.py's key_part: % : { } -> %25 %3A %7B %7D
+local function enc(id)
+  return (string.gsub(id, "[%%:{}]", function(c) return string.format("%%%02X", string.byte(c)) end))
+end
 
 local function decayed_add(field, w, ts)
   -- value stored as "v|ref_ts": value at ref_ts; exponential decay with half-life hl
@@ -62,19 +72,19 @@ for e = 0, n - 1 do
     if ARGV[b + 9] ~= "" then redis.call("HSET", U, "q", ARGV[b + 9]) end
     if item ~= "" then
       if cat == "" or brand == "" then
-        local meta = redis.call("HMGET", P .. "i:" .. item, "cat", "brand")
+        local meta = redis.call("HMGET", P .. "i:" .. enc(item), "cat", "brand")
         if cat == "" and meta[1] then cat = meta[1] end
         if brand == "" and meta[2] then brand = meta[2] end
       end
       if price == nil and (etype == "add_to_cart" or etype == "purchase") then
-        price = tonumber(redis.call("HGET", P .. "i:" .. item, "price") or "")
+        price = tonumber(redis.call("HGET", P .. "i:" .. enc(item), "price") or "")
       end
       if price and price > 0 and (etype == "add_to_cart" or etype == "purchase") then
         -- the user's usual price: mean log-price of what they put in the cart or bought
         redis.call("HINCRBYFLOAT", U, "plog", math.log(price))
         redis.call("HINCRBY", U, "pn", 1)
       end
-      if cat ~= "" then redis.call("HSETNX", P .. "i:" .. item, "cat", cat) end
+      if cat ~= "" then redis.call("HSETNX", P .. "i:" .. enc(item), "cat", cat) end
       local prev = redis.call("LRANGE", SEQ, 0, covis_n - 1)
       if prev[1] ~= item then
         redis.call("LPUSH", SEQ, item)
@@ -108,7 +118,7 @@ for e = 0, n - 1 do
             local p = prev[i]
             if p ~= item and not done[p] then
               done[p] = true
-              local ck = P .. "cv:" .. p
+              local ck = P .. "cv:" .. enc(p)
               if tonumber(redis.call("ZINCRBY", ck, w, item)) == w and redis.call("ZCARD", ck) > 2 * covis_cap then
                 redis.call("ZREMRANGEBYRANK", ck, 0, -covis_cap - 1)
               end
@@ -124,11 +134,11 @@ for e = 0, n - 1 do
           redis.call("PEXPIRE", tk, 3 * EPOCH, "NX")
         end
         if cat ~= "" then
-          tk = P .. "tr:c:" .. cat .. ":" .. epoch
+          tk = P .. "tr:c:" .. enc(cat) .. ":" .. epoch
           if tonumber(redis.call("ZINCRBY", tk, boost, item)) == boost then
             redis.call("PEXPIRE", tk, 3 * EPOCH, "NX")
           end
-          redis.call("ZINCRBY", P .. "pop:c:" .. cat, w, item)
+          redis.call("ZINCRBY", P .. "pop:c:" .. enc(cat), w, item)
         end
         redis.call("ZINCRBY", P .. "pop", w, item)
       end
