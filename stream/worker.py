@@ -371,8 +371,8 @@ class ConfluentWorker:
         now_ms = time.time() * 1000
         self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
         self.batches += 1
-        if self.on_batch:
-            self.on_batch(result)
+        if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
+            self.retry.call("after batch", lambda: at_edge("after batch", lambda: self.on_batch(result)))
 
     def _lag(self, consumer: Consumer, offsets: dict) -> None:
         for (topic, part), pos in offsets.items():
