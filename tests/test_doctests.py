@@ -4,7 +4,10 @@ import importlib
 
 import pytest
 
-MODULES = ["stream.features", "models.ranker", "stream.settings", "stream.scoring", "stream.rank"]
+MODULES = ["stream.features", "models.ranker", "stream.settings", "stream.scoring", "stream.rank",
+           "schemas._check", "schemas.event", "schemas.item", "stream.adapters.delimited", "stream.emit",
+           "stream.errors", "stream.ranking_metrics", "stream.resilience", "stream.secrets", "stream.store",
+           "stream.synth"]
 
 
 @pytest.mark.parametrize("name", MODULES)
