@@ -68,6 +68,14 @@ def client(s):
 
 
 def applied(c, prefix, users) -> int:
+    """Events applied to these users' profiles (their n:{type} counters); -1 while Redis is away."""
+    try:
+        return _applied(c, prefix, users)
+    except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError, redis.exceptions.TimeoutError):
+        return -1
+
+
+def _applied(c, prefix, users) -> int:
     pipe = c.pipeline(transaction=False)
     for u in users:
         pipe.hgetall(Keys(prefix).user(u))
@@ -82,11 +90,22 @@ def dlq_count(s) -> list:
     return list(records(s.dlq_topic, s.brokers, until_eof=True, timeout=20))
 
 
-def reference_profiles(s, users, n_events) -> dict:
-    """An uninterrupted run over the same events topic, in-process, under its own prefix and group."""
+def catalog_loaded(s, items) -> None:
+    """Wait until the worker applied the catalog, so events find their items' category and brand (as in
+    the reference run and in `rebuild`, which both load the catalog first)."""
+    c = client(s)
+    wait_for(lambda: c.exists(Keys(s.key_prefix).item(items[-1]["item_id"])), timeout=60, what="the catalog")
+
+
+def reference_profiles(s, users, n_events, items) -> dict:
+    """An uninterrupted run over the same events topic, in-process, under its own prefix and group, with the
+    catalog loaded first."""
+    from schemas import validate_item
+    from stream.catalog import Catalog
     from stream.cli import build_pipeline
     from stream.worker import ConfluentWorker
     ref = replace(s, key_prefix=s.key_prefix + "ref:", group_id=s.group_id + "-ref")
+    Catalog(client(s), ref.key_prefix).upsert([validate_item(i) for i in items])
     w = ConfluentWorker(ref, build_pipeline(ref, ranker=False))
     t = threading.Thread(target=w.run, kwargs={"max_idle_s": 3.0})
     t.start()
@@ -202,6 +221,7 @@ def test_redis_restart_and_broker_outage_mid_stream_lose_and_double_nothing(fs, 
     c = client(s)
     worker = start_worker(s, log=tmp_path / "worker.log")
     pid = worker.pid
+    catalog_loaded(s, sh.items)
     sender = threading.Thread(target=produce_events, args=(enumerate(events, 1), s.events_topic, s.brokers),
                               kwargs={"rate": 400}, daemon=True)
     sender.start()
@@ -222,7 +242,7 @@ def test_redis_restart_and_broker_outage_mid_stream_lose_and_double_nothing(fs, 
         assert worker.poll() is None and worker.pid == pid, "the worker restarted or died"
         time.sleep(2)
         assert applied(c, s.key_prefix, users) == len(events)          # nothing doubled
-        assert profiles(c, s.key_prefix, users) == reference_profiles(s, users, len(events))
+        assert profiles(c, s.key_prefix, users) == reference_profiles(s, users, len(events), sh.items)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
@@ -241,13 +261,14 @@ def test_wiped_redis_is_refused_then_rebuilt_to_identical_profiles(fs, tmp_path)
     c = client(s)
     worker = start_worker(s, log=tmp_path / "worker.log")
     try:
+        catalog_loaded(s, sh.items)
         produce_events(enumerate(first, 1), s.events_topic, s.brokers)
         wait_for(lambda: applied(c, s.key_prefix, users) >= len(first), timeout=90, what="the first part applied")
         for k in c.scan_iter(match=s.key_prefix + "*", count=1000):   # Redis loses this deployment's data
             c.delete(k)
         produce_events(enumerate(second, 1), s.events_topic, s.brokers)
         time.sleep(4)
-        assert applied(c, s.key_prefix, users) == 0, "the worker wrote into an emptied store"
+        assert _applied(c, s.key_prefix, users) == 0, "the worker wrote into an emptied store"
         assert worker.poll() is None
         out = subprocess.run([sys.executable, "-m", "stream.cli", "rebuild", "-q"], env=worker_env(s), cwd=ROOT,
                              capture_output=True, text=True, timeout=180)
@@ -257,7 +278,7 @@ def test_wiped_redis_is_refused_then_rebuilt_to_identical_profiles(fs, tmp_path)
         time.sleep(2)
         assert applied(c, s.key_prefix, users) == len(events)
         assert c.hgetall(Keys(s.key_prefix).item(sh.items[0]["item_id"])), "the catalog was not restored"
-        assert profiles(c, s.key_prefix, users) == reference_profiles(s, users, len(events))
+        assert profiles(c, s.key_prefix, users) == reference_profiles(s, users, len(events), sh.items)
         again = subprocess.run([sys.executable, "-m", "stream.cli", "rebuild", "-q", "--force"], env=worker_env(s),
                                cwd=ROOT, capture_output=True, text=True, timeout=180)
         assert again.returncode == 0 and ", 0 applied" in again.stdout, again.stdout   # idempotent
