@@ -6,13 +6,16 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv run test test-fast bench stack-up stack-down clean kcat-lib
+.PHONY: help deps venv run test test-fast bench stack-up stack-down clean kcat-lib lock audit fuzz
 
 help:
 	@echo "make run      - the recommender demo on the embedded local stack (Tansu + redis-server)"
 	@echo "make test     - create the venv, install, run the whole suite (starts its own stack)"
 	@echo "make bench    - benchmarks: table on stdout, JSON in bench/results/"
 	@echo "make deps     - system packages (redis-server, docker-compose) via apt when missing"
+	@echo "make lock     - re-resolve requirements.lock (every dependency pinned, with hashes) after editing pyproject.toml"
+	@echo "make audit    - pip-audit the locked dependencies against the PyPI vulnerability service"
+	@echo "make fuzz     - coverage-guided fuzzing of the message validators (atheris), 10 minutes"
 
 # System packages: redis-server for the local stack; docker-compose (1.29, no engine) validates the compose file.
 deps:
@@ -24,12 +27,29 @@ deps:
 	  else echo "missing:$$need -- install them (Debian/Ubuntu: sudo apt-get install$$need)"; exit 1; fi; \
 	fi
 
-$(STAMP): pyproject.toml constraints.txt
+# Every dependency comes from requirements.lock, pinned with hashes (pip refuses a file whose hash differs);
+# the project itself is installed on top without touching them (--no-deps).
+$(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -c constraints.txt -e '.[train,dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import stream, schemas, confluent_kafka, redis, onnxruntime, river, torch"
+	$(PIP) install --require-hashes -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import stream, schemas, confluent_kafka, redis, onnxruntime, river, torch, hypothesis, atheris"
 	touch $(STAMP)
+
+lock:
+	$(PY) -m pip install -q pip-tools
+	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra train --extra dev \
+	  --constraint constraints.txt --find-links /opt/wheels -o requirements.lock pyproject.toml
+
+# The vulnerability service is PyPI's JSON API; a package it cannot look up is listed as skipped, not passed.
+audit: venv
+	@set -o pipefail; $(BIN)/pip-audit -r requirements.lock --require-hashes --progress-spinner off 2>&1 | tee .audit.log; rc=$$?; \
+	if grep -q "known vulnerabilit" .audit.log && ! grep -q "No known vulnerabilities" .audit.log; then exit 1; fi; \
+	if [ $$rc -ne 0 ]; then echo "pip-audit could not reach its vulnerability service (exit $$rc): nothing audited"; fi; \
+	echo "audited: $$(grep -c 'could not be audited' .audit.log) of the locked packages could not be looked up (skipped, not passed)"
+
+fuzz: venv
+	cd $(VENV) && $(BIN)/python $(CURDIR)/tests/fuzz_validate.py -max_total_time=600
 
 venv: $(STAMP)
 
