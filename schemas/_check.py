@@ -69,11 +69,18 @@ def show(v: object) -> str:
 
 
 def _count_keys(obj) -> int:
-    if isinstance(obj, dict):
-        return len(obj) + sum(_count_keys(v) for v in obj.values() if isinstance(v, (dict, list)))
-    if isinstance(obj, list):
-        return sum(_count_keys(v) for v in obj if isinstance(v, (dict, list)))
-    return 0
+    """Keys in a parsed JSON value, at every depth."""
+    if type(obj) is dict:
+        n = len(obj)
+        values = obj.values()
+    else:
+        n = 0
+        values = obj
+    for v in values:
+        t = type(v)
+        if t is dict or t is list:
+            n += _count_keys(v)
+    return n
 
 
 def _no_duplicates(pairs):
@@ -90,7 +97,8 @@ def _check_duplicate_keys(raw: bytes, obj: dict) -> None:
     """orjson keeps the last of duplicate keys silently. Every key token in the text matches `"` + `:`;
     so do a few string contents. When the text holds exactly as many of those as the parsed object has
     keys, no key was duplicated (the fast path); otherwise the slow parser finds out which."""
-    if len(_KEY_TOKEN.findall(raw)) == _count_keys(obj):
+    n_keys = _count_keys(obj)
+    if raw.count(b'":') == n_keys or len(_KEY_TOKEN.findall(raw)) == n_keys:   # compact JSON, then spaced
         return
     json.loads(raw, object_pairs_hook=_no_duplicates)
 
