@@ -49,7 +49,7 @@ audit: venv
 	echo "audited: $$(grep -c 'could not be audited' .audit.log) of the locked packages could not be looked up (skipped, not passed)"
 
 fuzz: venv
-	cd $(VENV) && $(BIN)/python $(CURDIR)/tests/fuzz_validate.py -max_total_time=600
+	cd $(VENV) && $(CURDIR)/$(BIN)/python $(CURDIR)/tests/fuzz_validate.py -max_total_time=600
 
 venv: $(STAMP)
 

@@ -42,12 +42,16 @@ class Rejected:
     reason: str
 
     def __post_init__(self):
-        if len(self.reason) > MAX_REASON_CHARS:
-            object.__setattr__(self, "reason", self.reason[:MAX_REASON_CHARS - 1] + "…")
+        object.__setattr__(self, "reason", cap_reason(self.reason))
 
     @property
     def field(self) -> str:
         return self.reason.split(":", 1)[0]
+
+
+def cap_reason(reason: str) -> str:
+    """A reason cut to MAX_REASON_CHARS (it travels as a DLQ header)."""
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 1] + "…"
 
 
 class _Bad(Exception):

@@ -28,7 +28,10 @@ class ConfigError(RecstreamError, ValueError):
 
 
 class BrokerError(RecstreamError, RuntimeError):
-    """A Kafka failure, translated once at the edge, naming where it happened."""
+    """A Kafka failure, translated once at the edge, naming where it happened. `transient` False: retrying
+    cannot help (a fatal client error)."""
+
+    transient = True
 
 
 class StoreError(RecstreamError, RuntimeError):

@@ -69,9 +69,6 @@ class Health:
             if self.on_change:
                 self.on_change(dep, True)
 
-    def is_up(self, dep: str | None = None) -> bool:
-        return not self.down if dep is None else dep not in self.down
-
 
 def dependency_of(exc: BaseException) -> str | None:
     """Which dependency a transient failure belongs to; None: not transient (a bug or bad data)."""
@@ -79,7 +76,7 @@ def dependency_of(exc: BaseException) -> str | None:
         return "store"
     if isinstance(exc, StoreUnavailable):
         return "redis"
-    if isinstance(exc, BrokerError) and getattr(exc, "transient", True):
+    if isinstance(exc, BrokerError) and exc.transient:
         return "broker"
     return None
 

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]+)@")
@@ -30,17 +29,7 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*)
 
 def redact_url(url: str) -> str:
     """`url` with its password (if any) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, f"{parts.username or ''}:{MASK}@{host}", parts.path, parts.query,
-                       parts.fragment))
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
 
 
 def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import Event, Item, Rejected, validate_event, validate_item
-from schemas._check import MAX_REASON_CHARS
+from schemas._check import cap_reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +36,7 @@ class DeadLetter:
 
     @classmethod
     def of(cls, m: InMessage, reason: str, stage: str = "validate") -> "DeadLetter":
-        if len(reason) > MAX_REASON_CHARS:
-            reason = reason[:MAX_REASON_CHARS - 1] + "…"
-        return cls(m.value, m.key, reason, m.topic, m.partition, m.offset, stage)
+        return cls(m.value, m.key, cap_reason(reason), m.topic, m.partition, m.offset, stage)
 
     @property
     def where(self) -> str:

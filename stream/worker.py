@@ -37,7 +37,7 @@ from stream.errors import translate_redis
 from stream.kafka import BrokerError, consumer_conf, producer_conf
 from stream.metrics import WorkerMetrics
 from stream.pipeline import BatchResult, Ingested, Pipeline
-from stream.resilience import Backoff, Health, Retrier, Stopping
+from stream.resilience import Health, Retrier, Stopping
 from stream.settings import Settings
 from stream.validate import DeadLetter, InMessage
 
@@ -288,24 +288,25 @@ class ConfluentWorker:
 
     def _commit(self, consumer: Consumer, offsets: dict) -> None:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        backoff = Backoff()
-        while True:
+
+        def commit() -> None:
             try:
                 consumer.commit(offsets=tps, asynchronous=False)
-                self.health.ok("broker")
-                return
             except KafkaException as exc:
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                 if err is not None and err.code() in _REBALANCE_CODES:
                     log.warning("commit of %s dropped (%s): the partitions moved; their batch is redelivered",
                                 _fmt(tps), err)
                     return
-                if err is not None and err.fatal():
-                    raise BrokerError(f"commit {_fmt(tps)}: fatal: {err}") from exc
-                self.health.fail("broker", f"commit {_fmt(tps)}: {exc}")
-                if self.stop_event.wait(backoff.next()):
-                    log.warning("stopping with %s uncommitted: that batch is redelivered (idempotent)", _fmt(tps))
-                    return
+                fatal = err is not None and err.fatal()
+                broken = BrokerError(f"commit {_fmt(tps)}: {'fatal: ' if fatal else ''}{exc}")
+                broken.transient = not fatal
+                raise broken from exc
+
+        try:
+            self.retry.call("commit", commit)
+        except Stopping:
+            log.warning("stopping with %s uncommitted: that batch is redelivered (idempotent)", _fmt(tps))
 
     def _guarded(self, stage: str, events: list[Event], origins: list[InMessage], fn, merge):
         """`fn(events)`, with transient failures waited out. A failure that persists over POISON_RETRIES
