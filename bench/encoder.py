@@ -24,7 +24,7 @@ def run(rows) -> None:
     from sentence_transformers import SentenceTransformer
 
     from exporters.encoder import default_source, export_encoder
-    from stream.content import ContentEncoder, ContentIndex
+    from stream.core.content import ContentEncoder, ContentIndex
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         m = export_encoder(tmp)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as the CLI does (stream/cli.py), before numpy loads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as the CLI does (stream/cli/__init__.py), before numpy loads
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from stream import stack
-from stream.kafka import consumer_conf, create_topics, delete_topics, producer_conf
-from stream.produce import produce_events, produce_items
-from stream.settings import Settings
-from stream.store import Keys
-from stream.synth import SynthConfig, SynthShop
+from stream.ops import stack
+from stream.drivers.kafka import consumer_conf, create_topics, delete_topics, producer_conf
+from stream.ops.produce import produce_events, produce_items
+from stream.config.settings import Settings
+from stream.core.storage.store import Keys
+from stream.data.synth import SynthConfig, SynthShop
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -104,8 +104,8 @@ def passthrough(s: Settings, n: int) -> float:
 
 
 def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
-    from stream.cli import build_pipeline
-    from stream.worker import ConfluentWorker
+    from stream.config.compose import build_pipeline
+    from stream.drivers.worker import ConfluentWorker
     w = ConfluentWorker(s, build_pipeline(s))
     state = {"n": 0, "t0": None, "t": {}}
 
@@ -125,8 +125,8 @@ def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
 def run_faust_catchup(s: Settings, n: int) -> float:
     code = (
         "import sys, time, os, signal, orjson\n"
-        "from stream.settings import Settings\nfrom stream.cli import build_pipeline\n"
-        "from stream.faust_driver import run_faust_worker\n"
+        "from stream.config.settings import Settings\nfrom stream.config.compose import build_pipeline\n"
+        "from stream.drivers.faust_driver import run_faust_worker\n"
         "s = Settings.from_env(); n = int(sys.argv[1]); st = {'n': 0, 't0': None}\n"
         "def on_batch(r):\n"
         "    st['t0'] = st['t0'] or time.perf_counter() - sum(r.timings.values()); st['n'] += r.events\n"
@@ -149,7 +149,7 @@ def worker_env(s: Settings) -> dict:
 RELAY = """
 import os, signal, orjson
 from confluent_kafka import Consumer, Producer
-from stream.kafka import consumer_conf, producer_conf
+from stream.drivers.kafka import consumer_conf, producer_conf
 s = os.environ
 c = Consumer(consumer_conf(s["RECSTREAM_BROKERS"], s["RECSTREAM_GROUP_ID"], session_timeout_ms=2000))
 p = Producer(producer_conf(s["RECSTREAM_BROKERS"], **{"linger.ms": 1}))
@@ -172,7 +172,7 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
                relay: bool = False) -> dict:
     """Worker in its own process (or, with relay=True, a plain consume->produce relay: the broker's own
     two-hop floor); events produced at `rate`; latency = recommendation received - event sent."""
-    from stream.consume import records
+    from stream.ops.consume import records
     env = worker_env(s)
     if relay:
         ready = ROOT / ".state" / f"relay-{uuid.uuid4().hex[:6]}"
@@ -188,7 +188,7 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
         worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL,
                                   stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
-        from stream.store import connect
+        from stream.core.storage.store import connect
         r = connect(s.redis_url)
         probe = Keys(s.key_prefix).item(shop.items[-1]["item_id"])
         deadline = time.time() + 60
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     groups = set(args.only or ["worker", "faust", "latency", "scorer", "encoder"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
-    from stream.store import connect
+    from stream.core.storage.store import connect
 
     def fresh_stack():
         # the local broker keeps every message ever produced in memory and slows down as it grows

@@ -3,7 +3,7 @@
 
 The exported graph takes (input_ids, attention_mask) and returns the mean-pooled, L2-normalised
 sentence embedding: the same thing `SentenceTransformer(dir).encode(..., normalize_embeddings=True)`
-computes. Serving (stream/content.py) runs it with onnxruntime and tokenizes with the `tokenizers`
+computes. Serving (stream/core/content.py) runs it with onnxruntime and tokenizes with the `tokenizers`
 library from the bundled tokenizer.json: no torch, no transformers in the worker.
 
     out_dir/model.onnx, tokenizer.json, manifest.json (source, dim, max_len, parity)
@@ -82,7 +82,7 @@ def reference_embeddings(source: str, sentences: list[str]) -> np.ndarray:
 
 
 def check_parity(onnx_dir: str | Path, source: str, sentences: list[str] | None = None) -> dict:
-    from stream.content import ContentEncoder
+    from stream.core.content import ContentEncoder
     sentences = sentences or PARITY_SENTENCES
     ref = reference_embeddings(source, sentences)
     got = ContentEncoder(onnx_dir).encode(sentences)

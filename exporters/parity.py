@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-class ParityError(AssertionError):
-    pass
+from stream.errors import ParityError
 
 
 @dataclass

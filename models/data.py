@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import Rejected, validate_event
-from stream.adapters import open_log
 
 
 @dataclass(frozen=True)
@@ -21,10 +20,11 @@ class Interaction:
     ts: int
 
 
-def load_interactions(path, fmt: str | None = None, limit: int | None = None) -> list[Interaction]:
-    """Valid events with an item, sorted by event time (stable: file order breaks ties)."""
+def load_interactions(records, limit: int | None = None) -> list[Interaction]:
+    """Valid events with an item from `(position, record)` pairs (a log adapter's `events()`), sorted
+    by event time (stable: file order breaks ties)."""
     out = []
-    for _, rec in open_log(path, fmt).events():
+    for _, rec in records:
         ev = rec if isinstance(rec, Rejected) else validate_event(rec)
         if isinstance(ev, Rejected) or ev.item_id is None:
             continue

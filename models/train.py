@@ -28,7 +28,7 @@ import torch
 from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
 from models.seqrec import SeqRec, SeqRecConfig
-from stream.ranking_metrics import summarize
+from models.metrics import summarize
 
 
 @dataclass(frozen=True)

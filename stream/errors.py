@@ -9,7 +9,10 @@ with its password redacted).
     │   ├── StoreUnavailable   cannot reach Redis (retried with backoff by the worker)
     │   └── StoreEmptied       the store lost its data: `recstream rebuild` restores it
     ├── ModelError         a model or checkpoint is missing, corrupt or does not fit
-    └── ContractError      a message does not match its contract (the DLQ, never a crash, is its home)
+    │   ├── RegistryError      the model registry has no such version, or a broken manifest
+    │   └── ParityError        an export disagrees with the model it came from
+    ├── ContractError      a message does not match its contract (the DLQ, never a crash, is its home)
+    └── StackError         the local stack (broker, redis-server) could not be started or found
 
 >>> issubclass(StoreEmptied, RecstreamError), issubclass(ConfigError, ValueError)
 (True, True)
@@ -48,6 +51,18 @@ class StoreEmptied(StoreError):
 
 class ModelError(RecstreamError, RuntimeError):
     """A model, encoder or checkpoint is missing, corrupt, or does not match what uses it."""
+
+
+class RegistryError(ModelError):
+    """The model registry has no such version, or its manifest is broken."""
+
+
+class ParityError(ModelError):
+    """An exported model's outputs differ from the model it was exported from beyond the tolerance."""
+
+
+class StackError(RecstreamError, RuntimeError):
+    """The local stack could not be started, found or reached."""
 
 
 class ContractError(RecstreamError, ValueError):

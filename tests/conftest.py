@@ -44,7 +44,7 @@ def stack(tmp_path_factory):
     if b and r:
         yield b, r
         return
-    from stream import stack as st
+    from stream.ops import stack as st
     cfg = st.StackConfig(tmp_path_factory.mktemp("stack"), broker_port=st.free_port(), redis_port=st.free_port())
     st.up(cfg, tied=True)      # a crashed test run leaves no server behind
     try:
@@ -56,21 +56,21 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def settings(stack):
     """Settings with this test's own topics, consumer group and Redis key prefix."""
-    from stream.kafka import create_topics
-    from stream.settings import Settings
+    from stream.drivers.kafka import create_topics
+    from stream.config.settings import Settings
     run = uuid.uuid4().hex[:10]
     s = Settings(brokers=stack[0], redis_url=stack[1], events_topic=f"t{run}.events", items_topic=f"t{run}.items",
                  recs_topic=f"t{run}.recs", dlq_topic=f"t{run}.dlq", group_id=f"g{run}", key_prefix=f"rs:{run}:",
                  session_timeout_ms=2000, metrics_port=0, log_every_s=60.0)
     create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], 4)
     yield s
-    from stream.kafka import delete_topics
+    from stream.drivers.kafka import delete_topics
     delete_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic])
 
 
 @pytest.fixture
 def redis_client(stack):
-    from stream.store import connect
+    from stream.core.storage.store import connect
     return connect(stack[1])
 
 

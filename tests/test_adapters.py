@@ -6,7 +6,7 @@ import pytest
 
 from conftest import shared_data
 from schemas import Rejected, validate_event
-from stream.adapters import ColumnMapping, open_log
+from stream.data.adapters import ColumnMapping, open_log
 
 
 def first(src, n=2000):

@@ -3,7 +3,7 @@ co-visitation's cached neighbour lists follow new evidence at once."""
 import random
 
 from schemas import Event
-from stream.baselines import CoVisitKNN, TopList
+from stream.evaluation.baselines import CoVisitKNN, TopList
 
 
 def test_top_list_equals_a_full_sort_after_every_update():
@@ -43,7 +43,7 @@ def test_covisitation_cache_follows_new_evidence():
 
 def test_river_mf_ranks_like_river_predicts():
     """The incrementally refreshed item matrix gives the ranking river's own predict_one gives."""
-    from stream.baselines import RiverMF
+    from stream.evaluation.baselines import RiverMF
     mf = RiverMF(seed=3, pool=40)
     rng = random.Random(5)
     for n in range(3000):

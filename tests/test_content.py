@@ -28,7 +28,7 @@ def test_encoder_parity_with_the_torch_model(encoder_dir):
 
 
 def test_encoder_embeddings_make_sense_without_torch(encoder_dir):
-    from stream.content import ContentEncoder
+    from stream.core.content import ContentEncoder
     enc = ContentEncoder(encoder_dir[0])
     v = enc.encode(["Nike running shoes men", "Adidas Ultraboost trainers", "stainless steel kitchen knife set"])
     assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -36,7 +36,7 @@ def test_encoder_embeddings_make_sense_without_torch(encoder_dir):
 
 
 def test_index_exact_search_and_upsert():
-    from stream.content import ContentIndex
+    from stream.core.content import ContentIndex
     idx = ContentIndex(2, capacity=1)
     idx.add(["a", "b", "c"], np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32))
     assert [i for i, _ in idx.search(np.array([[1, 0]], np.float32), 2)[0]] == ["a", "c"]
@@ -46,8 +46,8 @@ def test_index_exact_search_and_upsert():
 
 
 def test_cold_start_search_query_and_first_click(redis_client, encoder_dir):
-    from stream.content import ContentEncoder, ContentStore
-    from stream.pipeline import Pipeline
+    from stream.core.content import ContentEncoder, ContentStore
+    from stream.core.pipeline import Pipeline
     prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
     p = Pipeline(redis_client, prefix)
     p.attach_content(ContentStore(redis_client, prefix, ContentEncoder(encoder_dir[0])))
@@ -75,8 +75,8 @@ def test_cold_start_search_query_and_first_click(redis_client, encoder_dir):
 
 
 def test_exploration_slot_is_bounded_and_follows_clicks():
-    from stream.candidates import SOURCE_NAMES
-    from stream.explore import FreshExplorer
+    from stream.core.candidates import SOURCE_NAMES
+    from stream.core.ranking.explore import FreshExplorer
     c = SOURCE_NAMES.index("content")
     items = ["old1", "old2", "new_a", "new_b"]
     F = np.zeros((4, len(SOURCE_NAMES)))
@@ -102,7 +102,7 @@ def test_new_item_reaches_a_user_through_the_content_source(settings, redis_clie
 
     from conftest import start_worker, wait_for
     from schemas import validate_recommendation
-    from stream.produce import produce_events, produce_items
+    from stream.ops.produce import produce_events, produce_items
     from test_worker import Collector
     s = replace(settings, encoder_dir=str(encoder_dir[0]))
     items = [it.to_dict() for it in catalog(SHOES + OTHER)]

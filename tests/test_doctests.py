@@ -4,10 +4,10 @@ import importlib
 
 import pytest
 
-MODULES = ["stream.features", "models.ranker", "stream.settings", "stream.scoring", "stream.rank",
-           "schemas._check", "schemas.event", "schemas.item", "stream.adapters.delimited", "stream.emit",
-           "stream.errors", "stream.ranking_metrics", "stream.resilience", "stream.secrets", "stream.store",
-           "stream.synth"]
+MODULES = ["stream.core.scoring.features", "stream.core.ranking.ranker", "stream.config.settings", "stream.core.scoring", "stream.core.ranking.rank",
+           "schemas._check", "schemas.event", "schemas.item", "stream.data.adapters.delimited", "stream.core.emit",
+           "stream.errors", "models.metrics", "stream.drivers.resilience", "stream.secrets", "stream.core.storage.store",
+           "stream.data.synth"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -21,13 +21,13 @@ from confluent_kafka import Producer
 
 from conftest import ROOT, start_worker, wait_for, worker_env
 from schemas import Rejected, validate_event
-from stream import stack as st
-from stream.consume import records
-from stream.kafka import create_topics, producer_conf
-from stream.produce import produce_events, produce_items
-from stream.settings import Settings
-from stream.store import Keys, user_profile_dump
-from stream.synth import SynthConfig, SynthShop
+from stream.ops import stack as st
+from stream.ops.consume import records
+from stream.drivers.kafka import create_topics, producer_conf
+from stream.ops.produce import produce_events, produce_items
+from stream.config.settings import Settings
+from stream.core.storage.store import Keys, user_profile_dump
+from stream.data.synth import SynthConfig, SynthShop
 
 pytestmark = pytest.mark.integration
 
@@ -101,9 +101,9 @@ def reference_profiles(s, users, n_events, items) -> dict:
     """An uninterrupted run over the same events topic, in-process, under its own prefix and group, with the
     catalog loaded first."""
     from schemas import validate_item
-    from stream.catalog import Catalog
-    from stream.cli import build_pipeline
-    from stream.worker import ConfluentWorker
+    from stream.core.storage.catalog import Catalog
+    from stream.config.compose import build_pipeline
+    from stream.drivers.worker import ConfluentWorker
     ref = replace(s, key_prefix=s.key_prefix + "ref:", group_id=s.group_id + "-ref")
     Catalog(client(s), ref.key_prefix).upsert([validate_item(i) for i in items])
     w = ConfluentWorker(ref, build_pipeline(ref, ranker=False))

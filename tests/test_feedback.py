@@ -1,7 +1,7 @@
-"""The label join (stream/feedback.py) on hand-made event sequences: event time only."""
+"""The label join (stream/core/ranking/feedback.py) on hand-made event sequences: event time only."""
 import numpy as np
 
-from stream.feedback import FeedbackJoin
+from stream.core.ranking.feedback import FeedbackJoin
 
 MIN = 60_000
 
@@ -29,7 +29,7 @@ def test_click_cart_purchase_weights_and_sampled_negatives():
 
 
 def test_weights_order_click_below_cart_below_purchase():
-    from stream.feedback import LABEL_WEIGHTS
+    from stream.core.ranking.feedback import LABEL_WEIGHTS
     assert LABEL_WEIGHTS["click"] < LABEL_WEIGHTS["add_to_cart"] < LABEL_WEIGHTS["purchase"]
 
 

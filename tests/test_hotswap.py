@@ -11,10 +11,10 @@ import torch
 from conftest import start_worker, wait_for
 from test_worker import Collector, _applied
 from exporters.onnx import export_seqrec
-from exporters.registry import Registry
+from stream.core.storage.registry import Registry
 from models.seqrec import SeqRec, SeqRecConfig
-from stream.produce import produce_events, produce_items
-from stream.synth import SynthConfig, SynthShop
+from stream.ops.produce import produce_events, produce_items
+from stream.data.synth import SynthConfig, SynthShop
 
 pytestmark = pytest.mark.integration
 

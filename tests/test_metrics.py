@@ -1,9 +1,9 @@
 """The worker's Prometheus endpoint serves its counters and histograms."""
 import urllib.request
 
-from stream.metrics import WorkerMetrics
-from stream.pipeline import BatchResult
-from stream.stack import free_port
+from stream.drivers.metrics import WorkerMetrics
+from stream.core.pipeline import BatchResult
+from stream.ops.stack import free_port
 
 
 def test_metrics_endpoint_exposes_worker_series():

@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from schemas import Event
-from stream.profile import ProfileStore
-from stream.store import user_profile_dump
+from stream.core.storage.profile import ProfileStore
+from stream.core.storage.store import user_profile_dump
 
 pytestmark = pytest.mark.integration
 

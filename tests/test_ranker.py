@@ -5,10 +5,10 @@ import uuid
 import numpy as np
 import pytest
 
-from models.ranker import OnlineRanker, RankerCheckpoint, RankerConfig, mirror_params
-from stream.feedback import Example
-from stream.features import FEATURE_NAMES, N_FEATURES, UserView, candidate_features
-from stream.store import Keys
+from stream.core.ranking.ranker import OnlineRanker, RankerCheckpoint, RankerConfig, mirror_params
+from stream.core.ranking.feedback import Example
+from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES, UserView, candidate_features
+from stream.core.storage.store import Keys
 
 HOUR = 3_600_000
 
@@ -115,7 +115,7 @@ def test_bot_like_users_train_neither_ranker_nor_covisitation(redis_client):
     is applied and counted, but past the guard they record no impression, label nothing, and add no
     co-visitation or popularity. A human beside them does all three."""
     from schemas import Event
-    from stream.pipeline import Pipeline
+    from stream.core.pipeline import Pipeline
     prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
     p = Pipeline(redis_client, prefix)
     ranker = OnlineRanker(RankerConfig(min_examples=0))
@@ -149,7 +149,7 @@ def test_bot_like_users_train_neither_ranker_nor_covisitation(redis_client):
 def test_batch_features_equal_per_user_features():
     """The batched (segment-wise) computation gives every user exactly what the per-user one gives,
     including empty users, ties, NaNs and users without a price history."""
-    from stream.features import batch_features, rank_inverse, zscore
+    from stream.core.scoring.features import batch_features, rank_inverse, zscore
     rng = np.random.default_rng(4)
     col = {n: i for i, n in enumerate(FEATURE_NAMES)}
     args = []

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from conftest import ROOT, worker_env
-from stream.consume import records
-from stream.produce import produce_events
-from stream.synth import SynthConfig, SynthShop
+from stream.ops.consume import records
+from stream.ops.produce import produce_events
+from stream.data.synth import SynthConfig, SynthShop
 
 pytestmark = pytest.mark.integration
 

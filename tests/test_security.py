@@ -13,12 +13,12 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from conftest import ROOT, wait_for
 from schemas import Event
-from stream import stack
-from stream.kafka import configure_security, consumer_conf, producer_conf
+from stream.ops import stack
+from stream.drivers.kafka import configure_security, consumer_conf, producer_conf
 from stream.secrets import Pseudonymiser, RedactingFilter, redact_url
-from stream.settings import Settings, SettingsError
-from stream.store import Keys, key_part
-from stream.validate import InMessage
+from stream.config.settings import Settings, SettingsError
+from stream.core.storage.store import Keys, key_part
+from stream.core.validate import InMessage
 
 ids = st.text(alphabet=st.sampled_from(list("ab:{}%u") + ["é"]), max_size=10)
 
@@ -37,7 +37,7 @@ def test_key_names_are_injective_and_hash_tagged(a, b):
 
 def test_lua_escapes_ids_like_python(redis_client):
     """The profile script builds item, co-visitation and category keys itself: same escaping as key_part."""
-    from stream.profile import ProfileStore
+    from stream.core.storage.profile import ProfileStore
     prefix = f"rs:{uuid.uuid4().hex[:8]}:"
     store = ProfileStore(redis_client, prefix)
     weird = "it:em{1}%"
@@ -78,7 +78,7 @@ def test_kafka_security_settings_reach_every_client():
 def test_sasl_against_the_local_broker_is_refused_not_hung(stack):
     """The local broker (Tansu) speaks plaintext only: a SASL client fails fast with a broker error."""
     from stream.errors import BrokerError
-    from stream.kafka import check_brokers
+    from stream.drivers.kafka import check_brokers
     configure_security({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
                         "sasl.username": "u", "sasl.password": "p"})
     try:
@@ -120,14 +120,14 @@ def test_redis_auth_with_a_password_and_an_acl_user(tmp_path):
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, preexec_fn=stack.die_with_parent)
     try:
         wait_for(lambda: stack.port_open("127.0.0.1", port), what="redis with a password")
-        from stream.store import connect
+        from stream.core.storage.store import connect
         with pytest.raises(ConnectionError) as err:
             connect(f"redis://:wrong-pw-1@127.0.0.1:{port}/0")
         assert "wrong-pw-1" not in str(err.value)
         c = connect(f"redis://:default-pw-1@127.0.0.1:{port}/0")
         c.execute_command("ACL", "SETUSER", "recstream", "on", ">app-pw-1", "~rs:*", "+@all")
         app = connect(f"redis://recstream:app-pw-1@127.0.0.1:{port}/0")
-        from stream.pipeline import Pipeline
+        from stream.core.pipeline import Pipeline
         p = Pipeline(app, "rs:")
         p.process_batch([InMessage(b'{"event_id":"e","user_id":"u","item_id":"i","type":"view","ts":1730000000000}')])
         assert app.exists(Keys("rs:").user("u"))
@@ -139,7 +139,7 @@ def test_redis_auth_with_a_password_and_an_acl_user(tmp_path):
 
 
 def test_pseudonymised_user_ids_reach_neither_redis_nor_the_recommendations(redis_client):
-    from stream.pipeline import Pipeline
+    from stream.core.pipeline import Pipeline
     prefix = f"rs:{uuid.uuid4().hex[:8]}:"
     p = Pipeline(redis_client, prefix)
     ps = Pseudonymiser(b"k" * 16)

@@ -7,10 +7,10 @@ import torch
 
 from exporters.onnx import export_seqrec
 from exporters.parity import ParityError, check_seqrec_parity
-from exporters.registry import Registry, RegistryError
+from stream.core.storage.registry import Registry, RegistryError
 from models.seqrec import SeqRec, SeqRecConfig
-from stream.onnx_scorer import BlendedScorer, OnnxScorer
-from stream.scoring import CandidateBatch
+from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
+from stream.core.scoring import CandidateBatch
 
 
 @pytest.fixture(scope="module")

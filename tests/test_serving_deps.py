@@ -8,10 +8,10 @@ from conftest import ROOT
 
 def test_worker_path_never_imports_torch(encoder_dir):
     code = ("import sys\n"
-            "import stream.worker, stream.faust_driver, stream.onnx_scorer, stream.pipeline, stream.cli\n"
-            "import stream.backtest, exporters.registry, models.ranker, stream.content, stream.explore\n"
-            "from models.ranker import OnlineRanker, RankerConfig\n"
-            "from stream.content import ContentEncoder\n"
+            "import stream.drivers.worker, stream.drivers.faust_driver, stream.core.scoring.transformer, stream.core.pipeline, stream.cli\n"
+            "import stream.evaluation.backtest, stream.core.storage.registry, stream.core.ranking.ranker, stream.core.content, stream.core.ranking.explore\n"
+            "from stream.core.ranking.ranker import OnlineRanker, RankerConfig\n"
+            "from stream.core.content import ContentEncoder\n"
             "OnlineRanker(RankerConfig(model='fm'))\n"
             f"ContentEncoder({str(encoder_dir[0])!r}).encode(['running shoes'])\n"
             "print('torch' in sys.modules, 'transformers' in sys.modules)")

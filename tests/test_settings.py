@@ -1,6 +1,6 @@
 import pytest
 
-from stream.settings import Settings, SettingsError, env_table
+from stream.config.settings import Settings, SettingsError, env_table
 
 
 def test_env_overrides_and_types():

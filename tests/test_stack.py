@@ -7,7 +7,7 @@ import sys
 import pytest
 import redis
 
-from stream import stack as st
+from stream.ops import stack as st
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 from collections import Counter
 
 from schemas import Rejected, validate_event, validate_item
-from stream.synth import SynthConfig, SynthShop
+from stream.data.synth import SynthConfig, SynthShop
 
 CFG = SynthConfig(n_users=300, n_items=400, n_events=6000, seed=3)
 

@@ -1,7 +1,7 @@
 """Training: the time split holds (nothing after the split is trained on), and a seed makes it repeatable."""
 from models.data import Interaction, split_time, training_windows
 from models.train import TrainConfig, held_out, train
-from stream.synth import SynthConfig, SynthShop
+from stream.data.synth import SynthConfig, SynthShop
 
 
 def synth_interactions(n=3000):

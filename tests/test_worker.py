@@ -10,10 +10,10 @@ import pytest
 
 from conftest import start_worker, wait_for
 from schemas import Rejected, validate_item, validate_recommendation
-from stream.consume import records
-from stream.produce import produce_events, produce_items
-from stream.store import Keys, user_profile_dump
-from stream.synth import SynthConfig, SynthShop
+from stream.ops.consume import records
+from stream.ops.produce import produce_events, produce_items
+from stream.core.storage.store import Keys, user_profile_dump
+from stream.data.synth import SynthConfig, SynthShop
 
 pytestmark = pytest.mark.integration
 
@@ -100,9 +100,9 @@ def _applied(client, prefix, users):
 
 def test_sigkill_mid_stream_then_restart_ends_with_identical_profiles(settings, redis_client, tmp_path):
     from dataclasses import replace
-    from stream.catalog import Catalog
-    from stream.cli import build_pipeline
-    from stream.worker import ConfluentWorker
+    from stream.core.storage.catalog import Catalog
+    from stream.config.compose import build_pipeline
+    from stream.drivers.worker import ConfluentWorker
     sh = shop(12_000, seed=9)
     events = list(sh.events())
     users = {e["user_id"] for e in events}
@@ -177,7 +177,7 @@ def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_
     starts from scratch and serves); what it learns is checkpointed (periodically and at SIGTERM)
     and a restarted worker carries on from it."""
     from dataclasses import replace
-    from stream.features import FEATURE_NAMES
+    from stream.core.scoring.features import FEATURE_NAMES
     s = replace(settings, ranker="lr", ranker_checkpoint_s=1.0)
     key = f"{s.key_prefix}ranker:{s.group_id}:lr"
     redis_client.hset(key, mapping={"format": "recstream-ranker/1", "features": ",".join(FEATURE_NAMES),

@@ -1,0 +1,95 @@
+"""train -> export -> parity -> (quantize) -> register: the whole path behind `recstream train`."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+from exporters.onnx import OPSET, export_seqrec
+from exporters.parity import check_seqrec_parity
+from models.data import load_interactions
+from models.metrics import summarize
+from models.train import TrainConfig, held_out, train
+from stream.core.storage.registry import Registry
+from stream.data.adapters import open_log
+
+
+def _onnx_ranks(path, histories, targets, T, n_items, exclude_seen=True, batch=512):
+    import onnxruntime as ort
+
+    from models.data import left_pad
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    allc = np.arange(n_items, dtype=np.int64)[None, :]
+    ranks = []
+    for i in range(0, len(targets), batch):
+        hs = histories[i: i + batch]
+        x = np.array([left_pad(h, T) for h in hs], dtype=np.int64)
+        sc = sess.run(["scores"], {"seq": x, "candidates": np.repeat(allc, len(hs), 0)})[0]
+        sc[:, 0] = -np.inf
+        for j, (h, t) in enumerate(zip(hs, targets[i: i + batch])):
+            if t <= 0 or (exclude_seen and t in h):
+                ranks.append(0)
+                continue
+            row = sc[j]
+            if exclude_seen and h:
+                row[h] = -np.inf
+            ranks.append(int((row >= row[t]).sum()))
+    return ranks
+
+
+def _speed(path, T, n_items, batch=32, n_cand=100, reps=20) -> float:
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, n_items, (batch, T))
+    c = rng.integers(1, n_items, (batch, n_cand))
+    sess.run(["scores"], {"seq": x, "candidates": c})
+    t = time.perf_counter()
+    for _ in range(reps):
+        sess.run(["scores"], {"seq": x, "candidates": c})
+    return batch * reps / (time.perf_counter() - t)
+
+
+def train_export_register(events_path, fmt=None, *, registry_root="artifacts/models", epochs=200, seed=42,
+                          test_frac=0.2, stride=10, quantize=False, promote=False, limit=None, log=print) -> dict:
+    events = load_interactions(open_log(events_path, fmt).events(), limit)
+    if len(events) < 100:
+        raise ValueError(f"{events_path}: only {len(events)} usable events; need at least 100 to train")
+    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride)
+    import sys
+    model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_seqrec(model, Path(tmp) / "model.onnx")
+        parity = check_seqrec_parity(model, onnx_path)
+        report["parity"] = parity.to_dict()
+        vocab_path = Path(tmp) / "vocab.json"
+        vocab_path.write_bytes(orjson.dumps(vocab.items))
+        files = {"model.onnx": onnx_path, "vocab.json": vocab_path}
+        if quantize:
+            from exporters.quantize import quantize_int8
+            q = quantize_int8(onnx_path, Path(tmp) / "model.int8.onnx")
+            histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
+            fp = summarize(_onnx_ranks(onnx_path, histories, targets, cfg.max_len, len(vocab)), ks=(10,))
+            i8 = summarize(_onnx_ranks(q, histories, targets, cfg.max_len, len(vocab)), ks=(10,))
+            s_fp, s_i8 = _speed(onnx_path, cfg.max_len, len(vocab)), _speed(q, cfg.max_len, len(vocab))
+            report["int8"] = {"ndcg@10_fp32": fp["ndcg@10"], "ndcg@10_int8": i8["ndcg@10"],
+                              "ndcg@10_change": i8["ndcg@10"] - fp["ndcg@10"],
+                              "seq_per_s_fp32_b32_c100": s_fp, "seq_per_s_int8_b32_c100": s_i8,
+                              "speedup": s_i8 / s_fp}
+            log(f"int8: NDCG@10 {fp['ndcg@10']:.4f} -> {i8['ndcg@10']:.4f}; "
+                f"{s_fp:,.0f} -> {s_i8:,.0f} sequences/s (batch 32, 100 candidates)")
+            files["model.int8.onnx"] = q
+        reg = Registry(registry_root)
+        manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt, "opset": OPSET,
+                    "parity": report["parity"], "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
+                    "model_config": report["model_config"], "train_config": report["config"],
+                    "int8": report.get("int8"), "torch": torch.__version__}
+        version = reg.register(files, manifest)
+    if promote:
+        reg.promote(version)
+    report["version"] = version
+    return report

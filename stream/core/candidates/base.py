@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from stream.core.storage.profile import Snapshot
+
+
+@dataclass
+class BatchContext:
+    """What the candidate stage knows about one batch."""
+    snapshots: dict[str, Snapshot]
+    now_ts: int                                   # event time: the batch's newest event
+    exclude: dict[str, set] = field(default_factory=dict)   # user -> items not to propose (ask with exclusions)
+    # user -> item -> per-source scores in SOURCE_NAMES order (each in [0, 1]; 0 = not proposed)
+    cands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    vectors: dict = field(default_factory=dict)   # user -> content vector (set by the content source)
+
+    def adder(self, user: str, source: str):
+        """A fast `add(item, score)` for one user and source (keeps the best score per item)."""
+        from stream.core.candidates import SOURCE_NAMES
+        col = SOURCE_NAMES.index(source)
+        rows = self.cands.setdefault(user, {})
+        width = len(SOURCE_NAMES)
+
+        def add(item: str, score: float) -> None:
+            row = rows.get(item)
+            if row is None:
+                row = rows[item] = [0.0] * width
+            if score > row[col]:
+                row[col] = score
+        return add
+
+
+class CandidateSource(Protocol):
+    name: str
+
+    def plan(self, ctx: BatchContext, pipe) -> Callable[[list], None]:
+        """Queue reads on `pipe`; return a function that takes this source's replies, in order."""
+
+
+def zrevrange(pipe, key: str, n: int) -> None:
+    """Queue ZREVRANGE key 0 n-1 WITHSCORES, replied as a flat list (parsed by `pairs`, faster than redis-py's)."""
+    pipe.execute_command("ZREVRANGE", key, 0, n - 1, "WITHSCORES")
+
+
+def pairs(flat: list) -> list[tuple[str, float]]:
+    """A [member, score, ...] (or [[member, score], ...]) reply -> [(item, score)]."""
+    if flat and isinstance(flat[0], (list, tuple)):
+        return [(m.decode(), float(s)) for m, s in flat]
+    return [(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+def normalised(flat: list[bytes]) -> list[tuple[str, float]]:
+    """A flat ZREVRANGE ... WITHSCORES reply -> (item, score / best score)."""
+    ps = pairs(flat)
+    if not ps:
+        return []
+    top = ps[0][1] or 1.0
+    return [(m, s / top) for m, s in ps]

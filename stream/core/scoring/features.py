@@ -1,0 +1,192 @@
+"""Ranking features for the online ranker: pure functions of what the candidate stage already holds
+(source scores, the transformer's and the base scorer's scores, the user's profile snapshot, item
+metadata and popularity). No I/O here: the pipeline gathers the inputs once per batch.
+
+One row per candidate, columns in `FEATURE_NAMES` order; every value finite (missing -> 0 plus an
+indicator column where "missing" itself carries information).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.core.candidates import SOURCE_NAMES
+
+TRIGGER_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"src_{s}" for s in SOURCE_NAMES),            # each source's own score (0 = not proposed)
+    *(f"rank_{s}" for s in SOURCE_NAMES),           # 1 / (1 + rank among the user's candidates by that source)
+    "n_sources",                                    # how many sources proposed it
+    "transformer_z", "transformer_known",           # transformer score standardised over the user's candidates
+    "base_z", "base_rank",                          # the base scorer's score (z) and position (1 / (1 + rank))
+    "log_popularity", "trend",                      # all-time popularity; decayed trend / batch max
+    "cat_affinity", "brand_affinity",               # the user's decayed affinity / their strongest one
+    "cat_log_hours", "cat_never",                   # hours since the user last touched the item's category
+    "price_rel", "price_known",                     # log(item price) - the user's usual log price
+    "log_since_last_s", "log_gap_before_last_s",    # time since the user's last event; the gap before it
+    "log_history",                                  # length of the user's recent sequence
+    *(f"trigger_{t}" for t in TRIGGER_TYPES),       # what the user did last
+    "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
+)
+N_FEATURES = len(FEATURE_NAMES)
+_W = len(SOURCE_NAMES)
+
+
+@dataclass
+class UserView:
+    """The slice of a profile snapshot the features need."""
+    affinity: dict[str, float]        # "c:{cat}" / "b:{brand}" -> decayed value
+    aff_ts: dict[str, int]            # same keys -> last event time on it (ms)
+    last_ts: int
+    prev_ts: int
+    last_type: str
+    price_mean: float | None          # mean log price
+    history: int
+
+
+def rank_inverse(scores: np.ndarray) -> np.ndarray:
+    """1 / (1 + rank) by descending score (ties: first come first), 0 where the score is <= 0 or NaN.
+
+    >>> rank_inverse(np.array([0.2, 0.0, 0.9, np.nan])).tolist()
+    [0.5, 0.0, 1.0, 0.0]
+    """
+    out = np.zeros(len(scores))
+    ok = np.isfinite(scores) & (scores > 0)
+    if ok.any():
+        idx = np.flatnonzero(ok)
+        order = idx[np.argsort(-scores[idx], kind="stable")]
+        out[order] = 1.0 / (1.0 + np.arange(len(order)))
+    return out
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Standardised over the finite entries (0 elsewhere, and 0 when fewer than two or no spread).
+
+    >>> zscore(np.array([1.0, 3.0, np.nan])).tolist()
+    [-1.0, 1.0, 0.0]
+    """
+    out = np.zeros(len(x))
+    ok = np.isfinite(x)
+    if ok.sum() > 1:
+        v = x[ok]
+        sd = v.std()
+        if sd > 1e-12:
+            out[ok] = (v - v.mean()) / sd
+    return out
+
+
+def user_features(user: UserView, now_ts: int) -> np.ndarray:
+    """The columns that are the same for every candidate of a user."""
+    since = max(0, now_ts - user.last_ts) / 1000 if user.last_ts else 0.0
+    gap = max(0, user.last_ts - user.prev_ts) / 1000 if user.prev_ts else 0.0
+    trig = [1.0 if user.last_type == t else 0.0 for t in TRIGGER_TYPES]
+    return np.array([math.log1p(since), math.log1p(gap), math.log1p(user.history), *trig])
+
+
+def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base: np.ndarray,
+                       meta: list[tuple[str | None, str | None, float | None]], user: UserView, now_ts: int,
+                       popularity: np.ndarray, trend: np.ndarray, content_sim: np.ndarray | None = None) -> np.ndarray:
+    """(C, N_FEATURES) for one user's C candidates.
+
+    sources: (C, len(SOURCE_NAMES)) source scores; transformer: (C,) with NaN where unknown, or None;
+    base: (C,) the base scorer's final score; meta: per candidate (category, brand, price);
+    popularity: (C,) all-time weighted interactions; trend: (C,) already scaled to [0, 1];
+    content_sim: (C,) cosine to the user's content vector, NaN where an embedding is missing (or None).
+    """
+    return batch_features([sources], None if transformer is None else [transformer], [base], [meta], [user],
+                          now_ts, [popularity], [trend], None if content_sim is None else [content_sim])[0]
+
+
+def _segment_rank_inverse(x: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """`rank_inverse` within each segment (user) of a flat array, in one sort."""
+    out = np.zeros(len(x))
+    idx = np.flatnonzero(np.isfinite(x) & (x > 0))
+    if idx.size:
+        order = idx[np.lexsort((idx, -x[idx], seg[idx]))]        # by user, then score down, then position
+        s = seg[order]
+        first = np.r_[True, s[1:] != s[:-1]]
+        starts = np.flatnonzero(first)
+        pos = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        out[order] = 1.0 / (1.0 + pos)
+    return out
+
+
+def _segment_zscore(x: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
+    """`zscore` within each segment (user) of a flat array."""
+    out = np.zeros(len(x))
+    ok = np.isfinite(x)
+    if not ok.any():
+        return out
+    so, xo = seg[ok], x[ok]
+    cnt = np.bincount(so, minlength=n)
+    mean = np.bincount(so, weights=xo, minlength=n) / np.maximum(cnt, 1)
+    sd = np.sqrt(np.bincount(so, weights=(xo - mean[so]) ** 2, minlength=n) / np.maximum(cnt, 1))
+    good = ok & (cnt[seg] > 1) & (sd[seg] > 1e-12)
+    out[good] = (x[good] - mean[seg[good]]) / sd[seg[good]]
+    return out
+
+
+def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
+                   meta: list[list], users: list[UserView], now_ts: int, popularity: list[np.ndarray],
+                   trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """`candidate_features` for every user of a batch at once (the per-user statistics, ranks and
+    standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
+    sizes = [len(b) for b in base]
+    n_users, total = len(sizes), sum(sizes)
+    X = np.zeros((total, N_FEATURES))
+    if total == 0:
+        return [X[:0] for _ in sizes]
+    seg = np.repeat(np.arange(n_users), sizes)
+    S = np.concatenate([s.reshape(-1, _W) for s in sources])
+    B = np.concatenate(base).astype(np.float64)
+    X[:, :_W] = S
+    for j in range(_W):
+        if S[:, j].any():
+            X[:, _W + j] = _segment_rank_inverse(S[:, j], seg)
+    col = 2 * _W
+    X[:, col] = (S > 0).sum(axis=1)
+    T = np.concatenate(transformer).astype(np.float64) if transformer is not None else np.full(total, np.nan)
+    X[:, col + 1] = _segment_zscore(T, seg, n_users)
+    X[:, col + 2] = np.isfinite(T)
+    X[:, col + 3] = _segment_zscore(B, seg, n_users)
+    seg_min = np.full(n_users, np.inf)
+    np.minimum.at(seg_min, seg, B)
+    X[:, col + 4] = _segment_rank_inverse(B - seg_min[seg] + 1.0, seg)    # every candidate gets a position
+    X[:, col + 5] = np.log1p(np.maximum(np.concatenate(popularity), 0.0))
+    X[:, col + 6] = np.concatenate(trend)
+    # per-candidate lookups in the user's profile: list comprehensions, assigned column by column
+    cat_aff, brand_aff, cat_hours, cat_never, price_rel, price_known = [], [], [], [], [], []
+    for user, m_u in zip(users, meta):
+        aff, when = user.affinity, user.aff_ts
+        cmax = max((v for k, v in aff.items() if k.startswith("c:")), default=0.0) or 1.0
+        bmax = max((v for k, v in aff.items() if k.startswith("b:")), default=0.0) or 1.0
+        ckeys = ["c:" + m[0] if m[0] else None for m in m_u]
+        cat_aff += [aff.get(k, 0.0) / cmax if k else 0.0 for k in ckeys]
+        brand_aff += [aff.get("b:" + m[1], 0.0) / bmax if m[1] else 0.0 for m in m_u]
+        last = [when.get(k) if k else None for k in ckeys]
+        cat_hours += [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
+        cat_never += [w is None for w in last]
+        pm = user.price_mean
+        if pm is None:
+            price_rel += [0.0] * len(m_u)
+            price_known += [False] * len(m_u)
+        else:
+            price_rel += [max(-5.0, min(5.0, math.log(m[2]) - pm)) if m[2] and m[2] > 0 else 0.0 for m in m_u]
+            price_known += [bool(m[2] and m[2] > 0) for m in m_u]
+    X[:, col + 7] = cat_aff
+    X[:, col + 8] = brand_aff
+    X[:, col + 9] = cat_hours
+    X[:, col + 10] = cat_never
+    X[:, col + 11] = price_rel
+    X[:, col + 12] = price_known
+    uf = np.stack([user_features(u, now_ts) for u in users])
+    X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
+    if content_sim is not None:
+        cs = np.concatenate(content_sim).astype(np.float64)
+        known = np.isfinite(cs)
+        X[:, -2] = np.where(known, cs, 0.0)
+        X[:, -1] = known
+    return np.split(X, np.cumsum(sizes)[:-1])

@@ -1,0 +1,186 @@
+"""The transformer scorer at serving time: onnxruntime only (no torch in the worker).
+
+`OnnxScorer` loads a registered SeqRec export, picks the CUDA execution provider when
+onnxruntime-gpu and a GPU are present (inputs bound with IOBinding) and the CPU provider otherwise,
+and logs which. It maps external item ids to the model's vocabulary: items it does not know get
+no transformer score (NaN) and are ranked by the other candidate sources' scores alone.
+All users of a worker batch are scored in micro-batches of `max_batch` sequences, one run each.
+
+`BlendedScorer` = fallback + weight x (transformer score standardised over the user's candidates).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from stream.core.scoring import CandidateBatch, FallbackScorer
+
+log = logging.getLogger("recstream.scorer")
+
+
+def open_session(path, providers: list[str] | None = None):
+    """An onnxruntime session on the CUDA execution provider when onnxruntime-gpu and a GPU are there,
+    else the CPU one (full graph optimisation); returns (session, the providers available)."""
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    if providers is None:
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available
+                     else ["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers), available
+
+
+class OnnxScorer:
+    name = "transformer"
+
+    def __init__(self, model_dir: str | Path, max_batch: int = 256, providers: list[str] | None = None):
+        d = Path(model_dir)
+        self.manifest = orjson.loads((d / "manifest.json").read_bytes())
+        self.version = self.manifest["version"]
+        vocab = orjson.loads((d / "vocab.json").read_bytes())
+        self.index = {item: i for i, item in enumerate(vocab) if i > 0}
+        self.proxy: dict[str, int] = {}    # unknown item -> model id of its nearest known item (content), 0 = none
+        self.T = int(self.manifest["model_config"]["max_len"])
+        self.session, available = open_session(d / "model.onnx", providers)
+        self.provider = self.session.get_providers()[0]
+        self.max_batch = max_batch
+        log.info("transformer %s on %s (available: %s)", self.version, self.provider, ", ".join(available))
+
+    def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(B, T) model item ids, (B, C) model item ids -> (B, C) scores; one run per call."""
+        if self.provider == "CUDAExecutionProvider":
+            io = self.session.io_binding()
+            io.bind_cpu_input("seq", histories)
+            io.bind_cpu_input("candidates", candidates)
+            io.bind_output("scores")
+            self.session.run_with_iobinding(io)
+            return io.copy_outputs_to_cpu()[0]
+        return self.session.run(["scores"], {"seq": histories, "candidates": candidates})[0]
+
+    def encode_history(self, recent_newest_first: list[str]) -> np.ndarray:
+        ids = [self.index[i] for i in reversed(recent_newest_first) if i in self.index][-self.T:]
+        row = np.zeros(self.T, dtype=np.int64)
+        if ids:
+            row[-len(ids):] = ids
+        return row
+
+    def score(self, batch: CandidateBatch) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        n = len(batch.users)
+        for start in range(0, n, self.max_batch):
+            stop = min(n, start + self.max_batch)
+            width = max([len(c) for c in batch.items[start:stop]] + [1])
+            seq = np.stack([self.encode_history(h) for h in batch.histories[start:stop]])
+            cand = np.zeros((stop - start, width), dtype=np.int64)
+            for r, items in enumerate(batch.items[start:stop]):
+                cand[r, : len(items)] = [self.index.get(i) or self.proxy.get(i, 0) for i in items]
+            scores = self.score_many(seq, cand).astype(np.float64)
+            scores[cand == 0] = np.nan      # unknown to the model (or padding): no opinion
+            out.extend(scores[r, : len(items)] for r, items in enumerate(batch.items[start:stop]))
+        return out
+
+
+class ModelRetrieval:
+    """Candidate source "model": the transformer's own top-n over a pool of the items it knows
+    (the whole vocabulary up to `pool` items, else the first `pool`: the training vocabulary is
+    ordered, so configure the pool for very large catalogues). One run per 256 users."""
+
+    name = "model"
+
+    def __init__(self, scorer: OnnxScorer, n: int = 50, pool: int = 5000):
+        self.scorer, self.n = scorer, n
+        ids = sorted(scorer.index.values())[:pool]
+        self.pool_ids = np.array(ids, dtype=np.int64)
+        inv = {i: item for item, i in scorer.index.items()}
+        self.pool_items = [inv[i] for i in ids]
+        self.pool_pos = {item: j for j, item in enumerate(self.pool_items)}
+
+    def plan(self, ctx, pipe):
+        users = list(ctx.snapshots)
+        hs = [ctx.snapshots[u].recent for u in users]
+        for start in range(0, len(users), self.scorer.max_batch):
+            chunk = users[start: start + self.scorer.max_batch]
+            seq = np.stack([self.scorer.encode_history(h) for h in hs[start: start + len(chunk)]])
+            if not seq.any():
+                continue
+            cand = np.broadcast_to(self.pool_ids, (len(chunk), len(self.pool_ids))).copy()
+            scores = self.scorer.score_many(seq, cand)
+            for r, uid in enumerate(chunk):
+                ex = ctx.exclude.get(uid)
+                if ex:
+                    idx = [self.pool_pos[i] for i in ex if i in self.pool_pos]
+                    scores[r, idx] = -np.inf
+            top = np.argsort(-scores, axis=1, kind="stable")[:, : self.n]
+            for r, uid in enumerate(chunk):
+                if not seq[r].any():
+                    continue
+                add = ctx.adder(uid, self.name)
+                for rank, j in enumerate(top[r]):
+                    add(self.pool_items[j], 1.0 / (1.0 + rank))
+        return lambda replies: None
+
+
+class BlendedScorer:
+    name = "blend"
+
+    def __init__(self, transformer: OnnxScorer, fallback: FallbackScorer | None = None, weight: float = 1.0):
+        self.transformer, self.fallback, self.weight = transformer, fallback or FallbackScorer(), weight
+        self.version = f"{self.fallback.version}+{transformer.version}"
+
+    def score_components(self, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
+        fb = self.fallback.score(batch)
+        tr = self.transformer.score(batch)
+        final = []
+        for f, t in zip(fb, tr):
+            z = np.zeros_like(f)
+            known = np.isfinite(t)
+            if known.sum() > 1:
+                tk = t[known]
+                z[known] = (tk - tk.mean()) / (tk.std() + 1e-9)
+            final.append(f + self.weight * z)
+        return {"fallback": fb, "transformer": tr, self.name: final}
+
+    def score(self, batch: CandidateBatch) -> list[np.ndarray]:
+        return self.score_components(batch)[self.name]
+
+
+def load_promoted(registry_root: str | Path, name: str = "seqrec") -> BlendedScorer | None:
+    from stream.core.storage.registry import Registry   # no torch: the registry is plain files
+    reg = Registry(registry_root, name)
+    version = reg.promoted()
+    return BlendedScorer(OnnxScorer(reg.path(version))) if version else None
+
+
+class ModelWatcher:
+    """Between batches: if the registry's PROMOTED pointer changed, load that version and swap it in.
+    The swap happens between two batches, so no event is dropped or processed twice; every
+    recommendation names the scorer version that scored it."""
+
+    def __init__(self, registry_root: str | Path, pipeline, interval_s: float = 2.0, name: str = "seqrec"):
+        from stream.core.storage.registry import Registry
+        import time
+        self.reg, self.pipeline, self.interval_s = Registry(registry_root, name), pipeline, interval_s
+        self._clock = time.monotonic
+        self._next = 0.0
+        self.current = None
+
+    def __call__(self) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        version = self.reg.promoted()
+        if version and version != self.current:
+            try:
+                scorer = BlendedScorer(OnnxScorer(self.reg.path(version)))
+            except Exception as exc:  # noqa: BLE001 - a bad model must not stop serving
+                log.error("model %s could not be loaded, keeping %s: %s", version, self.current, exc)
+                self.current = version
+                return
+            self.pipeline.set_scorer(scorer)
+            log.info("scorer swapped: %s -> %s", self.current or "fallback", version)
+            self.current = version

@@ -1,0 +1,157 @@
+"""Stage 2: update users' profiles in Redis, idempotently, one pipelined round-trip per batch.
+
+The update itself is `lua/apply_events.lua`, run once per user with that user's events of
+the batch, in order: it skips event ids it has applied before (so a replayed or redelivered
+event changes nothing), updates the recent-item sequence, decayed category/brand affinities,
+counters, purchases, co-visitation and trending, and returns the user's profile snapshot,
+so the candidate stage needs no extra read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from schemas import Event
+from stream.errors import TRANSIENT_REDIS, translate_redis
+from stream.core.storage.store import Keys, Script
+
+WEIGHTS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4, "search": 0}
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    affinity_half_life_s: float = 7 * 86400.0  # category/brand affinity decay
+    trend_half_life_s: float = 6 * 3600.0      # trending decay
+    max_seq: int = 50                          # recent items kept (transformer input length)
+    covis_n: int = 3                           # previous items an event co-visits with
+    seen_cap: int = 2000                       # event ids remembered per user for idempotency
+    session_gap_s: float = 1800.0              # co-visitation only within this gap
+    max_affinities: int = 64                   # categories+brands kept per user
+    bot_per_min: int = 40                      # above this many events a minute: bot-like
+
+
+@dataclass
+class Snapshot:
+    """A user's profile right after the batch's events were applied."""
+    user_id: str
+    recent: list[str]                 # newest first
+    affinity: dict[str, float]        # "c:{cat}" / "b:{brand}" -> value decayed to last_ts
+    bought: list[str]
+    last_ts: int
+    applied: int = 0                  # events of this batch applied (not duplicates)
+    events: list[Event] = field(default_factory=list)
+    fresh: list[Event] = field(default_factory=list)      # the applied ones (feedback for the ranker)
+    bot: bool = False                 # some event of this batch was bot-like: it trains nothing shared
+    aff_ts: dict[str, int] = field(default_factory=dict)  # affinity key -> the user's last event on it (ms)
+    prev_ts: int = 0                  # the user's event before the last one
+    last_type: str = ""
+    price_mean: float | None = None   # mean log-price of carted/bought items (None: never)
+    query: str = ""                   # the user's last search query
+
+    def top(self, kind: str, n: int) -> list[tuple[str, float]]:
+        pre = kind + ":"
+        pairs = [(k[len(pre):], v) for k, v in self.affinity.items() if k.startswith(pre)]
+        pairs.sort(key=lambda kv: (-kv[1], kv[0]))
+        return pairs[:n]
+
+
+def _decode_aff(flat: list[bytes], now: int, half_life_ms: float) -> tuple[dict[str, float], dict[str, int]]:
+    out, when = {}, {}
+    for i in range(0, len(flat), 2):
+        v, ref = flat[i + 1].decode().split("|")
+        k = flat[i].decode()
+        out[k] = float(v) * 2.0 ** (-(now - int(ref)) / half_life_ms)
+        when[k] = int(ref)
+    return out, when
+
+
+def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, **kw) -> Snapshot:
+    """Build a Snapshot from the script's (or `read`'s) replies; extra = (prev_ts, last_type, plog, pn, query)."""
+    last_ts = int(last or 0)
+    aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
+    prev, ltype, plog, pn, query = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
+    n = int(float(pn or 0))
+    return Snapshot(uid, [s.decode() for s in seq], aff, [b.decode() for b in bought], last_ts, aff_ts=when,
+                    prev_ts=int(float(prev or 0)), last_type=ltype, price_mean=float(plog) / n if n else None,
+                    query=query, **kw)
+
+
+class ProfileStore:
+    """Users' profiles in Redis: `apply` runs the Lua update per user, `read` takes snapshots.
+
+    With `guard` (the default) the script refuses to write to a store without its marker key (one that
+    lost its data): `apply` raises StoreEmptied and nothing is written. `recstream rebuild` applies with
+    guard off, then sets the marker. `init_store` marks a store without a marker live at construction
+    (a new deployment, a backtest, a test); the worker passes False and decides itself, since a store
+    without a marker whose consumer group has committed offsets lost its data.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, cfg: ProfileConfig = ProfileConfig(), *,
+                 guard: bool = True, init_store: bool = True):
+        self.client, self.prefix, self.cfg = client, prefix, cfg
+        self.keys = Keys(prefix)
+        try:
+            self._apply = Script(client, "apply_events")
+        except redis.RedisError as exc:
+            raise translate_redis(exc, "load apply_events.lua") from exc
+        c = cfg
+        self._head = [prefix, "1" if guard else "0", int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n,
+                      c.seen_cap, int(c.trend_half_life_s * 1000), int(c.session_gap_s * 1000), c.max_affinities,
+                      c.bot_per_min]
+        if guard and init_store and not self.is_live():
+            self.mark_live()
+
+    def mark_live(self) -> None:
+        """Write the store's marker (a store initialised or rebuilt from the retained log)."""
+        self.client.set(self.keys.marker, "1")
+
+    def is_live(self) -> bool:
+        return bool(self.client.exists(self.keys.marker))
+
+    def read(self, users: list[str]) -> dict[str, Snapshot]:
+        """Current snapshots without applying anything (one pipelined round-trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for uid in users:
+            u, seq, aff, bought, _ = self.keys.user_keys(uid)
+            pipe.lrange(seq, 0, self.cfg.max_seq - 1)
+            pipe.hgetall(aff)
+            pipe.zrevrange(bought, 0, 19)
+            pipe.hmget(u, "last_ts", "prev_ts", "last_type", "plog", "pn", "q")
+        try:
+            r = pipe.execute()
+        except TRANSIENT_REDIS as exc:
+            raise translate_redis(exc, "read profiles") from exc
+        hl = self.cfg.affinity_half_life_s * 1000
+        out = {}
+        for n, uid in enumerate(users):
+            seq, aff, bought, u = r[4 * n: 4 * n + 4]
+            flat = [x for kv in aff.items() for x in kv]
+            out[uid] = _snapshot(uid, seq, flat, bought, u[0], u[1:], hl)
+        return out
+
+    def apply(self, events: list[Event]) -> dict[str, Snapshot]:
+        """Apply events (batch order = per-user order) and return each touched user's snapshot."""
+        by_user: dict[str, list[Event]] = {}
+        for ev in events:
+            by_user.setdefault(ev.user_id, []).append(ev)
+        calls = []
+        for uid, evs in by_user.items():
+            args = list(self._head)
+            for ev in evs:
+                ctx = ev.context or {}
+                args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, str(ctx.get("category") or ""),
+                         str(ctx.get("brand") or ""), WEIGHTS[ev.type], "" if ev.price is None else ev.price, ev.query or ""]
+            calls.append((self.keys.user_keys(uid), args))
+        try:
+            results = self._apply.execute(calls)
+        except redis.RedisError as exc:
+            raise translate_redis(exc, f"apply profiles ({len(events)} events)") from exc
+        hl = self.cfg.affinity_half_life_s * 1000
+        out = {}
+        for (uid, evs), (flags, seq, aff, bought, last_ts, extra) in zip(by_user.items(), results):
+            flags = flags.decode()
+            fresh = [ev for ev, f in zip(evs, flags) if f != "0"]
+            out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, applied=len(fresh), events=evs,
+                                 fresh=fresh, bot="2" in flags)
+        return out

@@ -1,0 +1,119 @@
+"""Redis access: one client, key names, and the Lua scripts, loaded once.
+
+Every key lives under the settings' `key_prefix` (default "rs:"), so tests and several
+deployments can share one Redis. Ids inside key names are escaped by `key_part` (`%`, `:`, `{`
+and `}` become `%25`, `%3A`, `%7B`, `%7D`), so no id can name another id's keys: the user
+`u1:aff` owns `{u:u1%3Aaff}`, never `u1`'s `:aff` hash. A user's keys share the hash tag
+`{u:<id>}` (one Redis Cluster slot per user). Layout, with U = {P}{u:<user>}:
+  U                    hash   n:{type} counters, last_ts, prev_ts, last_type, plog, pn, q
+  U:seq                list   recent item ids, newest first (the transformer's input)
+  U:aff                hash   c:{category} / b:{brand} -> "value|ref_ts" (exponentially decayed)
+  U:bought             zset   purchased items by ts (last 100)
+  U:seen               zset   applied event ids by ts (last `seen_cap`): the idempotency guard
+  {P}i:{item}          hash   catalog entry: title, cat, brand, price, created_at
+  {P}cv:{item}         zset   co-visited items -> weight
+  {P}tr:{epoch}, {P}tr:c:{cat}:{epoch}   zset   forward-decayed trending scores
+  {P}pop, {P}pop:c:{cat}                 zset   all-time popularity
+  {P}meta:live         string the store's marker: written at initialisation and by `recstream rebuild`;
+                              a store without it was emptied, and nothing is applied to it
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+_LUA = Path(__file__).parent / "lua"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client on `url`; raise a clear error when nothing answers (the password never in it)."""
+    from stream.secrets import redact_url
+    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ConnectionError(f"no Redis answered at {redact_url(url)}: {exc}") from exc
+    return client
+
+
+_ESCAPE = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
+USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen")   # the per-user keys, in the Lua script's KEYS order
+
+
+def key_part(ident: str) -> str:
+    """An id as it appears inside a key name: injective, and free of `:`, `{` and `}`.
+
+    >>> key_part("u1:aff"), key_part("50%{x}")
+    ('u1%3Aaff', '50%25%7Bx%7D')
+    """
+    return ident.translate(_ESCAPE)
+
+
+class Keys:
+    """Key names for one prefix (see the module docstring for the layout).
+
+    >>> Keys("rs:").user("u1:aff"), Keys("rs:").user_keys("u1")[1]
+    ('rs:{u:u1%3Aaff}', 'rs:{u:u1}:seq')
+    """
+
+    def __init__(self, prefix: str):
+        self.p = prefix
+        self.marker = f"{prefix}meta:live"
+
+    def user(self, uid: str) -> str:
+        return f"{self.p}{{u:{key_part(uid)}}}"
+
+    def user_keys(self, uid: str) -> list[str]:
+        u = self.user(uid)
+        return [u + s for s in USER_SUFFIXES]
+
+    def item(self, iid: str) -> str:
+        return f"{self.p}i:{key_part(iid)}"
+
+    def covis(self, iid: str) -> str:
+        return f"{self.p}cv:{key_part(iid)}"
+
+    def trend(self, epoch: int, cat: str | None = None) -> str:
+        return f"{self.p}tr:c:{key_part(cat)}:{epoch}" if cat else f"{self.p}tr:{epoch}"
+
+    def pop(self, cat: str | None = None) -> str:
+        return f"{self.p}pop:c:{key_part(cat)}" if cat else f"{self.p}pop"
+
+
+class Script:
+    """A Lua script from stream/core/storage/lua/, run by EVALSHA, many calls in one pipeline. redis-py's registered
+    scripts send a SCRIPT EXISTS round-trip before every pipeline that uses them; this loads once, and
+    again only if the server says it lost it (a restart or SCRIPT FLUSH), then re-sends the pipeline
+    (safe: the profile script is idempotent, a replayed event changes nothing)."""
+
+    def __init__(self, client: redis.Redis, name: str):
+        self.client, self.text = client, (_LUA / f"{name}.lua").read_text()
+        self.sha = client.script_load(self.text)
+
+    def execute(self, calls: list[tuple[list, list]]) -> list:
+        """Run the script once per (keys, args) pair, in one pipeline."""
+        for attempt in (0, 1):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.sha = self.client.script_load(self.text)
+        return []
+
+
+def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
+    """Everything stored about one user, as comparable Python values (for tests and `recstream profile`)."""
+    k, seq, aff, bought, seen = Keys(prefix).user_keys(user)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(k)
+    pipe.lrange(seq, 0, -1)
+    pipe.hgetall(aff)
+    pipe.zrange(bought, 0, -1, withscores=True)
+    pipe.zrange(seen, 0, -1, withscores=True)
+    h, seq, aff, bought, seen = pipe.execute()
+    return {"profile": h, "seq": seq, "aff": aff, "bought": bought, "seen": seen}

@@ -1,0 +1,416 @@
+"""The Kafka worker (confluent-kafka driver, the default): consume micro-batches, run the pipeline
+core, emit recommendations and dead letters, then commit.
+
+Delivery is at-least-once: offsets are committed only after the batch's Redis writes happened
+and every produced message was acknowledged. A crash between the two redelivers the batch;
+the profile stage skips event ids it has applied, and recommendation ids are derived from the
+trigger event, so a redelivery changes no state and duplicates no recommendation id.
+
+Nothing stops a partition (README, "Reliability"):
+* bad input never reaches here as an exception: validation turns it into a dead letter;
+* a transient outage (Redis unreachable or restarting, the broker down) is waited out with bounded
+  backoff, committing nothing meanwhile; one log line when it starts and one when it ends;
+* a store that lost its data (its marker key is gone) is not written to: the worker waits, saying so,
+  until `recstream rebuild` has restored it;
+* any other failure of a batch (a bug, a corrupt key) is retried `POISON_RETRIES` times; then the batch
+  is split by user, and the events of the users that still fail go to the DLQ with the stage and the
+  error, so the rest of the batch, and the partition, go on.
+
+SIGTERM/SIGINT: finish the batch in hand, commit, leave the group, exit 0.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from schemas import Event
+from stream.errors import translate_redis
+from stream.drivers.kafka import BrokerError, consumer_conf, producer_conf
+from stream.drivers.metrics import WorkerMetrics
+from stream.core.pipeline import BatchResult, Ingested, Pipeline
+from stream.drivers.resilience import Health, Retrier, Stopping
+from stream.config.settings import Settings
+from stream.core.validate import DeadLetter, InMessage
+
+log = logging.getLogger("recstream.worker")
+
+POISON_RETRIES = 3          # attempts at a failing batch before it is split and the failing users dead-lettered
+_REBALANCE_CODES = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
+                    KafkaError._STATE}
+
+
+def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
+    return [("recstream.reason", d.reason.encode("utf-8", "replace")), ("recstream.source.topic", d.topic.encode()),
+            ("recstream.source.partition", str(d.partition).encode()),
+            ("recstream.source.offset", str(d.offset).encode()), ("recstream.stage", d.stage.encode())]
+
+
+def at_edge(stage: str, fn: Callable):
+    """Run a pipeline stage, translating redis-py's errors (the foreign ones) into StoreError subclasses."""
+    try:
+        return fn()
+    except redis.RedisError as exc:
+        raise translate_redis(exc, stage) from exc
+
+
+def worker_id() -> str:
+    import os
+    import socket
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Emitter:
+    """Produces a batch's output and waits until the broker acknowledged all of it. A message whose
+    delivery failed (the broker was down past the producer's timeout) is produced again, alone: nothing
+    is lost, and what was acknowledged is not sent twice."""
+
+    def __init__(self, producer: Producer, settings: Settings, health: Health | None = None,
+                 stop: threading.Event | None = None):
+        self.producer, self.s = producer, settings
+        self.health, self.stop = health or Health(), stop or threading.Event()
+        self.failed: list[tuple] = []
+        self.headers = [("recstream.worker", worker_id().encode())]
+
+    def send(self, result: BatchResult) -> None:
+        todo = [(self.s.recs_topic, rec.to_json(), rec.user_id.encode(), self.headers)
+                for rec in result.recommendations]
+        todo += [(self.s.dlq_topic, d.value, d.key, dead_letter_headers(d)) for d in result.dead_letters]
+        while todo:
+            for msg in todo:
+                self._produce(*msg)
+            while self.producer.flush(5):        # still unacknowledged after 5 s: the broker is away
+                self.health.fail("broker", f"emit to {self.s.recs_topic}/{self.s.dlq_topic}: "
+                                 f"{len(self.producer)} messages unacknowledged")
+                if self.stop.is_set():
+                    raise Stopping("emit")
+            todo, self.failed = self.failed, []
+            if todo:
+                self.health.fail("broker", f"emit: {len(todo)} deliveries failed; producing them again")
+                if self.stop.wait(1.0):
+                    raise Stopping("emit")
+        self.health.ok("broker")
+
+    def _produce(self, topic, value, key, headers=None):
+        def cb(err, msg, _m=(topic, value, key, headers)):
+            if err is not None:
+                self.failed.append(_m)
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=cb)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the consuming thread hands the finishing thread: one batch after stages 1-2."""
+    n_msgs: int
+    ingested: Ingested
+    snaps: dict
+    dead_letters: list[DeadLetter]     # validation's, plus any the profile stage dead-lettered
+    offsets: dict                      # (topic, partition) -> next offset, committed once emitted
+    event_ts: list[int]                # Kafka timestamps of the batch's events (latency)
+
+
+class ConfluentWorker:
+    """The default driver: a consumer-group member on the events and items topics that runs the pipeline
+    per micro-batch, emits recommendations and dead letters, and commits only what was fully handled.
+
+    Two threads overlap consecutive batches (see `run`); every Redis and Kafka call goes through
+    `self.retry` (transient outages waited out) and every stage through `_guarded` (persistent failures
+    isolated to the users that cause them). `self.health` is what a readiness probe reports.
+    """
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, *, metrics: WorkerMetrics | None = None,
+                 group_id: str | None = None, on_batch: Callable[[BatchResult], None] | None = None,
+                 between_batches: Callable[[], None] | None = None):
+        self.s = settings
+        self.pipeline = pipeline
+        self.metrics = metrics or WorkerMetrics(0, settings.log_every_s)
+        self.group_id = group_id or settings.group_id
+        self.on_batch = on_batch
+        self.between_batches = between_batches
+        self.stop_event = threading.Event()
+        self.batches = 0
+        self.health = Health(on_change=self.metrics.dependency)
+        self.retry = Retrier(self.health, self.stop_event)
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            log.info("signal %d: finishing the batch in hand, then committing and leaving the group", signum)
+            self.stop_event.set()
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        """Consume until stopped. Two threads overlap the work of consecutive batches: this one
+        consumes, validates and applies profiles (mostly waiting on Redis' Lua), the other gathers
+        candidates, scores, ranks, emits and hands the offsets back to be committed here. A batch's
+        recommendations may therefore read co-visitation/trending that already include the next
+        batch (one batch of look-ahead in live serving; the backtest runs the stages in order)."""
+        s = self.s
+        consumer = Consumer(consumer_conf(s.brokers, self.group_id, session_timeout_ms=s.session_timeout_ms))
+        producer = Producer(producer_conf(s.brokers, **{"linger.ms": 1}))
+        emitter = Emitter(producer, s, self.health, self.stop_event)
+        handoff: queue.Queue = queue.Queue(maxsize=1)
+        done: queue.Queue = queue.Queue()
+        failure: list[BaseException] = []
+        stopping: list[Stopping] = []
+
+        def commit_done(block_until_drained: bool = False) -> None:
+            if block_until_drained:
+                handoff.join()
+            offsets: dict = {}
+            while True:
+                try:
+                    offsets.update(done.get_nowait())
+                except queue.Empty:
+                    break
+            if offsets:
+                self._commit(consumer, offsets)
+
+        def on_revoke(c, parts):
+            commit_done(block_until_drained=True)   # finish and commit what we hold before it moves
+            log.info("revoked %s", _fmt(parts))
+
+        def back_half() -> None:
+            while True:
+                job = handoff.get()
+                try:
+                    if job is None:
+                        return
+                    if not failure and not stopping:
+                        self._finish(job, emitter, done)
+                except Stopping as stop:
+                    stopping.append(stop)         # not a failure: the batch is left uncommitted
+                except BaseException as exc:  # noqa: BLE001 - surfaced by the consuming thread
+                    failure.append(exc)
+                    self.stop_event.set()
+                finally:
+                    handoff.task_done()
+
+        consumer.subscribe([s.events_topic, s.items_topic],
+                           on_assign=lambda c, ps: log.info("assigned %s", _fmt(ps)), on_revoke=on_revoke)
+        log.info("worker consuming %s and %s as group %s at %s (batch %d, wait %d ms, scorer %s)",
+                 s.events_topic, s.items_topic, self.group_id, s.brokers, s.batch_size, s.batch_wait_ms,
+                 self.pipeline.scorer.version)
+        self._check_store(consumer)
+        # fewer, cheaper GC passes: long-lived objects (catalog cache, clients) are frozen out of the
+        # collector's scans, and young collections run less often (pauses showed up in p99 latency)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
+        finisher = threading.Thread(target=back_half, name="recstream-emit", daemon=True)
+        finisher.start()
+        last_msg = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                commit_done()
+                if self.between_batches:
+                    self.between_batches()
+                t_poll = time.perf_counter()
+                msgs = consumer.consume(s.batch_size, s.batch_wait_ms / 1000)
+                t_poll = time.perf_counter() - t_poll
+                batch, offsets, ts = [], {}, []
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        if err.fatal():
+                            raise BrokerError(f"{m.topic()}[{m.partition()}]: fatal: {err}")
+                        # transport errors: librdkafka reconnects by itself; nothing was consumed
+                        self.health.fail("broker", f"consume {m.topic() or s.events_topic}: {err}")
+                        continue
+                    kind = "item" if m.topic() == s.items_topic else "event"
+                    batch.append(InMessage(m.value(), m.key(), m.topic(), m.partition(), m.offset(), kind))
+                    offsets[(m.topic(), m.partition())] = m.offset() + 1
+                    if kind == "event":
+                        ts.append(m.timestamp()[1])
+                if not batch:
+                    if max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:
+                        log.info("idle for %.0fs: stopping", max_idle_s)
+                        break
+                    continue
+                self.health.ok("broker")
+                last_msg = time.monotonic()
+                self._lag(consumer, offsets)   # the consumer is this thread's: lag is read here
+                ing = self.retry.call("ingest", lambda: at_edge("ingest", lambda: self.pipeline.ingest(batch)))
+                ing.timings["poll"] = t_poll
+                snaps, dead = self._guarded("profile", ing.events, ing.origins,
+                                            lambda evs: self.pipeline.apply_profiles(evs, ing.timings), _merge_snaps)
+                handoff.put(Job(len(batch), ing, snaps, ing.dead_letters + dead, offsets, ts))
+        except Stopping:
+            log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")
+        except KafkaException as exc:
+            raise BrokerError(f"worker on {s.events_topic} at {s.brokers}: {exc}") from exc
+        finally:
+            handoff.put(None)
+            finisher.join(60)
+            try:
+                if not failure:
+                    commit_done()
+            finally:
+                producer.flush(10)
+                consumer.close()   # sends LeaveGroup: the partitions move at once, not after the session timeout
+                log.info("worker stopped after %d batches", self.batches)
+        if failure:
+            raise failure[0]
+
+    def _check_store(self, consumer: Consumer) -> None:
+        """A store without its marker is new (mark it) unless this group already committed offsets on the
+        events topic: then Redis lost its data, and the worker waits for `recstream rebuild`."""
+        profiles = self.pipeline.profiles
+        if self.retry.call("check store", lambda: at_edge("check store", profiles.is_live)):
+            return
+        try:
+            meta = consumer.list_topics(self.s.events_topic, timeout=10)
+            parts = [TopicPartition(self.s.events_topic, p) for p in meta.topics[self.s.events_topic].partitions]
+            committed = consumer.committed(parts, timeout=10) if parts else []
+        except KafkaException as exc:
+            raise BrokerError(f"read committed offsets of group {self.group_id}: {exc}") from exc
+        if any(tp.offset >= 0 for tp in committed):
+            log.error("the store at %s has no marker key %s but group %s has committed offsets: Redis lost its "
+                      "data. Not serving from it; run `recstream rebuild` (this worker resumes by itself)",
+                      self.pipeline.prefix, profiles.keys.marker, self.group_id)
+        else:
+            self.retry.call("mark store", lambda: at_edge("mark store", profiles.mark_live))
+
+    def _commit(self, consumer: Consumer, offsets: dict) -> None:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+
+        def commit() -> None:
+            try:
+                consumer.commit(offsets=tps, asynchronous=False)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is not None and err.code() in _REBALANCE_CODES:
+                    log.warning("commit of %s dropped (%s): the partitions moved; their batch is redelivered",
+                                _fmt(tps), err)
+                    return
+                fatal = err is not None and err.fatal()
+                broken = BrokerError(f"commit {_fmt(tps)}: {'fatal: ' if fatal else ''}{exc}")
+                broken.transient = not fatal
+                raise broken from exc
+
+        try:
+            self.retry.call("commit", commit)
+        except Stopping:
+            log.warning("stopping with %s uncommitted: that batch is redelivered (idempotent)", _fmt(tps))
+
+    def _guarded(self, stage: str, events: list[Event], origins: list[InMessage], fn, merge):
+        """`fn(events)`, with transient failures waited out. A failure that persists over POISON_RETRIES
+        attempts is a bug or a corrupt key, not an outage: the events are split by user and `fn` runs per
+        user; the events of users that still fail become dead letters naming the stage and the error.
+        Returns (merged result, dead letters)."""
+        if not events:
+            return merge(None, None), []
+        last: Exception | None = None
+        for attempt in range(POISON_RETRIES):
+            try:
+                return self.retry.call(stage, lambda: at_edge(stage, lambda: fn(events))), []
+            except Stopping:
+                raise
+            except Exception as exc:   # noqa: BLE001 - isolated below
+                last = exc
+                where = _span(origins)
+                log.error("%s failed on %d events (%s), attempt %d of %d: %s: %s", stage, len(events), where,
+                          attempt + 1, POISON_RETRIES, type(exc).__name__, exc)
+                if self.stop_event.wait(0.2 * (attempt + 1)):
+                    raise Stopping(stage) from exc
+        by_user: dict[str, list[int]] = {}
+        for i, ev in enumerate(events):
+            by_user.setdefault(ev.user_id, []).append(i)
+        out, dead = merge(None, None), []
+        for idx in by_user.values():
+            evs = [events[i] for i in idx]
+            try:
+                part = self.retry.call(stage, lambda: at_edge(stage, lambda: fn(evs)))
+            except Stopping:
+                raise
+            except Exception as exc:   # noqa: BLE001 - this user's events are the poison
+                reason = f"{stage}: {type(exc).__name__}: {exc}"
+                for i in idx:
+                    d = DeadLetter.of(origins[i], reason, stage)
+                    log.error("dead-lettered %s after %s failed %d times: %s", d.where, stage, POISON_RETRIES,
+                              d.reason)
+                    dead.append(d)
+                continue
+            out = merge(out, part)
+        log.warning("%s: %d of %d events dead-lettered after isolating the failure (%s)", stage, len(dead),
+                    len(events), type(last).__name__)
+        return out, dead
+
+    def _finish(self, job: Job, emitter: Emitter, done: queue.Queue) -> None:
+        """Stages 3-6 and the emit for one batch; its offsets go back to the consuming thread."""
+        ing = job.ingested
+        timings = ing.timings
+        keep = [i for i, ev in enumerate(ing.events) if ev.user_id in job.snaps]
+        events, origins = [ing.events[i] for i in keep], [ing.origins[i] for i in keep]
+
+        def recommend(evs):
+            users = {ev.user_id for ev in evs}
+            return self.pipeline.recommend(evs, {u: sn for u, sn in job.snaps.items() if u in users}, timings)
+
+        result, dead = self._guarded("recommend", events, origins, recommend, _merge_results)
+        result.timings = timings
+        result.dead_letters, result.items = job.dead_letters + dead, ing.items
+        t_emit = time.perf_counter()
+        emitter.send(result)
+        result.timings["emit"] = time.perf_counter() - t_emit
+        done.put(job.offsets)
+        now_ms = time.time() * 1000
+        self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
+        self.batches += 1
+        if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
+            self.retry.call("after batch", lambda: at_edge("after batch", lambda: self.on_batch(result)))
+
+    def _lag(self, consumer: Consumer, offsets: dict) -> None:
+        for (topic, part), pos in offsets.items():
+            if topic != self.s.events_topic:
+                continue
+            try:
+                # the fetch-response high watermark (cached=True) is right on Tansu; a fresh query is not
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, part), cached=True)
+                if high >= 0:
+                    self.metrics.lag.labels(str(part)).set(max(0, high - pos))
+            except KafkaException:
+                pass
+
+
+def _merge_snaps(acc: dict | None, part: dict | None) -> dict:
+    acc = {} if acc is None else acc
+    acc.update(part or {})
+    return acc
+
+
+def _merge_results(acc: BatchResult | None, part: BatchResult | None) -> BatchResult:
+    if acc is None:
+        acc = BatchResult([], [])
+    if part is not None:
+        acc.recommendations += part.recommendations
+        acc.events += part.events
+        acc.applied += part.applied
+    return acc
+
+
+def _span(origins: list[InMessage]) -> str:
+    """Where a batch's events came from: topic[partition]@first..last per partition."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for m in origins:
+        spans.setdefault((m.topic, m.partition), []).append(m.offset)
+    return ", ".join(f"{t}[{p}]@{min(o)}..{max(o)}" for (t, p), o in sorted(spans.items()))
+
+
+def _fmt(parts) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in parts) or "nothing"
