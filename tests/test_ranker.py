@@ -5,7 +5,8 @@ import uuid
 import numpy as np
 import pytest
 
-from stream.core.ranking.ranker import OnlineRanker, RankerCheckpoint, RankerConfig, mirror_params
+from stream.core.ranking.checkpoint import RankerCheckpoint
+from stream.core.ranking.ranker import OnlineRanker, RankerConfig, mirror_params
 from stream.core.ranking.feedback import Example
 from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES, UserView, candidate_features
 from stream.core.storage.store import Keys

@@ -75,13 +75,13 @@ def test_onnx_scorer_maps_ids_and_leaves_unknown_items_unscored(tiny, tmp_path):
     assert scorer.provider == "CPUExecutionProvider" and scorer.version == v
     batch = CandidateBatch(["u1", "u2"], [["i3", "zzz", "i5"], ["i7"]],
                            [np.ones((3, 6)), np.ones((1, 6))], [["i2", "i1"], []])
-    got = scorer.score(batch)
+    got = scorer.predict(batch)
     assert np.isnan(got[0][1]) and np.isfinite(got[0][[0, 2]]).all() and np.isfinite(got[1]).all()
     with torch.no_grad():
         seq = torch.zeros((1, model.cfg.max_len), dtype=torch.long)
         seq[0, -2:] = torch.tensor([1, 2])          # oldest first: i1 then i2
         want = model(seq, torch.tensor([[3, 5]])).numpy()[0]
     np.testing.assert_allclose(got[0][[0, 2]], want, atol=1e-4)
-    blend = BlendedScorer(scorer).score_components(batch)
-    assert set(blend) == {"fallback", "transformer", "blend"}
-    assert np.isfinite(blend["blend"][0]).all()
+    blend = BlendedScorer(scorer).score(batch)
+    assert set(blend.components) == {"fallback", "transformer", "blend"} and blend.rows is None
+    assert np.isfinite(blend.final[0]).all() and blend.final is blend.components["blend"]

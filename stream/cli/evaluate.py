@@ -11,15 +11,8 @@ from stream.config.settings import Settings
 
 
 def cmd_backtest(s: Settings, args) -> int:
-    from stream.evaluation.backtest import (
-        BacktestConfig,
-        format_ratios,
-        format_segments,
-        format_table,
-        load_events,
-        run_backtest,
-        write_report,
-    )
+    from stream.evaluation.backtest import BacktestConfig, load_events, run_backtest
+    from stream.evaluation.report import format_ratios, format_segments, format_table, write_report
     from stream.ops.stack import private_redis
     fmt = args.format
     events, items = load_events(args.log, fmt, args.limit)

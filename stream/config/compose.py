@@ -1,7 +1,9 @@
-"""The one composition root: a `Pipeline` built from `Settings`, as the worker, `recstream rebuild`, the
-demo's worker and the benchmarks run it (scorer, online ranker with its checkpoint keeper, content
-encoder and exploration, pseudonymisation). The backtest builds its variants from the same parts with
-`attach_ranker`/`attach_content`, over the same `Pipeline` class.
+"""The one composition root: every `Pipeline` recstream runs is assembled here.
+
+`assemble` wires a pipeline from its parts (Redis, key prefix, ranking config, the promoted model, the
+text encoder and its exploration slot, pseudonymisation); `build_pipeline` does it from `Settings` for the
+worker, `recstream rebuild`, the demo's worker and the benchmarks, adding the online ranker with its
+checkpoint keeper; the backtest calls `assemble` and `make_ranker` for its side-by-side variants.
 """
 from __future__ import annotations
 
@@ -9,40 +11,65 @@ import logging
 from pathlib import Path
 
 from stream.config.settings import Settings
+from stream.core.content import ContentEncoder, ContentStore
 from stream.core.pipeline import Pipeline
+from stream.core.ranking.checkpoint import RankerCheckpoint, RankerKeeper
 from stream.core.ranking.rank import RankConfig
+from stream.core.ranking.ranker import OnlineRanker, RankerConfig, parse_spec
+from stream.core.scoring.transformer import load_promoted
 from stream.core.storage.store import connect
+from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.compose")
 
 
+def assemble(client, prefix: str, *, rank_cfg: RankConfig = RankConfig(), model_dir: str | None = None,
+             encoder_dir: str | None = None, explore: bool = True, load_embeddings: bool = True,
+             pseudonymise_key: str = "", init_store: bool = True, guard: bool = True) -> Pipeline:
+    """A pipeline over `client` under `prefix`: the fallback scorer, or the model promoted in `model_dir`;
+    with an exported encoder in `encoder_dir`, content embeddings (those already in Redis loaded when
+    `load_embeddings`) and, with `explore`, the exploration slot."""
+    pipeline = Pipeline(client, prefix, rank_cfg=rank_cfg, init_store=init_store, guard=guard)
+    if pseudonymise_key:
+        pipeline.pseudonymiser = Pseudonymiser(pseudonymise_key.encode())
+    if model_dir:
+        scorer = load_promoted(model_dir)
+        if scorer is not None:
+            pipeline.set_scorer(scorer)
+    if encoder_dir and (Path(encoder_dir) / "model.onnx").exists():
+        store = ContentStore(client, prefix, ContentEncoder(encoder_dir))
+        if load_embeddings:
+            store.load()
+        pipeline.attach_content(store, explore=explore)
+    elif encoder_dir:
+        log.info("no text encoder at %s: no content source (export one with `recstream encoder export`)",
+                 encoder_dir)
+    return pipeline
+
+
+def make_ranker(spec: str, *, seed: int = 0, window_s: float | None = None) -> OnlineRanker:
+    """An online ranker from 'lr', 'fm' or 'MODEL:WEIGHT'."""
+    model, weight = parse_spec(spec)
+    cfg = RankerConfig(model=model, weight=weight, seed=seed)
+    if window_s is not None:
+        cfg = RankerConfig(model=model, weight=weight, seed=seed, window_s=window_s)
+    return OnlineRanker(cfg)
+
+
 def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool = True, guard: bool = True,
-                   ranker: bool = True):
-    """The pipeline as the worker runs it; with an online ranker, also its keeper (restored already).
-    The worker passes init_store=False (it decides whether a store without a marker is new or emptied);
-    `recstream rebuild` passes guard=False and ranker=False."""
-    pipeline = Pipeline(connect(s.redis_url), s.key_prefix,
+                   ranker: bool = True) -> Pipeline:
+    """The pipeline as the worker runs it; with an online ranker, also its keeper (restored already), as
+    `pipeline.keeper`. The promoted model is the worker's `ModelWatcher`'s to load (and swap). The worker
+    passes init_store=False (it decides whether a store without a marker is new or emptied); `recstream
+    rebuild` passes guard=False and ranker=False."""
+    pipeline = assemble(connect(s.redis_url), s.key_prefix,
                         rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger)),
-                        init_store=init_store, guard=guard)
-    if s.pseudonymise_key:
-        from stream.secrets import Pseudonymiser
-        pipeline.pseudonymiser = Pseudonymiser(s.pseudonymise_key.encode())
-    keeper = None
+                        encoder_dir=s.encoder_dir, pseudonymise_key=s.pseudonymise_key, init_store=init_store,
+                        guard=guard)
     if s.ranker != "off" and ranker:
-        from stream.core.ranking.ranker import OnlineRanker, RankerCheckpoint, RankerConfig, RankerKeeper, parse_spec
-        model, weight = parse_spec(s.ranker)
-        ranker = OnlineRanker(RankerConfig(model=model, weight=weight, window_s=s.ranker_window_s))
-        keeper = RankerKeeper(ranker, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id, model),
-                              s.ranker_checkpoint_s)
-        keeper.restore()
-        pipeline.attach_ranker(ranker)
-    pipeline.keeper = keeper
-    if (Path(s.encoder_dir) / "model.onnx").exists():
-        from stream.core.content import ContentEncoder, ContentStore
-        store = ContentStore(pipeline.client, s.key_prefix, ContentEncoder(s.encoder_dir))
-        store.load()
-        pipeline.attach_content(store)
-    else:
-        log.info(
-            "no text encoder at %s: no content source (export one with `recstream encoder export`)", s.encoder_dir)
+        online = make_ranker(s.ranker, window_s=s.ranker_window_s)
+        pipeline.keeper = RankerKeeper(online, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id,
+                                                                online.cfg.model), s.ranker_checkpoint_s)
+        pipeline.keeper.restore()
+        pipeline.attach_ranker(online)
     return pipeline

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from stream.core.onnxrt import open_session
+
 log = logging.getLogger("recstream.content")
 
 
@@ -26,7 +28,6 @@ class ContentEncoder:
     def __init__(self, model_dir: str | Path, max_batch: int = 64, providers: list[str] | None = None):
         from tokenizers import Tokenizer
 
-        from stream.core.scoring.transformer import open_session
         d = Path(model_dir)
         self.manifest = orjson.loads((d / "manifest.json").read_bytes())
         self.dim = int(self.manifest["dim"])

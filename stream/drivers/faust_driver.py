@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 
-from stream.core.pipeline import Pipeline
 from stream.config.settings import Settings
+from stream.core.pipeline import Pipeline
 from stream.core.validate import InMessage
-from stream.drivers.worker import dead_letter_headers
+from stream.drivers.emitter import dead_letter_headers
 
 log = logging.getLogger("recstream.worker.faust")
 
@@ -54,9 +54,15 @@ def build_app(s: Settings, pipeline: Pipeline, group_id: str | None = None, on_b
             await f   # delivered before the batch is acknowledged
 
     @app.agent(events)
+    def messages(batch, kind: str) -> list[InMessage]:
+        """Faust events as the pipeline takes them: key, topic, partition and offset kept (dead letters
+        name where they came from)."""
+        return [InMessage(e.message.value, e.message.key, e.message.topic, e.message.partition, e.message.offset,
+                          kind) for e in batch]
+
     async def process_events(stream):
-        async for batch in stream.take(s.batch_size, within=within):
-            result = pipeline.process_batch([InMessage(v, None, s.events_topic) for v in batch])
+        async for batch in stream.take_events(s.batch_size, within=within):
+            result = pipeline.process_batch(messages(batch, "event"))
             t = time.perf_counter()
             await emit(result)
             result.timings["emit"] = time.perf_counter() - t
@@ -65,8 +71,8 @@ def build_app(s: Settings, pipeline: Pipeline, group_id: str | None = None, on_b
 
     @app.agent(items)
     async def process_items(stream):
-        async for batch in stream.take(s.batch_size, within=within):
-            pipeline.process_batch([InMessage(v, None, s.items_topic, kind="item") for v in batch])
+        async for batch in stream.take_events(s.batch_size, within=within):
+            pipeline.process_batch(messages(batch, "item"))
 
     return app
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from stream.errors import BrokerError
-from stream.drivers.kafka import consumer_conf
 from stream.core.validate import InMessage
+from stream.drivers.kafka import consumer_conf
+from stream.errors import BrokerError
 
 log = logging.getLogger("recstream.rebuild")
 

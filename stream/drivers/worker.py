@@ -29,95 +29,29 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from schemas import Event
-from stream.errors import translate_redis
+from stream.config.settings import Settings
+from stream.core.pipeline import Pipeline
+from stream.core.stages import Applied, BatchResult
+from stream.core.validate import InMessage
+from stream.drivers.emitter import Emitter
+from stream.drivers.isolation import at_edge, guarded
 from stream.drivers.kafka import BrokerError, consumer_conf, producer_conf
 from stream.drivers.metrics import WorkerMetrics
-from stream.core.pipeline import BatchResult, Ingested, Pipeline
 from stream.drivers.resilience import Health, Retrier, Stopping
-from stream.config.settings import Settings
-from stream.core.validate import DeadLetter, InMessage
 
 log = logging.getLogger("recstream.worker")
 
-POISON_RETRIES = 3          # attempts at a failing batch before it is split and the failing users dead-lettered
 _REBALANCE_CODES = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
                     KafkaError._STATE}
-
-
-def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
-    return [("recstream.reason", d.reason.encode("utf-8", "replace")), ("recstream.source.topic", d.topic.encode()),
-            ("recstream.source.partition", str(d.partition).encode()),
-            ("recstream.source.offset", str(d.offset).encode()), ("recstream.stage", d.stage.encode())]
-
-
-def at_edge(stage: str, fn: Callable):
-    """Run a pipeline stage, translating redis-py's errors (the foreign ones) into StoreError subclasses."""
-    try:
-        return fn()
-    except redis.RedisError as exc:
-        raise translate_redis(exc, stage) from exc
-
-
-def worker_id() -> str:
-    import os
-    import socket
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class Emitter:
-    """Produces a batch's output and waits until the broker acknowledged all of it. A message whose
-    delivery failed (the broker was down past the producer's timeout) is produced again, alone: nothing
-    is lost, and what was acknowledged is not sent twice."""
-
-    def __init__(self, producer: Producer, settings: Settings, health: Health | None = None,
-                 stop: threading.Event | None = None):
-        self.producer, self.s = producer, settings
-        self.health, self.stop = health or Health(), stop or threading.Event()
-        self.failed: list[tuple] = []
-        self.headers = [("recstream.worker", worker_id().encode())]
-
-    def send(self, result: BatchResult) -> None:
-        todo = [(self.s.recs_topic, rec.to_json(), rec.user_id.encode(), self.headers)
-                for rec in result.recommendations]
-        todo += [(self.s.dlq_topic, d.value, d.key, dead_letter_headers(d)) for d in result.dead_letters]
-        while todo:
-            for msg in todo:
-                self._produce(*msg)
-            while self.producer.flush(5):        # still unacknowledged after 5 s: the broker is away
-                self.health.fail("broker", f"emit to {self.s.recs_topic}/{self.s.dlq_topic}: "
-                                 f"{len(self.producer)} messages unacknowledged")
-                if self.stop.is_set():
-                    raise Stopping("emit")
-            todo, self.failed = self.failed, []
-            if todo:
-                self.health.fail("broker", f"emit: {len(todo)} deliveries failed; producing them again")
-                if self.stop.wait(1.0):
-                    raise Stopping("emit")
-        self.health.ok("broker")
-
-    def _produce(self, topic, value, key, headers=None):
-        def cb(err, msg, _m=(topic, value, key, headers)):
-            if err is not None:
-                self.failed.append(_m)
-        while True:
-            try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=cb)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
 
 
 @dataclass(frozen=True)
 class Job:
     """What the consuming thread hands the finishing thread: one batch after stages 1-2."""
     n_msgs: int
-    ingested: Ingested
-    snaps: dict
-    dead_letters: list[DeadLetter]     # validation's, plus any the profile stage dead-lettered
+    applied: Applied                   # with validation's dead letters, and any the profile stage made
     offsets: dict                      # (topic, partition) -> next offset, committed once emitted
     event_ts: list[int]                # Kafka timestamps of the batch's events (latency)
 
@@ -247,9 +181,10 @@ class ConfluentWorker:
                 self._lag(consumer, offsets)   # the consumer is this thread's: lag is read here
                 ing = self.retry.call("ingest", lambda: at_edge("ingest", lambda: self.pipeline.ingest(batch)))
                 ing.timings["poll"] = t_poll
-                snaps, dead = self._guarded("profile", ing.events, ing.origins,
-                                            lambda evs: self.pipeline.apply_profiles(evs, ing.timings), _merge_snaps)
-                handoff.put(Job(len(batch), ing, snaps, ing.dead_letters + dead, offsets, ts))
+                applied, dead = guarded("profile", ing, self.pipeline.apply, self.retry, self.stop_event)
+                applied = Applied(ing, applied.snapshots if applied else {}, dead, applied.timings if applied
+                                  else ing.timings)
+                handoff.put(Job(len(batch), applied, offsets, ts))
         except Stopping:
             log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")
         except KafkaException as exc:
@@ -308,63 +243,16 @@ class ConfluentWorker:
         except Stopping:
             log.warning("stopping with %s uncommitted: that batch is redelivered (idempotent)", _fmt(tps))
 
-    def _guarded(self, stage: str, events: list[Event], origins: list[InMessage], fn, merge):
-        """`fn(events)`, with transient failures waited out. A failure that persists over POISON_RETRIES
-        attempts is a bug or a corrupt key, not an outage: the events are split by user and `fn` runs per
-        user; the events of users that still fail become dead letters naming the stage and the error.
-        Returns (merged result, dead letters)."""
-        if not events:
-            return merge(None, None), []
-        last: Exception | None = None
-        for attempt in range(POISON_RETRIES):
-            try:
-                return self.retry.call(stage, lambda: at_edge(stage, lambda: fn(events))), []
-            except Stopping:
-                raise
-            except Exception as exc:   # noqa: BLE001 - isolated below
-                last = exc
-                where = _span(origins)
-                log.error("%s failed on %d events (%s), attempt %d of %d: %s: %s", stage, len(events), where,
-                          attempt + 1, POISON_RETRIES, type(exc).__name__, exc)
-                if self.stop_event.wait(0.2 * (attempt + 1)):
-                    raise Stopping(stage) from exc
-        by_user: dict[str, list[int]] = {}
-        for i, ev in enumerate(events):
-            by_user.setdefault(ev.user_id, []).append(i)
-        out, dead = merge(None, None), []
-        for idx in by_user.values():
-            evs = [events[i] for i in idx]
-            try:
-                part = self.retry.call(stage, lambda: at_edge(stage, lambda: fn(evs)))
-            except Stopping:
-                raise
-            except Exception as exc:   # noqa: BLE001 - this user's events are the poison
-                reason = f"{stage}: {type(exc).__name__}: {exc}"
-                for i in idx:
-                    d = DeadLetter.of(origins[i], reason, stage)
-                    log.error("dead-lettered %s after %s failed %d times: %s", d.where, stage, POISON_RETRIES,
-                              d.reason)
-                    dead.append(d)
-                continue
-            out = merge(out, part)
-        log.warning("%s: %d of %d events dead-lettered after isolating the failure (%s)", stage, len(dead),
-                    len(events), type(last).__name__)
-        return out, dead
 
     def _finish(self, job: Job, emitter: Emitter, done: queue.Queue) -> None:
         """Stages 3-6 and the emit for one batch; its offsets go back to the consuming thread."""
-        ing = job.ingested
-        timings = ing.timings
-        keep = [i for i, ev in enumerate(ing.events) if ev.user_id in job.snaps]
-        events, origins = [ing.events[i] for i in keep], [ing.origins[i] for i in keep]
-
-        def recommend(evs):
-            users = {ev.user_id for ev in evs}
-            return self.pipeline.recommend(evs, {u: sn for u, sn in job.snaps.items() if u in users}, timings)
-
-        result, dead = self._guarded("recommend", events, origins, recommend, _merge_results)
-        result.timings = timings
-        result.dead_letters, result.items = job.dead_letters + dead, ing.items
+        applied = job.applied
+        result, dead = guarded("recommend", applied, self.pipeline.recommend, self.retry, self.stop_event)
+        if result is None or dead:      # isolated: the parts carry no dead letters or catalog count of the whole
+            result = BatchResult(result.recommendations if result else [],
+                                 applied.ingested.dead_letters + applied.dead_letters + dead,
+                                 result.events if result else 0, result.applied if result else 0,
+                                 applied.ingested.items, dict(applied.timings))
         t_emit = time.perf_counter()
         emitter.send(result)
         result.timings["emit"] = time.perf_counter() - t_emit
@@ -386,30 +274,6 @@ class ConfluentWorker:
                     self.metrics.lag.labels(str(part)).set(max(0, high - pos))
             except KafkaException:
                 pass
-
-
-def _merge_snaps(acc: dict | None, part: dict | None) -> dict:
-    acc = {} if acc is None else acc
-    acc.update(part or {})
-    return acc
-
-
-def _merge_results(acc: BatchResult | None, part: BatchResult | None) -> BatchResult:
-    if acc is None:
-        acc = BatchResult([], [])
-    if part is not None:
-        acc.recommendations += part.recommendations
-        acc.events += part.events
-        acc.applied += part.applied
-    return acc
-
-
-def _span(origins: list[InMessage]) -> str:
-    """Where a batch's events came from: topic[partition]@first..last per partition."""
-    spans: dict[tuple[str, int], list[int]] = {}
-    for m in origins:
-        spans.setdefault((m.topic, m.partition), []).append(m.offset)
-    return ", ".join(f"{t}[{p}]@{min(o)}..{max(o)}" for (t, p), o in sorted(spans.items()))
 
 
 def _fmt(parts) -> str:

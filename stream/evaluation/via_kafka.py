@@ -28,20 +28,20 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import Event
-from stream.ops import stack
-from stream.evaluation.backtest import KS, BacktestConfig, _rank
 from models.metrics import summarize
+from schemas import Event
 from stream.core.storage.store import Keys
+from stream.evaluation.backtest import KS, BacktestConfig, _rank
+from stream.ops import stack
 
 
 def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *, model_dir: str | None = None,
                   idle_s: float = 8.0, progress: bool = False, rate: float | None = 500.0) -> dict:
-    from stream.ops.consume import records
-    from stream.drivers.kafka import create_topics
-    from stream.ops.produce import produce_events, produce_items
     from stream.config.settings import Settings
     from stream.core.storage.store import connect
+    from stream.drivers.kafka import create_topics
+    from stream.ops.consume import records
+    from stream.ops.produce import produce_events, produce_items
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="recstream-bt-") as tmp:
         scfg = stack.StackConfig(Path(tmp), broker_port=stack.free_port(), redis_port=stack.free_port())

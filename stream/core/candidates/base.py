@@ -1,9 +1,12 @@
+"""What every candidate source shares: the batch context it fills and the protocol it follows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from stream.core.storage.profile import Snapshot
+
+SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model")
 
 
 @dataclass
@@ -18,7 +21,6 @@ class BatchContext:
 
     def adder(self, user: str, source: str):
         """A fast `add(item, score)` for one user and source (keeps the best score per item)."""
-        from stream.core.candidates import SOURCE_NAMES
         col = SOURCE_NAMES.index(source)
         rows = self.cands.setdefault(user, {})
         width = len(SOURCE_NAMES)

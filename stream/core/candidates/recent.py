@@ -4,7 +4,7 @@ from __future__ import annotations
 from stream.core.candidates.base import BatchContext
 
 
-class RecentItems:
+class UserHistory:
     name = "recent"
 
     def __init__(self, n: int = 10):

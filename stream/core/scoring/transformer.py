@@ -11,30 +11,26 @@ All users of a worker batch are scored in micro-batches of `max_batch` sequences
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from stream.core.scoring import CandidateBatch, FallbackScorer
+from stream.core.content import ContentIndex
+from stream.core.onnxrt import open_session
+from stream.core.scoring.base import CandidateBatch, Scored
+from stream.core.scoring.fallback import FallbackScorer
+from stream.core.storage.registry import Registry
 
 log = logging.getLogger("recstream.scorer")
 
 
-def open_session(path, providers: list[str] | None = None):
-    """An onnxruntime session on the CUDA execution provider when onnxruntime-gpu and a GPU are there,
-    else the CPU one (full graph optimisation); returns (session, the providers available)."""
-    import onnxruntime as ort
-    available = ort.get_available_providers()
-    if providers is None:
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available
-                     else ["CPUExecutionProvider"])
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers), available
-
-
 class OnnxScorer:
+    """A registered SeqRec export on onnxruntime: scores (history, candidates) pairs. Not a pipeline
+    `Scorer` by itself (`BlendedScorer` is); it owns its vocabulary and the `proxy` map of unknown
+    items to known neighbours, which only `borrow_neighbours` writes."""
+
     name = "transformer"
 
     def __init__(self, model_dir: str | Path, max_batch: int = 256, providers: list[str] | None = None):
@@ -48,6 +44,7 @@ class OnnxScorer:
         self.session, available = open_session(d / "model.onnx", providers)
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
+        self._known = (None, 0)             # (content index over the items the model knows, catalog size then)
         log.info("transformer %s on %s (available: %s)", self.version, self.provider, ", ".join(available))
 
     def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -68,7 +65,27 @@ class OnnxScorer:
             row[-len(ids):] = ids
         return row
 
-    def score(self, batch: CandidateBatch) -> list[np.ndarray]:
+    def borrow_neighbours(self, items, content) -> None:
+        """Items the model never saw (new ones) borrow its score for their nearest known item in content
+        space (cosine >= 0.6; `content` is a `ContentIndex`): the transformer and the content path
+        cooperate. Each unknown item is looked up once."""
+        unknown = [i for i in items if i not in self.index and i not in self.proxy and content.vector(i) is not None]
+        if not unknown:
+            return
+        idx, size = self._known
+        if idx is None or len(content) > size * 1.1:
+            known = [i for i in content.ids if i in self.index]
+            idx = ContentIndex(content.dim, max(1, len(known)))
+            if known:
+                idx.add(known, np.stack([content.vector(i) for i in known]))
+            self._known = (idx, len(content))
+        hits = idx.search(np.stack([content.vector(i) for i in unknown]), 1)
+        for item, h in zip(unknown, hits):
+            self.proxy[item] = self.index[h[0][0]] if h and h[0][1] >= 0.6 else 0
+
+    def predict(self, batch: CandidateBatch) -> list[np.ndarray]:
+        """Per user, the model's score of each candidate; NaN where it knows neither the item nor a
+        neighbour."""
         out: list[np.ndarray] = []
         n = len(batch.users)
         for start in range(0, n, self.max_batch):
@@ -125,15 +142,19 @@ class ModelRetrieval:
 
 
 class BlendedScorer:
+    """fallback + weight x (transformer score standardised over the user's candidates it knows)."""
+
     name = "blend"
+    ranker = None
+    needs_item_stats = False
 
     def __init__(self, transformer: OnnxScorer, fallback: FallbackScorer | None = None, weight: float = 1.0):
         self.transformer, self.fallback, self.weight = transformer, fallback or FallbackScorer(), weight
         self.version = f"{self.fallback.version}+{transformer.version}"
 
-    def score_components(self, batch: CandidateBatch) -> dict[str, list[np.ndarray]]:
-        fb = self.fallback.score(batch)
-        tr = self.transformer.score(batch)
+    def score(self, batch: CandidateBatch) -> Scored:
+        fb = self.fallback.score(batch).final
+        tr = self.transformer.predict(batch)
         final = []
         for f, t in zip(fb, tr):
             z = np.zeros_like(f)
@@ -142,14 +163,10 @@ class BlendedScorer:
                 tk = t[known]
                 z[known] = (tk - tk.mean()) / (tk.std() + 1e-9)
             final.append(f + self.weight * z)
-        return {"fallback": fb, "transformer": tr, self.name: final}
-
-    def score(self, batch: CandidateBatch) -> list[np.ndarray]:
-        return self.score_components(batch)[self.name]
+        return Scored(final, {"fallback": fb, "transformer": tr, self.name: final})
 
 
 def load_promoted(registry_root: str | Path, name: str = "seqrec") -> BlendedScorer | None:
-    from stream.core.storage.registry import Registry   # no torch: the registry is plain files
     reg = Registry(registry_root, name)
     version = reg.promoted()
     return BlendedScorer(OnnxScorer(reg.path(version))) if version else None
@@ -161,8 +178,6 @@ class ModelWatcher:
     recommendation names the scorer version that scored it."""
 
     def __init__(self, registry_root: str | Path, pipeline, interval_s: float = 2.0, name: str = "seqrec"):
-        from stream.core.storage.registry import Registry
-        import time
         self.reg, self.pipeline, self.interval_s = Registry(registry_root, name), pipeline, interval_s
         self._clock = time.monotonic
         self._next = 0.0

@@ -1,0 +1,79 @@
+"""The online ranker on top of a scorer: a cascade over the base scorer's top candidates."""
+from __future__ import annotations
+
+import numpy as np
+
+from stream.core.ranking.ranker import OnlineRanker, sigmoid
+from stream.core.scoring.base import CandidateBatch, Scored, scored
+from stream.core.scoring.features import UserView, batch_features, zscore
+
+
+def rerank_top(base: np.ndarray, logit: np.ndarray, n: int, weight: float) -> np.ndarray:
+    """The base's top n re-scored by base + weight * z(logit among them); the rest below, in base order.
+
+    >>> rerank_top(np.array([3.0, 2.0, 1.0]), np.array([-1.0, 1.0, 9.0]), 2, 10.0).round(2).tolist()
+    [-7.0, 12.0, -8.0]
+    """
+    final = base.astype(np.float64).copy()
+    if len(base) == 0:
+        return final
+    top = np.argsort(-base, kind="stable")[:n]
+    final[top] = base[top] + weight * zscore(logit[top])
+    if len(top) < len(base):
+        rest = np.ones(len(base), dtype=bool)
+        rest[top] = False
+        final[rest] = final[top].min() - 1.0 - (base[rest].max() - base[rest])
+    return final
+
+
+class RankedScorer:
+    """base scorer + online ranker, a cascade: the base scorer's top `rerank` candidates are re-ranked by
+    base + weight * z(ranker logit over those candidates); the rest keep the base order below them.
+    The ranker learned from shown lists, so it only judges the part of the list it knows; and only
+    once it has learned `min_examples` (until then the base order; its probability is still reported)."""
+
+    name = "ranked"
+    needs_item_stats = True
+
+    def __init__(self, base, ranker: OnlineRanker):
+        self.base, self.ranker = base, ranker
+        self.transformer = base.transformer
+        self.version = f"{base.version}+ranker-{ranker.cfg.model}"
+
+    def features(self, batch: CandidateBatch, comps: dict) -> list[np.ndarray]:
+        tr = comps.get("transformer")
+        stats = batch.item_stats or {}
+        trend_max = max((v[1] for v in stats.values()), default=0.0) or 1.0
+        none = (0.0, 0.0)
+        views, metas, pops, trends = [], [], [], []
+        for u, uid in enumerate(batch.users):
+            items = batch.items[u]
+            snap = batch.snapshots[uid]
+            views.append(UserView(snap.affinity, snap.aff_ts, snap.last_ts, snap.prev_ts, snap.last_type,
+                                  snap.price_mean, len(snap.recent)))
+            metas.append([batch.meta.get(i, (None, None, None)) for i in items])
+            st = [stats.get(i, none) for i in items]
+            pops.append(np.array([p for p, _ in st], dtype=np.float64))
+            trends.append(np.array([t for _, t in st], dtype=np.float64) / trend_max)
+        return batch_features(batch.features, tr, comps[self.base.name], metas, views, batch.now_ts, pops, trends,
+                              batch.content_sim)
+
+    def score(self, batch: CandidateBatch) -> Scored:
+        comps = scored(self.base, batch).components
+        key = ("features", id(self.base))      # the same rows for every ranker over this base scorer
+        feats = batch.cache.get(key)
+        if feats is None:
+            feats = batch.cache[key] = self.features(batch, comps)
+        base = comps[self.base.name]
+        probs, final = [], []
+        active = self.ranker.active
+        w = self.ranker.cfg.weight
+        sizes = [len(X) for X in feats]
+        all_logits = self.ranker.logits(np.vstack(feats)) if sum(sizes) else np.zeros(0)   # one product per batch
+        all_probs = sigmoid(all_logits)
+        ends = np.cumsum(sizes)
+        for b, end, size in zip(base, ends, sizes):
+            logit = all_logits[end - size: end]
+            probs.append(all_probs[end - size: end])
+            final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w) if active else b.copy())
+        return Scored(final, {**comps, "ranker": probs, self.name: final}, rows=feats)

@@ -1,0 +1,71 @@
+"""recstream as a system of the backtest: the pipeline core against a private Redis key prefix, assembled
+by the composition root, with its online-ranker variants beside it."""
+from __future__ import annotations
+
+import time
+import uuid
+
+from schemas import Event, Rejected, validate_item
+from stream.config.compose import assemble, make_ranker
+from stream.core.ranking.cascade import RankedScorer
+from stream.core.ranking.rank import RankConfig
+from stream.core.stages import Ingested
+from stream.core.storage.store import connect
+
+
+class RecstreamSystem:
+    """The pipeline core against a private Redis key prefix; asked through `Pipeline.ask_variants`:
+    "recstream" (the registered scorer) and, beside it on the same profiles and candidates,
+    "recstream+{model}" for each online-ranker model, each learning from its own shown lists."""
+    name = "recstream"
+
+    def __init__(self, redis_url: str, items: list[dict], model_dir: str | None, k: int, seed: int,
+                 exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None,
+                 explore: bool = True):
+        self.client = connect(redis_url)
+        self.prefix = f"rs:bt:{uuid.uuid4().hex[:8]}:"
+        self.pipeline = assemble(self.client, self.prefix, rank_cfg=RankConfig(k=k), model_dir=model_dir,
+                                 encoder_dir=encoder_dir, explore=explore, load_embeddings=False)
+        self.version = self.pipeline.scorer.version
+        self.encoder = self.pipeline.content.encoder if self.pipeline.content is not None else None
+        base = self.pipeline.scorer
+        self.variants = {"recstream": base}
+        for spec in rankers:
+            if spec:
+                self.variants[f"recstream+{spec}"] = RankedScorer(base, make_ranker(spec, seed=seed))
+        good = [it for it in (validate_item(i) for i in items) if not isinstance(it, Rejected)]
+        t = time.time()
+        for i in range(0, len(good), 5000):
+            self.pipeline.catalog.upsert(good[i: i + 5000])
+            if self.pipeline.content is not None:
+                self.pipeline.content.upsert(good[i: i + 5000])
+        self.embed_seconds = time.time() - t if self.pipeline.content is not None else 0.0
+        self.batch_seconds: list[float] = []
+
+    def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
+        """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
+        scorers = {n: s for n, s in self.variants.items() if not only_rankers or s.ranker is not None}
+        if not scorers:
+            return {}
+        return self.pipeline.ask_variants(users, now_ts, scorers, k=k, exclude=exclude, record=True)
+
+    def learn_batch(self, events: list[Event]) -> None:
+        """Reveal a batch: the profile stage (the worker would also emit recommendations for these users;
+        the backtest asks for them when they are evaluated instead), then the rankers' feedback."""
+        t = time.perf_counter()
+        applied = self.pipeline.apply(Ingested.of_events(events))
+        self.batch_seconds.append(time.perf_counter() - t)
+        self.pipeline.feedback(applied.snapshots, list(self.variants.values()))
+
+    def ranker_stats(self) -> dict:
+        out = {}
+        for n, s in self.variants.items():
+            r = s.ranker
+            if r is not None:
+                out[n] = {"examples_learned": r.n_learned, "examples_over_budget": r.skipped, **vars(r.join.stats)}
+        return out
+
+    def close(self) -> None:
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=10_000))
+        for i in range(0, len(keys), 10_000):
+            self.client.unlink(*keys[i: i + 10_000])
