@@ -30,7 +30,6 @@ import platform  # noqa: E402
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -39,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from stream.ops import stack
-from stream.drivers.kafka import consumer_conf, create_topics, delete_topics, producer_conf
-from stream.ops.produce import produce_events, produce_items
 from stream.config.settings import Settings
-from stream.core.storage.store import Keys
 from stream.data.synth import SynthConfig, SynthShop
+from stream.drivers.kafka import consumer_conf, delete_topics, producer_conf
+from stream.ops import stack
+from stream.ops.harness import Listener, WorkerProcess, run_settings
+from stream.ops.produce import produce_events, produce_items
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -61,12 +60,7 @@ class Rows:
 
 
 def fresh_settings(base: Settings, tag: str) -> Settings:
-    run = f"{tag}{uuid.uuid4().hex[:6]}"
-    s = replace(base, events_topic=f"b.{run}.events", items_topic=f"b.{run}.items", recs_topic=f"b.{run}.recs",
-                dlq_topic=f"b.{run}.dlq", group_id=f"b-{run}", key_prefix=f"rs:b:{run}:", session_timeout_ms=2000,
-                metrics_port=0, log_every_s=3600)
-    create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
-    return s
+    return run_settings(base, tag, session_timeout_ms=2000, metrics_port=0, log_every_s=3600)
 
 
 def cleanup(s: Settings, client) -> None:
@@ -172,57 +166,33 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
                relay: bool = False) -> dict:
     """Worker in its own process (or, with relay=True, a plain consume->produce relay: the broker's own
     two-hop floor); events produced at `rate`; latency = recommendation received - event sent."""
-    from stream.ops.consume import records
-    env = worker_env(s)
     if relay:
+        env = worker_env(s)
         ready = ROOT / ".state" / f"relay-{uuid.uuid4().hex[:6]}"
         env["BENCH_READY"] = str(ready)
-        worker = subprocess.Popen([sys.executable, "-c", RELAY], env=env, cwd=ROOT)
+        relay_proc = subprocess.Popen([sys.executable, "-c", RELAY], env=env, cwd=ROOT)
         deadline = time.time() + 60
         while not ready.exists() and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(2.5)   # group join
         ready.unlink(missing_ok=True)
+        worker = None
     else:
         produce_items(shop.items, s.items_topic, s.brokers)
-        worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL,
-                                  stderr=open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
-        from stream.core.storage.store import connect
-        r = connect(s.redis_url)
-        probe = Keys(s.key_prefix).item(shop.items[-1]["item_id"])
-        deadline = time.time() + 60
-        while not r.exists(probe) and time.time() < deadline:
-            time.sleep(0.05)
+        worker = WorkerProcess(s, log=os.environ.get("BENCH_WORKER_LOG", os.devnull), cwd=ROOT,
+                               log_every_s=float(os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600")))
+        worker.wait_ready(shop.items[-1]["item_id"])
     n = int(rate * (seconds + 1))
-    batch = events[:n]
-    sent: dict[str, float] = {}
-    lat: list[float] = []
-    stop, ready = threading.Event(), threading.Event()
-
-    def collect():
-        for rec in records(s.recs_topic, s.brokers, stop=stop.is_set, ready=ready, session_timeout_ms=2000):
-            t = sent.get(orjson.loads(rec.value)["trigger_event_id"])
-            if t:
-                lat.append(time.time() - t)
-    th = threading.Thread(target=collect, daemon=True)
-    th.start()
-
     warmup = int(rate)   # the first second warms the producer (metadata, producer id): not measured
-
-    def tracked():
-        for i, ev in enumerate(batch, 1):
-            if i > warmup:
-                sent[ev["event_id"]] = time.time()
-            yield i, ev
-    ready.wait(30)     # the collector has joined its group
-    rep = produce_events(tracked(), s.events_topic, s.brokers, rate=rate)
-    time.sleep(3.0)
-    stop.set()
-    worker.send_signal(signal.SIGTERM)
-    worker.wait(30)
-    th.join(10)
-    ms = np.array(lat) * 1000
+    with Listener(s.recs_topic, s.brokers) as recs:     # joined its group before anything is sent
+        rep = produce_events(recs.tracked(events[:n], skip=warmup), s.events_topic, s.brokers, rate=rate)
+        time.sleep(3.0)
+    if worker is not None:
+        worker.stop()
+    else:
+        relay_proc.send_signal(signal.SIGTERM)
+        relay_proc.wait(30)
+    ms = recs.latencies_ms()
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "n": len(ms),
             "achieved_rate": rep.rate}
 

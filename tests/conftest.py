@@ -92,3 +92,30 @@ def encoder_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("encoder")
     manifest = export_encoder(d)
     return d, manifest
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny SeqRec (60 items, random weights, seed 0) and its ONNX export: seconds."""
+    import torch
+
+    from exporters.onnx import export_seqrec
+    from models.seqrec import SeqRec, SeqRecConfig
+    torch.manual_seed(0)
+    model = SeqRec(SeqRecConfig(n_items=60, max_len=12, dim=16, heads=2, layers=2, dropout=0.1)).eval()
+    path = export_seqrec(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return model, path
+
+
+def register_model(tmp_path, model, path, passed=True, name="seqrec"):
+    """Register an exported SeqRec (items i1..i59) in a registry under tmp_path: (registry, version)."""
+    import orjson
+
+    from stream.core.storage.registry import Registry
+    vocab = ["<pad>"] + [f"i{k}" for k in range(1, model.cfg.n_items)]
+    vp = tmp_path / "vocab.json"
+    vp.write_bytes(orjson.dumps(vocab))
+    reg = Registry(tmp_path / "reg", name)
+    manifest = {"parity": {"passed": passed, "max_abs_diff": 1e-6 if passed else 0.1}, "opset": 17,
+                "model_config": model.cfg.to_dict(), "data_hash": "test"}
+    return reg, reg.register({"model.onnx": path, "vocab.json": vp}, manifest)

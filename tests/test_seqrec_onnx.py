@@ -1,24 +1,15 @@
 """The sequence transformer: export parity (torch vs onnxruntime within 1e-4), registry rules,
 the serving scorer's id mapping. A tiny model, seconds."""
 import numpy as np
-import orjson
 import pytest
 import torch
 
-from exporters.onnx import export_seqrec
+from conftest import register_model as register
+from models.seqrec import SeqRec
 from exporters.parity import ParityError, check_seqrec_parity
 from stream.core.storage.registry import Registry, RegistryError
-from models.seqrec import SeqRec, SeqRecConfig
 from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
 from stream.core.scoring import CandidateBatch
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    model = SeqRec(SeqRecConfig(n_items=60, max_len=12, dim=16, heads=2, layers=2, dropout=0.1)).eval()
-    path = export_seqrec(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
-    return model, path
 
 
 def test_parity_batches_1_7_64_short_and_full(tiny):
@@ -42,16 +33,6 @@ def test_padding_only_history_is_finite(tiny):
     with torch.no_grad():
         out = model(torch.zeros((2, model.cfg.max_len), dtype=torch.long), torch.tensor([[1, 2], [3, 4]]))
     assert torch.isfinite(out).all()
-
-
-def register(tmp_path, model, path, passed=True, name="seqrec"):
-    vocab = ["<pad>"] + [f"i{k}" for k in range(1, model.cfg.n_items)]
-    vp = tmp_path / "vocab.json"
-    vp.write_bytes(orjson.dumps(vocab))
-    reg = Registry(tmp_path / "reg", name)
-    manifest = {"parity": {"passed": passed, "max_abs_diff": 1e-6 if passed else 0.1}, "opset": 17,
-                "model_config": model.cfg.to_dict(), "data_hash": "test"}
-    return reg, reg.register({"model.onnx": path, "vocab.json": vp}, manifest)
 
 
 def test_registry_refuses_failed_parity_and_promotes(tiny, tmp_path):

@@ -163,7 +163,7 @@ class ContentSimilar:
                 q = np.average(np.stack(vs), axis=0, weights=ws)
                 rows.append(q / (np.linalg.norm(q) or 1.0))
                 users.append(uid)
-            elif getattr(snap, "query", ""):
+            elif snap.query:
                 queries.append((uid, snap.query))
         if queries:
             qv = self.store.embed_queries([q for _, q in queries])

@@ -43,16 +43,39 @@ class TopList:
             self.score[k] *= f
 
 
-class MostPopular:
+class Baseline:
+    """What every baseline shares: each event id is learned once (a replayed event changes nothing, as in
+    recstream's profile stage); `_learn` is the model's own update."""
+
+    name = "baseline"
+
+    def __init__(self):
+        self._seen_ids: set[str] = set()
+
+    def learn(self, ev) -> None:
+        if ev.event_id in self._seen_ids:
+            return
+        self._seen_ids.add(ev.event_id)
+        self._learn(ev)
+
+    def _learn(self, ev) -> None:
+        raise NotImplementedError
+
+    def recommend(self, user, k, now, exclude=frozenset()) -> list[str]:
+        raise NotImplementedError
+
+
+class MostPopular(Baseline):
     name = "most_popular"
 
     def __init__(self):
+        super().__init__()
         self.pop = TopList()
 
     def recommend(self, user, k, now, exclude=frozenset()):
         return [i for i in self.pop.top if i not in exclude][:k]
 
-    def learn(self, ev):
+    def _learn(self, ev):
         if ev.item_id:
             self.pop.add(ev.item_id, WEIGHTS[ev.type] or 1.0)
 
@@ -65,7 +88,7 @@ class TrendingPopular(MostPopular):
         super().__init__()
         self.hl, self.ref = half_life_s * 1000, None
 
-    def learn(self, ev):
+    def _learn(self, ev):
         if not ev.item_id:
             return
         if self.ref is None:
@@ -77,25 +100,27 @@ class TrendingPopular(MostPopular):
         self.pop.add(ev.item_id, (WEIGHTS[ev.type] or 1.0) * 2.0 ** x)
 
 
-class RecentItems:
+class RecentItems(Baseline):
     name = "recent_items"
 
     def __init__(self, n: int = 50):
+        super().__init__()
         self.hist = defaultdict(lambda: deque(maxlen=n))
 
     def recommend(self, user, k, now, exclude=frozenset()):
         return [i for i in dict.fromkeys(reversed(self.hist[user])) if i not in exclude][:k]
 
-    def learn(self, ev):
+    def _learn(self, ev):
         if ev.item_id:
             self.hist[ev.user_id].append(ev.item_id)
 
 
-class CoVisitKNN:
+class CoVisitKNN(Baseline):
     """Sequential item co-visitation: items that followed the user's last 3 items in others' histories."""
     name = "covisit_knn"
 
     def __init__(self, window: int = 3, fallback: MostPopular | None = None):
+        super().__init__()
         self.window = window
         self.next = defaultdict(Counter)
         self.hist = defaultdict(lambda: deque(maxlen=window))
@@ -124,7 +149,7 @@ class CoVisitKNN:
             got = self._cache[a] = nb.most_common(50) if nb else []
         return got
 
-    def learn(self, ev):
+    def _learn(self, ev):
         if not ev.item_id:
             return
         h = self.hist[ev.user_id]
@@ -137,13 +162,14 @@ class CoVisitKNN:
             h.append(ev.item_id)
 
 
-class RiverMF:
+class RiverMF(Baseline):
     """river's FunkMF learned online on implicit feedback (each event a positive, two sampled
     negatives); ranks the `pool` most popular items."""
     name = "river_mf"
 
     def __init__(self, seed: int = 42, n_factors: int = 16, pool: int = 1000, popular: MostPopular | None = None):
         from river import optim, reco
+        super().__init__()
         self.model = reco.FunkMF(n_factors=n_factors, optimizer=optim.SGD(0.05), l2=0.001, seed=seed)
         self.rng = np.random.default_rng(seed)
         self.items: list[str] = []
@@ -185,7 +211,7 @@ class RiverMF:
             order = np.argsort(-scores, kind="stable")[:k]
         return [cands[i] for i in order if np.isfinite(scores[i])]
 
-    def learn(self, ev):
+    def _learn(self, ev):
         if not ev.item_id:
             return
         if self.own_popular:

@@ -16,85 +16,43 @@ Also reported: event -> recommendation latency and throughput.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from models.metrics import summarize
 from schemas import Event
-from stream.core.storage.store import Keys
+from stream.config.settings import Settings
 from stream.evaluation.backtest import KS, BacktestConfig, _rank
 from stream.ops import stack
+from stream.ops.harness import Listener, WorkerProcess, run_settings
+from stream.ops.produce import produce_events, produce_items
 
 
 def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *, model_dir: str | None = None,
                   idle_s: float = 8.0, progress: bool = False, rate: float | None = 500.0) -> dict:
-    from stream.config.settings import Settings
-    from stream.core.storage.store import connect
-    from stream.drivers.kafka import create_topics
-    from stream.ops.consume import records
-    from stream.ops.produce import produce_events, produce_items
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="recstream-bt-") as tmp:
         scfg = stack.StackConfig(Path(tmp), broker_port=stack.free_port(), redis_port=stack.free_port())
         stack.up(scfg, tied=True)
         try:
-            run = uuid.uuid4().hex[:6]
-            s = Settings(brokers=scfg.brokers, redis_url=scfg.redis_url, events_topic=f"bt.{run}.events",
-                         items_topic=f"bt.{run}.items", recs_topic=f"bt.{run}.recs", dlq_topic=f"bt.{run}.dlq",
-                         group_id=f"bt-{run}", key_prefix=f"rs:bt:{run}:", session_timeout_ms=2000, metrics_port=0,
-                         top_k=cfg.k_request, exclude_trigger=0, model_dir=model_dir or str(Path(tmp) / "none"),
-                         log_every_s=3600)
-            create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
+            base = Settings(brokers=scfg.brokers, redis_url=scfg.redis_url, session_timeout_ms=2000,
+                            top_k=cfg.k_request, exclude_trigger=0, model_dir=model_dir or str(Path(tmp) / "none"),
+                            log_every_s=3600)
+            s = run_settings(base, "bt")
             if items:
                 produce_items(items, s.items_topic, s.brokers)
-            env = {**os.environ, **s.to_env()}
-            worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "worker.log", "ab"))
-            recs: dict[str, tuple[list[str], float]] = {}
-            last_rec = [time.time()]
-            stop, ready = threading.Event(), threading.Event()
-
-            def collect():
-                for r in records(s.recs_topic, s.brokers, stop=stop.is_set, ready=ready, session_timeout_ms=2000):
-                    obj = orjson.loads(r.value)
-                    recs[obj["trigger_event_id"]] = ([it["item_id"] for it in obj["items"]], time.time())
-                    last_rec[0] = time.time()
-            th = threading.Thread(target=collect, daemon=True)
-            th.start()
-            ready.wait(30)
-            if items:   # the worker has joined and applied the catalog
-                r = connect(s.redis_url)
-                probe = Keys(s.key_prefix).item(items[-1]["item_id"])
-                deadline = time.time() + 60
-                while not r.exists(probe) and time.time() < deadline:
-                    time.sleep(0.05)
-            else:
-                time.sleep(3)
-            sent: dict[str, float] = {}
-
-            def tracked():
-                for i, e in enumerate(events, 1):
-                    sent[e.event_id] = time.time()
-                    yield i, e.to_dict()
-            t_send = time.time()
-            rep = produce_events(tracked(), s.events_topic, s.brokers, progress=progress, total=len(events), rate=rate)
-            last_rec[0] = max(last_rec[0], time.time())
-            while time.time() - last_rec[0] < idle_s and worker.poll() is None:
-                time.sleep(0.2)
-            t_done = last_rec[0]
-            stop.set()
-            worker.terminate()
-            worker.wait(30)
-            th.join(10)
+            with WorkerProcess(s, log=Path(tmp) / "worker.log") as worker, \
+                    Listener(s.recs_topic, s.brokers) as listener:
+                worker.wait_ready(items[-1]["item_id"] if items else None)
+                t_send = time.time()
+                rep = produce_events(listener.tracked(e.to_dict() for e in events), s.events_topic, s.brokers,
+                                     progress=progress, total=len(events), rate=rate)
+                t_done = listener.wait_quiet(idle_s, lambda: worker.alive)
+            recs = {eid: ([it["item_id"] for it in obj["items"]], t) for eid, (obj, t) in listener.by_trigger.items()}
+            lat = listener.latencies_ms()
         finally:
             stack.down(scfg)
             log_tail = (Path(tmp) / "worker.log").read_text()[-3000:] if (Path(tmp) / "worker.log").exists() else ""
@@ -118,7 +76,6 @@ def run_via_kafka(events: list[Event], items: list[dict], cfg: BacktestConfig, *
             seen.setdefault(e.user_id, set()).add(e.item_id)
     if not recs:
         raise RuntimeError(f"the worker emitted no recommendation; its log ends with:\n{log_tail}")
-    lat = np.array([(t - sent[eid]) * 1000 for eid, (_, t) in recs.items() if eid in sent])
     m = summarize(ranks, KS)
     m["by_type"] = {t: summarize(r, KS) for t, r in sorted(by_type.items())}
     return {"mode": "via-kafka", "events": n, "warmup_events": w, "evaluated": len(ranks),

@@ -7,25 +7,18 @@ back -> summary (what flowed, per type, rejects, latency) and a few users' recom
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from dataclasses import replace
 
 import numpy as np
-import orjson
 
 from stream.config.settings import Settings
-from stream.core.storage.store import Keys
+from stream.core.storage.store import Keys, connect
 from stream.data.synth import SynthConfig, SynthShop
-from stream.drivers.kafka import create_topics
 from stream.ops import stack
-from stream.ops.consume import records
+from stream.ops.harness import Listener, WorkerProcess, run_settings
 from stream.ops.produce import produce_events, produce_items
 
 BAD_MESSAGES = [
@@ -35,10 +28,6 @@ BAD_MESSAGES = [
     b'not json at all',
     b'{"event_id": "bad-5", "user_id": "u1", "item_id": "i1", "type": "purchase", "ts": 1730000000000, "price": -3}',
 ]
-
-
-def _env(s: Settings) -> dict:
-    return {**os.environ, **replace(s, metrics_port=0, log_every_s=5.0).to_env()}
 
 
 def _ensure_encoder(s: Settings) -> None:
@@ -62,82 +51,44 @@ def run_demo(base: Settings, args) -> int:
     print(f"== stack: {'already running' if already else 'starting'} (Tansu broker, memory-only; redis-server)")
     for line in stack.up(cfg, tied=not args.keep):
         print("  " + line)
-    run = uuid.uuid4().hex[:6]
-    s = replace(base, events_topic=f"demo.{run}.events", items_topic=f"demo.{run}.items",
-                recs_topic=f"demo.{run}.recommendations", dlq_topic=f"demo.{run}.dlq",
-                key_prefix=f"rs:demo:{run}:", group_id=f"demo-{run}")
+    s = run_settings(base, "demo")
     worker = None
     try:
-        create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
         n = args.events
         shop = SynthShop(SynthConfig(n_users=max(100, n // 10), n_items=max(200, n // 20), n_events=n, seed=7))
         events = list(shop.events())
         titles = {it["item_id"]: it["title"] for it in shop.items}
         print(f"== synthetic shop: {len(shop.items)} items, {len({e['user_id'] for e in events})} users, "
-              f"{len(events)} events (topics demo.{run}.*)")
+              f"{len(events)} events (topics {s.events_topic.rsplit('.', 1)[0]}.*)")
         rep = produce_items(shop.items, s.items_topic, s.brokers)
         print(f"  catalog: {rep.summary('items')}")
         _ensure_encoder(s)
-
-        worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=_env(s),
-                                  stdout=sys.stdout, stderr=sys.stderr,
-                                  preexec_fn=None if args.keep else stack.die_with_parent)
+        worker = WorkerProcess(s, tied=not args.keep, log_every_s=5.0)
         # ready when the worker has joined the group and applied the catalog (a group join takes
         # half the session timeout on the local broker)
-        from stream.core.storage.store import connect
-        rc = connect(s.redis_url)
-        probe = Keys(s.key_prefix).item(shop.items[-1]["item_id"])
-        deadline = time.time() + 60
-        while not rc.exists(probe) and time.time() < deadline and worker.poll() is None:
-            time.sleep(0.1)
-        if not rc.exists(probe):
+        if not worker.wait_ready(shop.items[-1]["item_id"]):
             print("worker did not start: see its log above", file=sys.stderr)
             return 1
-        sent_at: dict[str, float] = {}
-        got: dict[str, dict] = {}
-        lat: list[float] = []
         dlq: list = []
-        stop = threading.Event()
-        ready = [threading.Event(), threading.Event()]
-
-        def collect_recs():
-            for rec in records(s.recs_topic, s.brokers, stop=stop.is_set, ready=ready[0], session_timeout_ms=2000):
-                obj = orjson.loads(rec.value)
-                got[obj["user_id"]] = obj
-                t = sent_at.get(obj["trigger_event_id"])
-                if t:
-                    lat.append(time.time() - t)
-
-        def collect_dlq():
-            for rec in records(s.dlq_topic, s.brokers, stop=stop.is_set, ready=ready[1], session_timeout_ms=2000):
-                dlq.append(rec)
-
-        threads = [threading.Thread(target=collect_recs, daemon=True), threading.Thread(target=collect_dlq, daemon=True)]
-        for t in threads:
-            t.start()
-        for ev in ready:
-            ev.wait(30)   # the collectors have joined their groups before anything is sent
-
-        def tracked():
-            for i, ev in enumerate(events, 1):
-                sent_at[ev["event_id"]] = time.time()
-                yield i, ev
-
+        recs = Listener(s.recs_topic, s.brokers).start()     # both have joined before anything is sent
+        dead = Listener(s.dlq_topic, s.brokers, on_record=dlq.append).start()
+        got, stop = recs.latest, threading.Event()
         print(f"== replaying {n} events at {args.rate:,.0f}/s into the worker")
-        prog = threading.Thread(target=_live, args=(lambda: len(sent_at), n, got, lat, stop), daemon=True)
+        prog = threading.Thread(target=_live, args=(lambda: len(recs.sent), n, recs, stop), daemon=True)
         prog.start()
-        report = produce_events(tracked(), s.events_topic, s.brokers, rate=args.rate)
+        report = produce_events(recs.tracked(events), s.events_topic, s.brokers, rate=args.rate)
         produce_events(enumerate(BAD_MESSAGES, 1), s.events_topic, s.brokers, validate=False)
         users = {e["user_id"] for e in events}
         deadline = time.time() + 60
         while time.time() < deadline and (len(got.keys() & users) < len(users) or len(dlq) < len(BAD_MESSAGES)):
             time.sleep(0.2)
         stop.set()
-        time.sleep(0.3)
+        recs.stop()
+        dead.stop()
         print()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        lat_ms = np.array(lat) * 1000 if lat else np.zeros(1)
+        worker.stop()
+        lat = recs.latencies_ms() / 1000
+        lat_ms = lat * 1000 if len(lat) else np.zeros(1)
         print("== summary")
         print(f"  produced: {report.summary()}")
         print(f"  malformed messages sent raw: {len(BAD_MESSAGES)}; dead-lettered by the worker: {len(dlq)}")
@@ -148,7 +99,7 @@ def run_demo(base: Settings, args) -> int:
               f"p99 {np.percentile(lat_ms, 99):.1f} ms (at {args.rate:,.0f} events/s)")
         by_type = Counter(e["type"] for e in events)
         applied = Counter()
-        pipe = rc.pipeline(transaction=False)
+        pipe = connect(s.redis_url).pipeline(transaction=False)
         for uid in users:
             pipe.hgetall(Keys(s.key_prefix).user(uid))
         for h in pipe.execute():
@@ -171,25 +122,20 @@ def run_demo(base: Settings, args) -> int:
         print("== done" if ok else "== done, but not every user got a recommendation in time")
         return 0 if ok else 1
     finally:
-        if worker and worker.poll() is None:     # interrupted: let it finish its batch and checkpoint
-            worker.terminate()
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:     # interrupted: let it finish its batch and checkpoint
+            worker.stop(20)
         if not (already or args.keep):
             for line in stack.down(cfg):
                 print("  " + line)
         elif args.keep:
-            print(f"stack left running; topics demo.{run}.*; `recstream stack down` stops it")
+            print(f"stack left running; topics {s.events_topic.rsplit('.', 1)[0]}.*; `recstream stack down` stops it")
 
 
-def _live(sent, total, got, lat, stop):
+def _live(sent, total, recs, stop):
     t0 = time.time()
     while not stop.is_set():
         el = time.time() - t0
-        l = sorted(lat[-2000:]) or [0]
+        lat = np.sort(recs.latencies_ms()[-2000:]) if recs.by_trigger else np.zeros(1)
         print(f"\r  sent {sent():>7}/{total}  ({sent() / max(el, 1e-9):,.0f}/s)  users with recommendations "
-              f"{len(got):>6}  latency p50 {l[len(l) // 2] * 1000:6.1f} ms  ", end="", file=sys.stderr, flush=True)
+              f"{len(recs.latest):>6}  latency p50 {lat[len(lat) // 2]:6.1f} ms  ", end="", file=sys.stderr, flush=True)
         time.sleep(1.0)
-
