@@ -2,9 +2,7 @@
 name, value, unit, settings). Figures are measured side by side in one run, so report ratios;
 this 2-core box is shared and noisy.
 
-    python -m bench.run                 # everything (about 4 minutes)
-    python -m bench.run --only worker   # one group: passthrough+worker, latency, faust
-    python -m bench.run --events 50000  # smaller
+    python -m bench.run [--only worker] [--events 50000]   # everything (about 4 minutes), one group, smaller
 
 Groups:
   worker   - plain confluent consume->produce passthrough (the ceiling) and the full worker

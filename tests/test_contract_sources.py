@@ -70,6 +70,13 @@ def propose(source, client, snaps, now_ts):
     return {u: dict(c) for u, c in ctx.cands.items() if c}
 
 
+def seeded(pipeline):
+    """The pipeline after the test events: (their users, the time of the last one)."""
+    evs = _events()
+    pipeline.process_events(evs)
+    return sorted({e.user_id for e in evs}), evs[-1].ts
+
+
 def test_fresh_store_proposes_nothing(setup, redis_client):
     name, make, pipeline = setup
     snaps = pipeline.profiles.read(["nobody", "nobody2"])
@@ -78,16 +85,13 @@ def test_fresh_store_proposes_nothing(setup, redis_client):
 
 def test_no_users_no_candidates(setup, redis_client):
     name, make, pipeline = setup
-    pipeline.process_events(_events())
+    seeded(pipeline)
     assert propose(make(), redis_client, {}, T0) == {}
 
 
 def test_same_state_same_candidates_from_fresh_instances(setup, redis_client):
     name, make, pipeline = setup
-    evs = _events()
-    pipeline.process_events(evs)
-    users = sorted({e.user_id for e in evs})
-    now = evs[-1].ts
+    users, now = seeded(pipeline)
     first = propose(make(), redis_client, pipeline.profiles.read(users), now)
     assert first, f"{name} proposed nothing for {len(users)} users with histories"
     assert propose(make(), redis_client, pipeline.profiles.read(users), now) == first
@@ -95,23 +99,19 @@ def test_same_state_same_candidates_from_fresh_instances(setup, redis_client):
 
 def test_replayed_batch_changes_nothing(setup, redis_client):
     name, make, pipeline = setup
-    evs = _events()
-    pipeline.process_events(evs)
-    users = sorted({e.user_id for e in evs})
-    now = evs[-1].ts
+    users, now = seeded(pipeline)
     before = propose(make(), redis_client, pipeline.profiles.read(users), now)
-    replay = pipeline.process_events(evs[-150:])        # at-least-once: the tail delivered again
+    replay = pipeline.process_events(_events()[-150:])        # at-least-once: the tail delivered again
     assert replay.applied == 0
     assert propose(make(), redis_client, pipeline.profiles.read(users), now) == before
 
 
 def test_scores_in_range_and_in_own_column(setup, redis_client):
     name, make, pipeline = setup
-    evs = _events()
-    pipeline.process_events(evs)
+    users, now = seeded(pipeline)
     src = make()
     col = SOURCE_NAMES.index(src.name)
-    got = propose(src, redis_client, pipeline.profiles.read(sorted({e.user_id for e in evs})), evs[-1].ts)
+    got = propose(src, redis_client, pipeline.profiles.read(users), now)
     for cands in got.values():
         for row in cands.values():
             assert 0.0 < row[col] <= 1.0 + 1e-9
