@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: help deps venv run test test-fast bench stack-up stack-down clean kcat-lib lock audit fuzz
+.PHONY: help deps venv run test test-fast bench stack-up stack-down clean kcat-lib lock audit fuzz docs lint-imports
 
 help:
 	@echo "make run      - the recommender demo on the embedded local stack (Tansu + redis-server)"
@@ -16,6 +16,8 @@ help:
 	@echo "make lock     - re-resolve requirements.lock (every dependency pinned, with hashes) after editing pyproject.toml"
 	@echo "make audit    - pip-audit the locked dependencies against the PyPI vulnerability service"
 	@echo "make fuzz     - coverage-guided fuzzing of the message validators (atheris), 10 minutes"
+	@echo "make docs     - the reference site from docs/ (mkdocs build --strict, into .site/)"
+	@echo "make lint-imports - the architecture's import contracts (import-linter; also part of make test)"
 
 # System packages: redis-server for the local stack; docker-compose (1.29, no engine) validates the compose file.
 deps:
@@ -33,7 +35,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(PIP) install --require-hashes -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import stream, schemas, confluent_kafka, redis, onnxruntime, river, torch, hypothesis, atheris"
+	$(BIN)/python -c "import stream, schemas, confluent_kafka, redis, onnxruntime, river, torch, hypothesis, atheris, importlinter, mkdocs"
 	touch $(STAMP)
 
 lock:
@@ -59,6 +61,13 @@ run: deps venv
 test: deps venv
 	$(BIN)/python -m pytest -q
 
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "docs built in .site/ (open .site/index.html)"
+
+lint-imports: venv
+	$(BIN)/lint-imports
+
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
 
@@ -73,7 +82,7 @@ stack-down: venv
 
 clean:
 	-$(BIN)/recstream stack down 2>/dev/null
-	rm -rf $(VENV) .state *.egg-info
+	rm -rf $(VENV) .state *.egg-info .site
 
 # Debian's kcat (librdkafka 2.0.2) cannot parse the local broker's ApiVersions reply; point it at the
 # newer librdkafka inside the confluent-kafka wheel: LD_LIBRARY_PATH=.state/kcat-lib kcat -b localhost:19092 ...

@@ -34,7 +34,7 @@ EPILOG = """examples:
   recstream produce ../shared/data/taobao-userbehavior-samples/UserBehavior.timeslice_2017-11-26T01.csv --format taobao
   recstream stack down
 
-settings come from RECSTREAM_* environment variables (see README, or `recstream settings`).
+settings come from RECSTREAM_* environment variables (see docs/settings.md, or `recstream settings`).
 """
 
 

@@ -70,7 +70,7 @@ def cmd_pseudonym(s: Settings, args) -> int:
 def register(sub) -> None:
     wk = sub.add_parser("worker", help="run the streaming recommender (consumer group on the events topic)")
     wk.add_argument("--driver", choices=["confluent", "faust"], help="default RECSTREAM_DRIVER (confluent: faster, "
-                                                                     "see README)")
+                                                                     "see docs/benchmarks.md)")
     wk.add_argument("--group", help="consumer group (default RECSTREAM_GROUP_ID)")
     wk.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
     wk.set_defaults(fn=cmd_worker)

@@ -166,5 +166,5 @@ def _var(field_name: str) -> str:
 
 
 def env_table() -> list[tuple[str, str]]:
-    """(variable, default) rows, for `--help` and the README."""
+    """(variable, default) rows, for `--help` and docs/settings.md."""
     return [(_var(f.name), str(f.default)) for f in fields(Settings)]

@@ -4,7 +4,7 @@
 - `ContentIndex`: exact nearest neighbours in process (one float32 matrix, cosine = dot product).
   Cost: 384 floats per item, 1.5 KB; 100k items = 154 MB and one query is a 100k x 384 mat-vec
   (a few ms on one core); 1M items = 1.5 GB and ~10x that per query, which is where an HNSW index
-  should replace it (see README, Content). A batch of users is one matrix product.
+  should replace it (see docs/models.md, Content). A batch of users is one matrix product.
 - `ContentStore`: the catalog path: item upserts are embedded in batches, stored in Redis
   (`{P}emb` hash: item -> float32 bytes, so a restarted worker reloads them without re-encoding)
   and added to the index at once: a new item is recommendable from the next batch on.

@@ -6,7 +6,7 @@ awaited before the batch is acknowledged (at-least-once: faust commits acknowled
 No tables and no repartitioning: state lives in Redis (faust table changelog recovery loses
 updates on the local broker unless producer_max_batch_size=1; see ../shared/notes/broker.md).
 
-Measured slower than the confluent-kafka driver (README, `make bench`), so it is not the default.
+Measured slower than the confluent-kafka driver (docs/benchmarks.md, `make bench`), so it is not the default.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """confluent-kafka client settings and helpers, shaped by the local broker's measured gaps.
 
-See ../shared/notes/broker.md (summarised in the README): Tansu under-reports the latest
+See ../shared/notes/broker.md (summarised in docs/stack.md): Tansu under-reports the latest
 offset, has no working transactions, makes a group join wait half the session timeout, and
 does not wake a waiting fetch. So every client here:
   * finds the end of data by partition EOF, never by latest/watermark offsets;

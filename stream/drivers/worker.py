@@ -6,7 +6,7 @@ and every produced message was acknowledged. A crash between the two redelivers 
 the profile stage skips event ids it has applied, and recommendation ids are derived from the
 trigger event, so a redelivery changes no state and duplicates no recommendation id.
 
-Nothing stops a partition (README, "Reliability"):
+Nothing stops a partition (docs/worker.md, "Reliability"):
 * bad input never reaches here as an exception: validation turns it into a dead letter;
 * a transient outage (Redis unreachable or restarting, the broker down) is waited out with bounded
   backoff, committing nothing meanwhile; one log line when it starts and one when it ends;

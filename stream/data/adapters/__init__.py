@@ -2,7 +2,7 @@
 
 Every adapter yields `(line_no, record)` where record is an Event dict or a `Rejected` naming
 why that line could not be mapped; nothing is silently dropped. The mapping of each format is
-written in its module docstring and in the README.
+written in its module docstring and in docs/data.md.
 
     from stream.data.adapters import open_log
     for line_no, rec in open_log("../shared/data/movielens-100k", "movielens").events():
