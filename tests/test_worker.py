@@ -230,3 +230,30 @@ def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learn
     assert parsed[-1].model_versions["scorer"] == "fallback-v1+ranker-lr"
     assert max(served) > at_stop          # the second worker went on from the checkpoint, not from zero
     assert any("ranker" in it.scores and "fallback" in it.scores for p in parsed for it in p.items)
+
+
+def test_faust_driver_serves_users_and_dead_letters_name_partition_and_offset(settings, tmp_path):
+    """The faust driver runs the same pipeline stages; its dead letters keep the source key, partition and
+    offset (faust events, not bare values)."""
+    sh = shop(600, seed=9)
+    events = list(sh.events())
+    users = {e["user_id"] for e in events}
+    produce_items(sh.items, settings.items_topic, settings.brokers)
+    recs, dlq = Collector(settings.recs_topic, settings.brokers), Collector(settings.dlq_topic, settings.brokers)
+    worker = start_worker(settings, "--driver", "faust", log=tmp_path / "faust.log")
+    try:
+        produce_events(enumerate(events, 1), settings.events_topic, settings.brokers)
+        produce_events(enumerate(BAD, 1), settings.events_topic, settings.brokers, validate=False)
+        wait_for(lambda: len(dlq.items) >= len(BAD) and
+                 {orjson.loads(r.value)["user_id"] for r in recs.items} >= users, timeout=90,
+                 what="faust: every user served and every bad message dead-lettered")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        recs.stop()
+        dlq.stop()
+    for rec in dlq.items:
+        h = rec.headers
+        assert h["recstream.source.topic"].decode() == settings.events_topic
+        assert int(h["recstream.source.partition"]) >= 0 and int(h["recstream.source.offset"]) >= 0
+        assert h["recstream.stage"] == b"validate" and h["recstream.reason"]

@@ -53,13 +53,13 @@ def build_app(s: Settings, pipeline: Pipeline, group_id: str | None = None, on_b
         for f in futs:
             await f   # delivered before the batch is acknowledged
 
-    @app.agent(events)
     def messages(batch, kind: str) -> list[InMessage]:
         """Faust events as the pipeline takes them: key, topic, partition and offset kept (dead letters
         name where they came from)."""
         return [InMessage(e.message.value, e.message.key, e.message.topic, e.message.partition, e.message.offset,
                           kind) for e in batch]
 
+    @app.agent(events)
     async def process_events(stream):
         async for batch in stream.take_events(s.batch_size, within=within):
             result = pipeline.process_batch(messages(batch, "event"))
