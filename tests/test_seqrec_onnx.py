@@ -66,3 +66,12 @@ def test_onnx_scorer_maps_ids_and_leaves_unknown_items_unscored(tiny, tmp_path):
     blend = BlendedScorer(scorer).score(batch)
     assert set(blend.components) == {"fallback", "transformer", "blend"} and blend.rows is None
     assert np.isfinite(blend.final[0]).all() and blend.final is blend.components["blend"]
+
+
+def test_onnxruntime_errors_become_model_errors(tiny, tmp_path):
+    from stream.errors import ModelError
+    model, path = tiny
+    reg, v = register(tmp_path, model, path)
+    scorer = OnnxScorer(reg.path(v))
+    with pytest.raises(ModelError, match=v):
+        scorer.score_many(np.zeros((1, 3), dtype=np.int32), np.zeros((1, 2), dtype=np.int64))   # wrong dtype

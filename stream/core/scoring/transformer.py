@@ -22,6 +22,7 @@ from stream.core.onnxrt import open_session
 from stream.core.scoring.base import CandidateBatch, Scored
 from stream.core.scoring.fallback import FallbackScorer
 from stream.core.storage.registry import Registry
+from stream.errors import ModelError
 
 log = logging.getLogger("recstream.scorer")
 
@@ -48,15 +49,20 @@ class OnnxScorer:
         log.info("transformer %s on %s (available: %s)", self.version, self.provider, ", ".join(available))
 
     def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """(B, T) model item ids, (B, C) model item ids -> (B, C) scores; one run per call."""
-        if self.provider == "CUDAExecutionProvider":
-            io = self.session.io_binding()
-            io.bind_cpu_input("seq", histories)
-            io.bind_cpu_input("candidates", candidates)
-            io.bind_output("scores")
-            self.session.run_with_iobinding(io)
-            return io.copy_outputs_to_cpu()[0]
-        return self.session.run(["scores"], {"seq": histories, "candidates": candidates})[0]
+        """(B, T) model item ids, (B, C) model item ids -> (B, C) scores; one run per call. onnxruntime's
+        errors are translated here, at the edge, into `ModelError` naming the model version."""
+        try:
+            if self.provider == "CUDAExecutionProvider":
+                io = self.session.io_binding()
+                io.bind_cpu_input("seq", histories)
+                io.bind_cpu_input("candidates", candidates)
+                io.bind_output("scores")
+                self.session.run_with_iobinding(io)
+                return io.copy_outputs_to_cpu()[0]
+            return self.session.run(["scores"], {"seq": histories, "candidates": candidates})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind classes
+            raise ModelError(f"transformer {self.version} on {self.provider}, batch {histories.shape}x"
+                             f"{candidates.shape[1]}: {exc}") from exc
 
     def encode_history(self, recent_newest_first: list[str]) -> np.ndarray:
         ids = [self.index[i] for i in reversed(recent_newest_first) if i in self.index][-self.T:]
