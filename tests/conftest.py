@@ -56,8 +56,8 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def settings(stack):
     """Settings with this test's own topics, consumer group and Redis key prefix."""
-    from stream.drivers.kafka import create_topics
     from stream.config.settings import Settings
+    from stream.drivers.kafka import create_topics
     run = uuid.uuid4().hex[:10]
     s = Settings(brokers=stack[0], redis_url=stack[1], events_topic=f"t{run}.events", items_topic=f"t{run}.items",
                  recs_topic=f"t{run}.recs", dlq_topic=f"t{run}.dlq", group_id=f"g{run}", key_prefix=f"rs:{run}:",

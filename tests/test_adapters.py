@@ -3,8 +3,8 @@ import itertools
 from collections import Counter
 
 import pytest
-
 from conftest import shared_data
+
 from schemas import Rejected, validate_event
 from stream.data.adapters import ColumnMapping, open_log
 

@@ -3,10 +3,10 @@ import math
 
 import pytest
 
+from models.metrics import hit_at, ndcg_at, rank_of, rr, summarize
 from schemas import Event
 from stream.evaluation.backtest import BacktestConfig, _user_disjoint_batches, run_backtest
 from stream.evaluation.baselines import CoVisitKNN, MostPopular, TopList
-from models.metrics import hit_at, ndcg_at, rank_of, rr, summarize
 
 
 def test_metrics_hand_computed():
@@ -92,8 +92,8 @@ def test_first_appearance_of_an_item_is_always_a_miss(stack):
 @pytest.mark.integration
 def test_via_kafka_matches_in_process_on_a_small_log(stack):
     """The same log through the real broker and worker gives the in-process quality within batching noise."""
-    from stream.evaluation.via_kafka import run_via_kafka
     from stream.data.synth import SynthConfig, SynthShop
+    from stream.evaluation.via_kafka import run_via_kafka
     shop = SynthShop(SynthConfig(n_users=120, n_items=150, n_events=1500, seed=17))
     from schemas import validate_event
     events = [validate_event(e) for e in shop.events()]

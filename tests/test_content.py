@@ -101,9 +101,10 @@ def test_new_item_reaches_a_user_through_the_content_source(settings, redis_clie
     from dataclasses import replace
 
     from conftest import start_worker, wait_for
+    from test_worker import Collector
+
     from schemas import validate_recommendation
     from stream.ops.produce import produce_events, produce_items
-    from test_worker import Collector
     s = replace(settings, encoder_dir=str(encoder_dir[0]))
     items = [it.to_dict() for it in catalog(SHOES + OTHER)]
     produce_items(items, s.items_topic, s.brokers)

@@ -5,12 +5,13 @@ import random
 import pytest
 
 from schemas import Event
-from stream.evaluation.baselines import CoVisitKNN, MostPopular, RecentItems, RiverMF, TrendingPopular
+from stream.evaluation.baselines import CoVisitKNN, CoVisitSymmetric, MostPopular, RecentItems, RiverMF, TrendingPopular
 
 BASELINES = {
     "most_popular": lambda: MostPopular(),
     "trending": lambda: TrendingPopular(),
     "covisit_knn": lambda: CoVisitKNN(fallback=MostPopular()),
+    "covisit_sym": lambda: CoVisitSymmetric(fallback=MostPopular()),
     "recent_items": lambda: RecentItems(),
     "river_mf": lambda: RiverMF(seed=7, pool=50),
 }

@@ -2,8 +2,8 @@
 online ranker) passes the same checks. Pure: no Redis."""
 import numpy as np
 import pytest
-
 from conftest import register_model
+
 from stream.core.candidates import SOURCE_NAMES
 from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.ranker import OnlineRanker, RankerConfig

@@ -6,8 +6,8 @@ import random
 import uuid
 
 import pytest
-
 from conftest import register_model
+
 from schemas import Event, validate_item
 from stream.core.candidates import SOURCE_NAMES, BatchContext, CategoryPopular, CoVisitation, Trending, UserHistory
 from stream.core.pipeline import Pipeline

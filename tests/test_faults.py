@@ -18,16 +18,16 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
-
 from conftest import ROOT, start_worker, wait_for, worker_env
+
 from schemas import Rejected, validate_event
-from stream.ops import stack as st
-from stream.ops.consume import records
-from stream.drivers.kafka import create_topics, producer_conf
-from stream.ops.produce import produce_events, produce_items
 from stream.config.settings import Settings
 from stream.core.storage.store import Keys, user_profile_dump
 from stream.data.synth import SynthConfig, SynthShop
+from stream.drivers.kafka import create_topics, producer_conf
+from stream.ops import stack as st
+from stream.ops.consume import records
+from stream.ops.produce import produce_events, produce_items
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +101,8 @@ def reference_profiles(s, users, n_events, items) -> dict:
     """An uninterrupted run over the same events topic, in-process, under its own prefix and group, with the
     catalog loaded first."""
     from schemas import validate_item
-    from stream.core.storage.catalog import Catalog
     from stream.config.compose import build_pipeline
+    from stream.core.storage.catalog import Catalog
     from stream.drivers.worker import ConfluentWorker
     ref = replace(s, key_prefix=s.key_prefix + "ref:", group_id=s.group_id + "-ref")
     Catalog(client(s), ref.key_prefix).upsert([validate_item(i) for i in items])

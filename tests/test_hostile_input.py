@@ -9,7 +9,8 @@ import unicodedata
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemas import Event, Item, Rejected, validate_event, validate_item, validate_recommendation
 from schemas._check import MAX_ID_CHARS, MAX_PRICE, MAX_QUANTITY, MAX_REASON_CHARS

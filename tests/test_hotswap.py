@@ -7,14 +7,14 @@ from dataclasses import replace
 import orjson
 import pytest
 import torch
-
 from conftest import start_worker, wait_for
 from test_worker import Collector, _applied
+
 from exporters.onnx import export_seqrec
-from stream.core.storage.registry import Registry
 from models.seqrec import SeqRec, SeqRecConfig
-from stream.ops.produce import produce_events, produce_items
+from stream.core.storage.registry import Registry
 from stream.data.synth import SynthConfig, SynthShop
+from stream.ops.produce import produce_events, produce_items
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,8 @@
 """The worker's Prometheus endpoint serves its counters and histograms."""
 import urllib.request
 
-from stream.drivers.metrics import WorkerMetrics
 from stream.core.pipeline import BatchResult
+from stream.drivers.metrics import WorkerMetrics
 from stream.ops.stack import free_port
 
 

@@ -6,11 +6,11 @@ from collections import defaultdict
 
 import orjson
 import pytest
-
 from conftest import ROOT, worker_env
+
+from stream.data.synth import SynthConfig, SynthShop
 from stream.ops.consume import records
 from stream.ops.produce import produce_events
-from stream.data.synth import SynthConfig, SynthShop
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import jsonschema
 import orjson
 import pytest
 
-from schemas import (Rejected, validate_event, validate_item, validate_recommendation)
+from schemas import Rejected, validate_event, validate_item, validate_recommendation
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 GOOD_EVENT = {"v": 1, "event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "add_to_cart",

@@ -9,16 +9,18 @@ import uuid
 
 import pytest
 import redis
-from hypothesis import given, settings as hsettings, strategies as st
-
 from conftest import ROOT, wait_for
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
 from schemas import Event
-from stream.ops import stack
-from stream.drivers.kafka import configure_security, consumer_conf, producer_conf
-from stream.secrets import Pseudonymiser, RedactingFilter, redact_url
 from stream.config.settings import Settings, SettingsError
 from stream.core.storage.store import Keys, key_part
 from stream.core.validate import InMessage
+from stream.drivers.kafka import configure_security, consumer_conf, producer_conf
+from stream.ops import stack
+from stream.secrets import Pseudonymiser, RedactingFilter, redact_url
 
 ids = st.text(alphabet=st.sampled_from(list("ab:{}%u") + ["é"]), max_size=10)
 
@@ -77,8 +79,8 @@ def test_kafka_security_settings_reach_every_client():
 
 def test_sasl_against_the_local_broker_is_refused_not_hung(stack):
     """The local broker (Tansu) speaks plaintext only: a SASL client fails fast with a broker error."""
-    from stream.errors import BrokerError
     from stream.drivers.kafka import check_brokers
+    from stream.errors import BrokerError
     configure_security({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
                         "sasl.username": "u", "sasl.password": "p"})
     try:

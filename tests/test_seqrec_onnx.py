@@ -3,13 +3,13 @@ the serving scorer's id mapping. A tiny model, seconds."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import register_model as register
-from models.seqrec import SeqRec
+
 from exporters.parity import ParityError, check_seqrec_parity
-from stream.core.storage.registry import Registry, RegistryError
-from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
+from models.seqrec import SeqRec
 from stream.core.scoring import CandidateBatch
+from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
+from stream.core.storage.registry import RegistryError
 
 
 def test_parity_batches_1_7_64_short_and_full(tiny):

@@ -7,13 +7,13 @@ from collections import Counter
 
 import orjson
 import pytest
-
 from conftest import start_worker, wait_for
+
 from schemas import Rejected, validate_item, validate_recommendation
-from stream.ops.consume import records
-from stream.ops.produce import produce_events, produce_items
 from stream.core.storage.store import Keys, user_profile_dump
 from stream.data.synth import SynthConfig, SynthShop
+from stream.ops.consume import records
+from stream.ops.produce import produce_events, produce_items
 
 pytestmark = pytest.mark.integration
 
@@ -100,8 +100,9 @@ def _applied(client, prefix, users):
 
 def test_sigkill_mid_stream_then_restart_ends_with_identical_profiles(settings, redis_client, tmp_path):
     from dataclasses import replace
-    from stream.core.storage.catalog import Catalog
+
     from stream.config.compose import build_pipeline
+    from stream.core.storage.catalog import Catalog
     from stream.drivers.worker import ConfluentWorker
     sh = shop(12_000, seed=9)
     events = list(sh.events())
@@ -177,6 +178,7 @@ def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_
     starts from scratch and serves); what it learns is checkpointed (periodically and at SIGTERM)
     and a restarted worker carries on from it."""
     from dataclasses import replace
+
     from stream.core.scoring.features import FEATURE_NAMES
     s = replace(settings, ranker="lr", ranker_checkpoint_s=1.0)
     key = f"{s.key_prefix}ranker:{s.group_id}:lr"

@@ -48,7 +48,7 @@ def assemble(client, prefix: str, *, rank_cfg: RankConfig = RankConfig(), model_
 
 
 def make_ranker(spec: str, *, seed: int = 0, window_s: float | None = None) -> OnlineRanker:
-    """An online ranker from 'lr', 'fm' or 'MODEL:WEIGHT'."""
+    """An online ranker from 'lr' or 'fm' (the cascade), 'MODEL:WEIGHT', or 'MODEL:learned' (whole set)."""
     model, weight = parse_spec(spec)
     cfg = RankerConfig(model=model, weight=weight, seed=seed)
     if window_s is not None:

@@ -130,12 +130,13 @@ class Settings:
         if self.ranker != "off":
             model, _, weight = self.ranker.partition(":")
             try:
-                float(weight or 1)
+                float(weight or 1) if weight != "learned" else 1.0
                 ok = model in ("lr", "fm")
             except ValueError:
                 ok = False
             if not ok:
-                raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected lr, fm or off (optionally MODEL:WEIGHT)")
+                raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected lr, fm or off (optionally MODEL:WEIGHT "
+                                    "or MODEL:learned)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             from stream.secrets import redact_url
             raise SettingsError(f"RECSTREAM_REDIS_URL={redact_url(self.redis_url)!r}: expected redis://host:port/db")

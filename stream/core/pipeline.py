@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import numpy as np
 import redis
 
 from stream.core import emit
@@ -158,11 +159,18 @@ class Pipeline:
         return self.ask_variants(users, now_ts, {"": self.scorer}, k=k, exclude=exclude)[""]
 
     def ask_variants(self, users: list[str], now_ts: int, scorers: dict, *, k: int | None = None,
-                     exclude: dict[str, set] | None = None, record: bool = False) -> dict[str, dict[str, list[str]]]:
+                     exclude: dict[str, set] | None = None, record: bool = False,
+                     candidates: dict | None = None) -> dict[str, dict[str, list[str]]]:
         """`ask` for several scorers over one candidate stage (the backtest compares variants side by side);
-        with `record`, what is returned counts as shown (an impression for each scorer's online ranker)."""
+        with `record`, what is returned counts as shown (an impression for each scorer's online ranker).
+        `candidates`, if given, receives each user's whole candidate set, best first by the first scorer."""
         snaps = self.profiles.read(users)
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
+        if candidates is not None and scorers:
+            first = scored(next(iter(scorers.values())), batch).final
+            for u, uid in enumerate(batch.users):
+                order = np.argsort(-np.nan_to_num(first[u], nan=-np.inf), kind="stable")
+                candidates[uid] = [batch.items[u][i] for i in order]
         out = {}
         for name, scorer in scorers.items():
             ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record)
@@ -222,7 +230,7 @@ class Pipeline:
                         self.explorer.shown(uid, items[j])
             out[uid] = (items, batch.features[u], picked, {name: arrs[u] for name, arrs in result.components.items()})
             if ranker is not None and rows is not None and picked and not snap.bot:
-                idx = [i for i, _ in picked]
+                idx = ranker.recorded([i for i, _ in picked], scores[u])
                 self._asks += trigger is None
                 key = (emit.recommendation_id(uid, trigger.event_id) if trigger is not None
                        else f"ask:{uid}:{batch.now_ts}:{self._asks}")

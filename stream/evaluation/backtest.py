@@ -25,8 +25,16 @@ from tqdm import tqdm
 from models.metrics import summarize
 from schemas import Event, Rejected, validate_event
 from stream.data.adapters import open_log
-from stream.evaluation.baselines import CoVisitKNN, MostPopular, RecentItems, RiverMF, TrendingPopular, novelty
-from stream.evaluation.system import RecstreamSystem
+from stream.evaluation.baselines import (
+    CoVisitKNN,
+    CoVisitSymmetric,
+    MostPopular,
+    RecentItems,
+    RiverMF,
+    TrendingPopular,
+    novelty,
+)
+from stream.evaluation.system import RecstreamSystem, recstream_report
 
 KS = (5, 10, 20)
 
@@ -39,7 +47,8 @@ class BacktestConfig:
     exclude_seen: bool = False    # MovieLens: a user rates a movie once, so seen items are excluded for all
     seed: int = 42
     limit: int | None = None
-    systems: tuple[str, ...] = ("most_popular", "trending", "covisit_knn", "recent_items", "river_mf", "recstream")
+    systems: tuple[str, ...] = ("most_popular", "trending", "covisit_knn", "covisit_sym", "recent_items", "river_mf",
+                                "recstream")
     buckets: int = 20             # points of the metric-over-time curve
     encoder_dir: str | None = None    # an exported text encoder: content source, cold start, exploration
     explore: bool = True              # with the encoder: the fresh-item exploration slot
@@ -113,6 +122,8 @@ def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, 
             systems[name] = TrendingPopular()
         elif name == "covisit_knn":
             systems[name] = CoVisitKNN(fallback=popular)
+        elif name == "covisit_sym":
+            systems[name] = CoVisitSymmetric(fallback=popular)
         elif name == "recent_items":
             systems[name] = RecentItems()
         elif name == "river_mf":
@@ -141,6 +152,8 @@ class Replay:
     item_counts: Counter = field(default_factory=Counter)
     catalog_seen: set = field(default_factory=set)
     eval_ts: list[int] = field(default_factory=list)
+    candidate_ranks: list[int] = field(default_factory=list)   # the evaluated item's place in recstream's candidates
+    candidate_counts: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         names = [n for n in self.systems if n != "recstream"]
@@ -180,6 +193,10 @@ class Replay:
             if self.item_first.get(e.item_id, start) >= self.split:
                 seg.append("item_new_after_warmup")
             seen = self.seen_by_user[e.user_id] if cfg.exclude_seen else None
+            if "recstream" in self.systems:
+                cands = self.systems["recstream"].candidates.get(e.user_id, [])
+                self.candidate_ranks.append(cands.index(e.item_id) if e.item_id in cands else -1)
+                self.candidate_counts.append(len(cands))
             for name, tr in self.tracks.items():
                 r, shown = _rank(answers[name].get(e.user_id, []), e.item_id, seen, k_max)
                 tr.ranks.append(r)
@@ -255,32 +272,10 @@ def build_report(replay: Replay, n: int, seconds: float) -> dict:
         report["over_time_ts"] = [int(c[0]) for c in np.array_split(np.asarray(replay.eval_ts), cfg.buckets) if len(c)]
     if "recstream" in systems:
         report.update(recstream_report(systems["recstream"], report, n))
+        ranks = np.asarray(replay.candidate_ranks)
+        if len(ranks):
+            report["candidate_recall"] = {
+                "all": float((ranks >= 0).mean()), "@100": float(((ranks >= 0) & (ranks < 100)).mean()),
+                "@10": float(((ranks >= 0) & (ranks < 10)).mean()),
+                "mean_candidates": float(np.mean(replay.candidate_counts))}
     return report
-
-
-def recstream_report(rs: RecstreamSystem, report: dict, n: int) -> dict:
-    """recstream's own figures: version, rankers, content, batch latency, ratios to the best baseline."""
-    bs = np.asarray(rs.batch_seconds) * 1000
-    out = {"recstream_version": rs.version, "rankers": rs.ranker_stats()}
-    if rs.encoder is not None:
-        out["content"] = {"encoder": rs.encoder.version, "provider": rs.encoder.provider,
-                          "items_embedded": len(rs.pipeline.content.index),
-                          "embed_seconds": round(rs.embed_seconds, 1),
-                          "exploration_slots": rs.pipeline.explorer.slots_used if rs.pipeline.explorer else 0}
-    out["recstream_batch_ms"] = {"p50": float(np.percentile(bs, 50)), "p99": float(np.percentile(bs, 99)),
-                                 "events_per_s": float(n / (bs.sum() / 1000)) if bs.sum() else 0.0}
-    out["_batch_ms"] = bs.tolist()
-    systems = report["systems"]
-    baselines = {k: v["ndcg@10"] for k, v in systems.items() if not k.startswith("recstream")}
-    if baselines:
-        best = max(baselines, key=baselines.get)
-        out["best_baseline"] = best
-        out["recstream_ndcg@10_ratio_to_best_baseline"] = (
-            systems["recstream"]["ndcg@10"] / baselines[best] if baselines[best] else None)
-        out["ndcg@10_ratio_to_best_baseline"] = {
-            k: (v["ndcg@10"] / baselines[best] if baselines[best] else None)
-            for k, v in systems.items() if k.startswith("recstream")}
-    base = systems["recstream"]["ndcg@10"]
-    out["ndcg@10_ratio_ranker_vs_without"] = {
-        k: (v["ndcg@10"] / base if base else None) for k, v in systems.items() if k.startswith("recstream+")}
-    return out

@@ -101,9 +101,11 @@ class TrendingPopular(MostPopular):
 
 
 class RecentItems(Baseline):
+    """The user's own items, most recent first (each once). The whole history is kept: a cap (it was 50
+    events) loses the items a long session returns to, and made this baseline weaker than its textbook form."""
     name = "recent_items"
 
-    def __init__(self, n: int = 50):
+    def __init__(self, n: int | None = None):
         super().__init__()
         self.hist = defaultdict(lambda: deque(maxlen=n))
 
@@ -160,6 +162,49 @@ class CoVisitKNN(Baseline):
                     self._cache.pop(p, None)
         if not h or h[-1] != ev.item_id:
             h.append(ev.item_id)
+
+
+class CoVisitSymmetric(Baseline):
+    """The textbook co-visitation kNN: two items co-occur when one user touches both within `window`
+    distinct items (counted both ways); a user's candidates are the co-occurring items of their last
+    `window` distinct items, each weighted 1/position (newest first)."""
+    name = "covisit_sym"
+
+    def __init__(self, window: int = 5, fallback: MostPopular | None = None, per_item: int = 50):
+        super().__init__()
+        self.window, self.per_item = window, per_item
+        self.co = defaultdict(Counter)
+        self.hist = defaultdict(lambda: deque(maxlen=window))
+        self.fallback = fallback
+        self._cache: dict[str, list] = {}
+
+    def recommend(self, user, k, now, exclude=frozenset()):
+        acc = Counter()
+        for pos, a in enumerate(reversed(self.hist[user])):
+            got = self._cache.get(a)
+            if got is None:
+                got = self._cache[a] = self.co[a].most_common(self.per_item) if a in self.co else []
+            for it, c in got:
+                if it not in exclude:
+                    acc[it] += c / (pos + 1)
+        out = [it for it, _ in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+        if len(out) < k and self.fallback is not None:
+            out += [i for i in self.fallback.pop.top if i not in acc and i not in exclude][: k - len(out)]
+        return out
+
+    def _learn(self, ev):
+        if not ev.item_id:
+            return
+        h = self.hist[ev.user_id]
+        if ev.item_id in h:
+            h.remove(ev.item_id)
+        else:
+            for a in h:
+                self.co[a][ev.item_id] += 1
+                self.co[ev.item_id][a] += 1
+                self._cache.pop(a, None)
+            self._cache.pop(ev.item_id, None)
+        h.append(ev.item_id)
 
 
 class RiverMF(Baseline):

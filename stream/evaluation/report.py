@@ -14,6 +14,11 @@ def format_ratios(report: dict) -> str:
         if k in report.get("ndcg@10_ratio_ranker_vs_without", {}):
             extra = f"; vs recstream without the ranker: {report['ndcg@10_ratio_ranker_vs_without'][k]:.3f}x"
         lines.append(f"{k} NDCG@10 / best baseline ({best}): {r:.3f}x{extra}")
+    cr = report.get("candidate_recall")
+    if cr:
+        lines.append(f"candidate recall (the evaluated item among recstream's candidates, which caps every ranker): "
+                     f"{cr['all']:.3f} of all, {cr['@100']:.3f} in the top 100, {cr['@10']:.3f} in the top 10 "
+                     f"by the base order; {cr['mean_candidates']:.0f} candidates per user on average")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+import numpy as np
+
 from schemas import Event, Rejected, validate_item
 from stream.config.compose import assemble, make_ranker
 from stream.core.ranking.cascade import RankedScorer
@@ -41,13 +43,16 @@ class RecstreamSystem:
                 self.pipeline.content.upsert(good[i: i + 5000])
         self.embed_seconds = time.time() - t if self.pipeline.content is not None else 0.0
         self.batch_seconds: list[float] = []
+        self.candidates: dict[str, list[str]] = {}     # the last ask: user -> candidate set, best first
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
         scorers = {n: s for n, s in self.variants.items() if not only_rankers or s.ranker is not None}
         if not scorers:
             return {}
-        return self.pipeline.ask_variants(users, now_ts, scorers, k=k, exclude=exclude, record=True)
+        self.candidates = {}
+        return self.pipeline.ask_variants(users, now_ts, scorers, k=k, exclude=exclude, record=True,
+                                          candidates=self.candidates)
 
     def learn_batch(self, events: list[Event]) -> None:
         """Reveal a batch: the profile stage (the worker would also emit recommendations for these users;
@@ -69,3 +74,31 @@ class RecstreamSystem:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=10_000))
         for i in range(0, len(keys), 10_000):
             self.client.unlink(*keys[i: i + 10_000])
+
+
+def recstream_report(rs: RecstreamSystem, report: dict, n: int) -> dict:
+    """recstream's own figures: version, rankers, content, batch latency, ratios to the best baseline."""
+    bs = np.asarray(rs.batch_seconds) * 1000
+    out = {"recstream_version": rs.version, "rankers": rs.ranker_stats()}
+    if rs.encoder is not None:
+        out["content"] = {"encoder": rs.encoder.version, "provider": rs.encoder.provider,
+                          "items_embedded": len(rs.pipeline.content.index),
+                          "embed_seconds": round(rs.embed_seconds, 1),
+                          "exploration_slots": rs.pipeline.explorer.slots_used if rs.pipeline.explorer else 0}
+    out["recstream_batch_ms"] = {"p50": float(np.percentile(bs, 50)), "p99": float(np.percentile(bs, 99)),
+                                 "events_per_s": float(n / (bs.sum() / 1000)) if bs.sum() else 0.0}
+    out["_batch_ms"] = bs.tolist()
+    systems = report["systems"]
+    baselines = {k: v["ndcg@10"] for k, v in systems.items() if not k.startswith("recstream")}
+    if baselines:
+        best = max(baselines, key=baselines.get)
+        out["best_baseline"] = best
+        out["recstream_ndcg@10_ratio_to_best_baseline"] = (
+            systems["recstream"]["ndcg@10"] / baselines[best] if baselines[best] else None)
+        out["ndcg@10_ratio_to_best_baseline"] = {
+            k: (v["ndcg@10"] / baselines[best] if baselines[best] else None)
+            for k, v in systems.items() if k.startswith("recstream")}
+    base = systems["recstream"]["ndcg@10"]
+    out["ndcg@10_ratio_ranker_vs_without"] = {
+        k: (v["ndcg@10"] / base if base else None) for k, v in systems.items() if k.startswith("recstream+")}
+    return out

@@ -27,10 +27,12 @@ def rerank_top(base: np.ndarray, logit: np.ndarray, n: int, weight: float) -> np
 
 
 class RankedScorer:
-    """base scorer + online ranker, a cascade: the base scorer's top `rerank` candidates are re-ranked by
-    base + weight * z(ranker logit over those candidates); the rest keep the base order below them.
-    The ranker learned from shown lists, so it only judges the part of the list it knows; and only
-    once it has learned `min_examples` (until then the base order; its probability is still reported)."""
+    """base scorer + online ranker. Until the ranker has learned `min_examples`, the base order (its
+    probability is still reported). Then, by default, the ranker's logit orders the whole candidate set:
+    it learned from every event against the whole set, so no hand-chosen weight decides the order, and
+    the base scorer's influence (the transformer's with it) is what the ranker learned it is worth.
+    With a `weight` (the older cascade), the base's top `rerank` are re-scored by base + weight *
+    z(logit among them) and the rest keep the base order below them."""
 
     name = "ranked"
     needs_item_stats = True
@@ -56,7 +58,7 @@ class RankedScorer:
             pops.append(np.array([p for p, _ in st], dtype=np.float64))
             trends.append(np.array([t for _, t in st], dtype=np.float64) / trend_max)
         return batch_features(batch.features, tr, comps[self.base.name], metas, views, batch.now_ts, pops, trends,
-                              batch.content_sim)
+                              batch.content_sim, batch.items, batch.histories)
 
     def score(self, batch: CandidateBatch) -> Scored:
         comps = scored(self.base, batch).components
@@ -75,5 +77,10 @@ class RankedScorer:
         for b, end, size in zip(base, ends, sizes):
             logit = all_logits[end - size: end]
             probs.append(all_probs[end - size: end])
-            final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w) if active else b.copy())
+            if not active:
+                final.append(b.copy())
+            elif w is None:
+                final.append(logit.copy())
+            else:
+                final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w))
         return Scored(final, {**comps, "ranker": probs, self.name: final}, rows=feats)

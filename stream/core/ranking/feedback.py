@@ -168,12 +168,12 @@ class FeedbackJoin:
             s.with_positive += 1
         elif not self.learn_unclicked:
             return []
-        out = [Example(imp.X[r], True, w) for r, w in sorted(imp.hits.items())]
+        rng = np.random.default_rng([self.seed, zlib.crc32(imp.key.encode())])   # same key, same sample
         rest = [r for r in range(len(imp.items)) if r not in imp.hits]
+        s.positives += len(imp.hits)
+        out = [Example(imp.X[r], True, w) for r, w in sorted(imp.hits.items())]
         if rest and self.negatives:
-            rng = np.random.default_rng([self.seed, zlib.crc32(imp.key.encode())])   # same key, same sample
             pick = rng.choice(len(rest), size=min(self.negatives, len(rest)), replace=False)
             out += [Example(imp.X[rest[j]], False, 1.0) for j in sorted(pick)]
-        s.positives += len(imp.hits)
         s.negatives += len(out) - len(imp.hits)
         return out

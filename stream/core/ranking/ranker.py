@@ -2,7 +2,12 @@
 
     impressions (what we ranked and showed, with feature rows) + the users' next events
         -> FeedbackJoin (stream/core/ranking/feedback.py) -> weighted examples -> river learn_one
-    candidates -> features (stream/core/scoring/features.py) -> ranker logit -> blended with the base score
+    candidates -> features (stream/core/scoring/features.py) -> ranker logit -> the order (cascade.py)
+
+Every event is a label: the candidate set recstream ranked for the user just before (the state before the
+event, with the feature rows it was ranked with) is kept as an impression, and the user's next events
+within the window turn the candidates they touch into positives, with sampled candidates as negatives.
+So the ranker learns from all traffic, in the worker and the backtest alike, not only from what was shown.
 
 Two river models are offered and compared in the backtest:
 - "lr": StandardScaler | LogisticRegression (SGD) over every feature
@@ -23,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.core.scoring.features import FEATURE_NAMES
 from stream.core.ranking.feedback import Example, FeedbackJoin
+from stream.core.scoring.features import FEATURE_NAMES
 
 log = logging.getLogger("recstream.ranker")
 
@@ -39,15 +44,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
-def parse_spec(spec: str) -> tuple[str, float]:
-    """'lr' or 'lr:2.5' (model, blend weight).
+def parse_spec(spec: str) -> tuple[str, float | None]:
+    """'lr' (the cascade at the default weight), 'lr:2.5' (the cascade at weight 2.5) or 'lr:learned' (the
+    learned model orders the whole candidate set, learning from every event): (model, weight or None).
 
-    >>> parse_spec("fm:2")
-    ('fm', 2.0)
+    >>> parse_spec("fm:2"), parse_spec("lr"), parse_spec("lr:learned")
+    (('fm', 2.0), ('lr', 0.5), ('lr', None))
     """
     model, _, w = spec.partition(":")
     if model not in MODELS:
         raise ValueError(f"ranker model {model!r}: expected one of {', '.join(MODELS)}")
+    if w == "learned":
+        return model, None
     return model, float(w) if w else RankerConfig.weight
 
 
@@ -67,9 +75,13 @@ class RankerConfig:
     model: str = "lr"
     window_s: float = 1800.0        # feedback window (event time)
     negatives: int = 4              # sampled negatives per impression with a positive
-    min_examples: int = 200         # the ranker's score joins the blend once it has learned this many
-    weight: float = 0.5             # final = base + weight * z(ranker logit), over the base's top `rerank`
-    rerank: int = 50                # candidates re-ranked: what the ranker learned on (what was shown)
+    min_examples: int = 200         # the ranker's order takes over from the base order after this many examples
+    # A number (the default): the cascade, final = base + weight * z(ranker logit) over the base's top
+    # `rerank`, learning from the shown lists only. None ("lr:learned"): learn from every event against
+    # the whole candidate set it was ranked from, and order the whole set by the learned model alone.
+    weight: float | None = 0.5
+    rerank: int = 50
+    record_max: int = 200           # candidates kept per impression (the best by the current order)
     max_learn_per_batch: int = 5000  # learning budget per batch (the rest are counted as skipped)
     seed: int = 0
 
@@ -81,7 +93,9 @@ class OnlineRanker:
 
     def __init__(self, cfg: RankerConfig = RankerConfig()):
         self.cfg = cfg
-        self.join = FeedbackJoin(int(cfg.window_s * 1000), negatives=cfg.negatives, seed=cfg.seed)
+        whole = cfg.weight is None
+        self.join = FeedbackJoin(int(cfg.window_s * 1000), negatives=cfg.negatives, seed=cfg.seed,
+                                 max_open=20_000 if whole else 200_000)
         self.skipped = 0
         self._pending: list[Example] = []     # from superseded impressions, learned with the next feedback
         self.reset()
@@ -124,8 +138,21 @@ class OnlineRanker:
         examples += self.join.advance(newest)
         return self.learn(examples) if examples else 0
 
+    @property
+    def whole_set(self) -> bool:
+        """Ranks (and learns from) the whole candidate set, not a cascade over the base's top."""
+        return self.cfg.weight is None
+
+    def recorded(self, picked: list[int], scores: np.ndarray) -> list[int]:
+        """The candidate rows an impression keeps: what was shown (cascade), or the best `record_max` of
+        the whole set by the current order, the shown ones always among them."""
+        if not self.whole_set:
+            return picked
+        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[: self.cfg.record_max]
+        return list(dict.fromkeys([*picked, *order.tolist()]))
+
     def record(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray, trigger_id=None) -> None:
-        self._pending += self.join.impression(user, ts, key, items, X, trigger_id)
+        self._pending += self.join.impression(user, ts, key, items, np.asarray(X, dtype=np.float32), trigger_id)
 
     # ---- scoring --------------------------------------------------------------------------------
     @property

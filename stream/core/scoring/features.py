@@ -29,6 +29,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_since_last_s", "log_gap_before_last_s",    # time since the user's last event; the gap before it
     "log_history",                                  # length of the user's recent sequence
     *(f"trigger_{t}" for t in TRIGGER_TYPES),       # what the user did last
+    "hist_recency", "hist_count", "hist_is_last",   # in the user's own history: 1/(1+newest position), log1p(count), newest
     "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
 )
 N_FEATURES = len(FEATURE_NAMES)
@@ -88,16 +89,39 @@ def user_features(user: UserView, now_ts: int) -> np.ndarray:
 
 def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base: np.ndarray,
                        meta: list[tuple[str | None, str | None, float | None]], user: UserView, now_ts: int,
-                       popularity: np.ndarray, trend: np.ndarray, content_sim: np.ndarray | None = None) -> np.ndarray:
+                       popularity: np.ndarray, trend: np.ndarray, content_sim: np.ndarray | None = None,
+                       items: list[str] | None = None, history: list[str] | None = None) -> np.ndarray:
     """(C, N_FEATURES) for one user's C candidates.
 
     sources: (C, len(SOURCE_NAMES)) source scores; transformer: (C,) with NaN where unknown, or None;
     base: (C,) the base scorer's final score; meta: per candidate (category, brand, price);
     popularity: (C,) all-time weighted interactions; trend: (C,) already scaled to [0, 1];
-    content_sim: (C,) cosine to the user's content vector, NaN where an embedding is missing (or None).
+    content_sim: (C,) cosine to the user's content vector, NaN where an embedding is missing (or None);
+    items, history: the candidates' ids and the user's recent items, newest first (history columns 0 without).
     """
     return batch_features([sources], None if transformer is None else [transformer], [base], [meta], [user],
-                          now_ts, [popularity], [trend], None if content_sim is None else [content_sim])[0]
+                          now_ts, [popularity], [trend], None if content_sim is None else [content_sim],
+                          None if items is None else [items], None if history is None else [history])[0]
+
+
+def history_features(items: list[str], history: list[str]) -> np.ndarray:
+    """(C, 3): per candidate, 1/(1 + its newest position in the user's history), log1p(how often it is
+    there), whether it is the newest item: repeat consumption, which dominates shopping and session logs.
+
+    >>> history_features(["a", "b", "z"], ["b", "a", "b"]).round(3).tolist()
+    [[0.5, 0.693, 0.0], [1.0, 1.099, 1.0], [0.0, 0.0, 0.0]]
+    """
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for pos, it in enumerate(history):
+        first.setdefault(it, pos)
+        count[it] = count.get(it, 0) + 1
+    out = np.zeros((len(items), 3))
+    for r, it in enumerate(items):
+        pos = first.get(it)
+        if pos is not None:
+            out[r] = (1.0 / (1.0 + pos), math.log1p(count[it]), pos == 0)
+    return out
 
 
 def _segment_rank_inverse(x: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -131,7 +155,8 @@ def _segment_zscore(x: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
 
 def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
                    meta: list[list], users: list[UserView], now_ts: int, popularity: list[np.ndarray],
-                   trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                   trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None,
+                   items: list[list[str]] | None = None, histories: list[list[str]] | None = None) -> list[np.ndarray]:
     """`candidate_features` for every user of a batch at once (the per-user statistics, ranks and
     standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
     sizes = [len(b) for b in base]
@@ -184,6 +209,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     X[:, col + 12] = price_known
     uf = np.stack([user_features(u, now_ts) for u in users])
     X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
+    if items is not None and histories is not None:
+        X[:, -5:-2] = np.concatenate([history_features(i, h) for i, h in zip(items, histories)]).reshape(-1, 3)
     if content_sim is not None:
         cs = np.concatenate(content_sim).astype(np.float64)
         known = np.isfinite(cs)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import redis
 
 from schemas import Event
-from stream.errors import TRANSIENT_REDIS, translate_redis
 from stream.core.storage.store import Keys, Script
+from stream.errors import TRANSIENT_REDIS, translate_redis
 
 WEIGHTS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4, "search": 0}
 
