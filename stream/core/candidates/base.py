@@ -60,3 +60,22 @@ def normalised(flat: list[bytes]) -> list[tuple[str, float]]:
         return []
     top = ps[0][1] or 1.0
     return [(m, s / top) for m, s in ps]
+
+
+def plan_weighted(ctx: BatchContext, pipe, name: str, wanted: dict[str, list[tuple[str, float]]], key_of,
+                  n: int) -> Callable[[list], None]:
+    """For sources that read shared sorted sets: each user wants some of them, each with a weight. Every
+    distinct set is read once (its top `n`, queued on `pipe`); each user's candidates are their sets'
+    normalised scores times the weight (the best kept per item, as `BatchContext.adder` does)."""
+    order = sorted({k for lst in wanted.values() for k, _ in lst})
+    for k in order:
+        zrevrange(pipe, key_of(k), n)
+
+    def collect(replies: list) -> None:
+        tops = dict(zip(order, (normalised(r) for r in replies)))
+        for uid, lst in wanted.items():
+            add = ctx.adder(uid, name)
+            for k, w in lst:
+                for item, s in tops[k]:
+                    add(item, w * s)
+    return collect

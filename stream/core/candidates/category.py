@@ -2,7 +2,7 @@
 weighted by the user's affinity share for each category."""
 from __future__ import annotations
 
-from stream.core.candidates.base import BatchContext, normalised, zrevrange
+from stream.core.candidates.base import BatchContext, plan_weighted
 from stream.core.storage.store import Keys
 
 
@@ -14,18 +14,9 @@ class CategoryPopular:
         self.keys = Keys(prefix)
 
     def plan(self, ctx: BatchContext, pipe):
-        user_cats = {uid: snap.top("c", self.n_cats) for uid, snap in ctx.snapshots.items()}
-        cats = sorted({c for cs in user_cats.values() for c, _ in cs})
-        for c in cats:
-            zrevrange(pipe, self.keys.pop(c), self.n)
-
-        def collect(replies: list) -> None:
-            pop = dict(zip(cats, (normalised(r) for r in replies)))
-            for uid, cs in user_cats.items():
-                add = ctx.adder(uid, self.name)
-                total = sum(v for _, v in cs) or 1.0
-                for c, v in cs:
-                    share = v / total
-                    for item, s in pop[c]:
-                        add(item, share * s)
-        return collect
+        wanted = {}
+        for uid, snap in ctx.snapshots.items():
+            cs = snap.top("c", self.n_cats)
+            total = sum(v for _, v in cs) or 1.0
+            wanted[uid] = [(c, v / total) for c, v in cs]
+        return plan_weighted(ctx, pipe, self.name, wanted, self.keys.pop, self.n)

@@ -5,7 +5,7 @@ a session gap); here we read the top neighbours of the user's 3 latest distinct 
 """
 from __future__ import annotations
 
-from stream.core.candidates.base import BatchContext, normalised, zrevrange
+from stream.core.candidates.base import BatchContext, plan_weighted
 from stream.core.storage.store import Keys
 
 ANCHOR_WEIGHTS = (1.0, 0.6, 0.4)
@@ -19,19 +19,5 @@ class CoVisitation:
         self.keys = Keys(prefix)
 
     def plan(self, ctx: BatchContext, pipe):
-        anchors: dict[str, list[str]] = {}
-        for uid, snap in ctx.snapshots.items():
-            distinct = list(dict.fromkeys(snap.recent))[: len(ANCHOR_WEIGHTS)]
-            anchors[uid] = distinct
-        order = sorted({a for lst in anchors.values() for a in lst})
-        for a in order:
-            zrevrange(pipe, self.keys.covis(a), self.per_anchor)
-
-        def collect(replies: list) -> None:
-            neigh = dict(zip(order, (normalised(r) for r in replies)))
-            for uid, lst in anchors.items():
-                add = ctx.adder(uid, self.name)
-                for w, a in zip(ANCHOR_WEIGHTS, lst):
-                    for item, s in neigh[a]:
-                        add(item, w * s)
-        return collect
+        wanted = {uid: list(zip(dict.fromkeys(snap.recent), ANCHOR_WEIGHTS)) for uid, snap in ctx.snapshots.items()}
+        return plan_weighted(ctx, pipe, self.name, wanted, self.keys.covis, self.per_anchor)
