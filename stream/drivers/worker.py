@@ -248,11 +248,11 @@ class ConfluentWorker:
         """Stages 3-6 and the emit for one batch; its offsets go back to the consuming thread."""
         applied = job.applied
         result, dead = guarded("recommend", applied, self.pipeline.recommend, self.retry, self.stop_event)
-        if result is None or dead:      # isolated: the parts carry no dead letters or catalog count of the whole
-            result = BatchResult(result.recommendations if result else [],
-                                 applied.ingested.dead_letters + applied.dead_letters + dead,
-                                 result.events if result else 0, result.applied if result else 0,
-                                 applied.ingested.items, dict(applied.timings))
+        # after an isolation the parts carry neither the whole batch's dead letters nor its catalog count
+        result = BatchResult(result.recommendations if result else [],
+                             applied.ingested.dead_letters + applied.dead_letters + dead,
+                             result.events if result else 0, result.applied if result else 0,
+                             applied.ingested.items, result.timings if result else dict(applied.timings))
         t_emit = time.perf_counter()
         emitter.send(result)
         result.timings["emit"] = time.perf_counter() - t_emit
