@@ -5,6 +5,7 @@ import pytest
 
 from models.metrics import hit_at, ndcg_at, rank_of, rr, summarize
 from schemas import Event
+from stream.core.candidates import SOURCE_NAMES
 from stream.evaluation.backtest import BacktestConfig, _user_disjoint_batches, run_backtest
 from stream.evaluation.baselines import CoVisitKNN, MostPopular, TopList
 
@@ -87,6 +88,24 @@ def test_first_appearance_of_an_item_is_always_a_miss(stack):
     assert rep["evaluated"] == 1
     for name, m in rep["systems"].items():
         assert m["hr@20"] == 0.0, name
+    # nor can it be among recstream's candidates: candidate recall, overall and per source, is 0
+    cr = rep["candidate_recall"]
+    assert cr["all"] == 0.0 and set(cr["by_source"]) == set(SOURCE_NAMES) and not any(cr["by_source"].values())
+
+
+@pytest.mark.integration
+def test_candidate_recall_counts_where_the_item_was_proposed(stack):
+    """Users who come back to their own items: those items are candidates (the 'recent' source), so
+    candidate recall is high, and no source's share is above the whole."""
+    events, ts = [], 1_700_000_000_000
+    for step in range(8):
+        for u in range(20):
+            events.append(ev(len(events), f"u{u}", f"i{u}" if step % 2 else f"j{u}", ts))
+            ts += 1000
+    cfg = BacktestConfig(warmup_frac=0.5, batch_size=10, systems=("recent_items", "recstream"), rankers=())
+    cr = run_backtest(events, [], cfg, redis_url=stack[1])["candidate_recall"]
+    assert cr["all"] == 1.0 and cr["by_source"]["recent"] == 1.0
+    assert all(0.0 <= v <= cr["all"] for v in cr["by_source"].values()) and cr["mean_candidates"] >= 2
 
 
 @pytest.mark.integration

@@ -163,14 +163,16 @@ class Pipeline:
                      candidates: dict | None = None) -> dict[str, dict[str, list[str]]]:
         """`ask` for several scorers over one candidate stage (the backtest compares variants side by side);
         with `record`, what is returned counts as shown (an impression for each scorer's online ranker).
-        `candidates`, if given, receives each user's whole candidate set, best first by the first scorer."""
+        `candidates`, if given, receives each user's whole candidate set, best first by the first scorer, as
+        (item, which sources proposed it: a bool per `SOURCE_NAMES`) pairs."""
         snaps = self.profiles.read(users)
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
         if candidates is not None and scorers:
             first = scored(next(iter(scorers.values())), batch).final
             for u, uid in enumerate(batch.users):
                 order = np.argsort(-np.nan_to_num(first[u], nan=-np.inf), kind="stable")
-                candidates[uid] = [batch.items[u][i] for i in order]
+                proposed = batch.features[u] > 0           # (C, sources): which source proposed which item
+                candidates[uid] = [(batch.items[u][i], proposed[i]) for i in order]
         out = {}
         for name, scorer in scorers.items():
             ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record)

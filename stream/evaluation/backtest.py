@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from models.metrics import summarize
 from schemas import Event, Rejected, validate_event
+from stream.core.candidates import SOURCE_NAMES
 from stream.data.adapters import open_log
 from stream.evaluation.baselines import (
     CoVisitKNN,
@@ -154,6 +155,7 @@ class Replay:
     eval_ts: list[int] = field(default_factory=list)
     candidate_ranks: list[int] = field(default_factory=list)   # the evaluated item's place in recstream's candidates
     candidate_counts: list[int] = field(default_factory=list)
+    candidate_sources: list = field(default_factory=list)      # per evaluated event: which sources proposed it
 
     def __post_init__(self):
         names = [n for n in self.systems if n != "recstream"]
@@ -195,8 +197,10 @@ class Replay:
             seen = self.seen_by_user[e.user_id] if cfg.exclude_seen else None
             if "recstream" in self.systems:
                 cands = self.systems["recstream"].candidates.get(e.user_id, [])
-                self.candidate_ranks.append(cands.index(e.item_id) if e.item_id in cands else -1)
+                at = next((j for j, (item, _) in enumerate(cands) if item == e.item_id), -1)
+                self.candidate_ranks.append(at)
                 self.candidate_counts.append(len(cands))
+                self.candidate_sources.append(cands[at][1] if at >= 0 else None)
             for name, tr in self.tracks.items():
                 r, shown = _rank(answers[name].get(e.user_id, []), e.item_id, seen, k_max)
                 tr.ranks.append(r)
@@ -277,5 +281,7 @@ def build_report(replay: Replay, n: int, seconds: float) -> dict:
             report["candidate_recall"] = {
                 "all": float((ranks >= 0).mean()), "@100": float(((ranks >= 0) & (ranks < 100)).mean()),
                 "@10": float(((ranks >= 0) & (ranks < 10)).mean()),
-                "mean_candidates": float(np.mean(replay.candidate_counts))}
+                "mean_candidates": float(np.mean(replay.candidate_counts)),
+                "by_source": {name: float(np.mean([p is not None and bool(p[j]) for p in replay.candidate_sources]))
+                              for j, name in enumerate(SOURCE_NAMES)}}
     return report

@@ -18,7 +18,8 @@ def format_ratios(report: dict) -> str:
     if cr:
         lines.append(f"candidate recall (the evaluated item among recstream's candidates, which caps every ranker): "
                      f"{cr['all']:.3f} of all, {cr['@100']:.3f} in the top 100, {cr['@10']:.3f} in the top 10 "
-                     f"by the base order; {cr['mean_candidates']:.0f} candidates per user on average")
+                     f"by the base order; {cr['mean_candidates']:.0f} candidates per user on average; by source: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in cr.get("by_source", {}).items()))
     return "\n".join(lines)
 
 

@@ -43,7 +43,7 @@ class RecstreamSystem:
                 self.pipeline.content.upsert(good[i: i + 5000])
         self.embed_seconds = time.time() - t if self.pipeline.content is not None else 0.0
         self.batch_seconds: list[float] = []
-        self.candidates: dict[str, list[str]] = {}     # the last ask: user -> candidate set, best first
+        self.candidates: dict[str, list] = {}     # the last ask: user -> [(item, sources that proposed it)], best first
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
