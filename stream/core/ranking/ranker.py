@@ -4,10 +4,11 @@
         -> FeedbackJoin (stream/core/ranking/feedback.py) -> weighted examples -> river learn_one
     candidates -> features (stream/core/scoring/features.py) -> ranker logit -> the order (cascade.py)
 
-Every event is a label: the candidate set recstream ranked for the user just before (the state before the
-event, with the feature rows it was ranked with) is kept as an impression, and the user's next events
-within the window turn the candidates they touch into positives, with sampled candidates as negatives.
-So the ranker learns from all traffic, in the worker and the backtest alike, not only from what was shown.
+By default (the cascade, `lr`) an impression is the list that was shown. With `lr:learned` every event
+is a label: the candidate set recstream ranked for the user just before (the state before the event,
+with the feature rows it was ranked with) is kept as an impression, and the user's next events within
+the window turn the candidates they touch into positives, with sampled candidates as negatives, in the
+worker and the backtest alike.
 
 Two river models are offered and compared in the backtest:
 - "lr": StandardScaler | LogisticRegression (SGD) over every feature
