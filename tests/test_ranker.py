@@ -206,9 +206,10 @@ def test_learned_order_puts_near_zero_weight_on_a_random_transformer():
 def test_whole_set_ranker_restored_from_a_checkpoint_ranks_the_same(redis_client):
     """The learned order survives a restart: a ranker restored from its checkpoint orders a candidate
     set exactly as the one that wrote it, through the same cascade the pipeline uses."""
+    from test_contract_scorers import _batch
+
     from stream.core.ranking.cascade import RankedScorer
     from stream.core.scoring import FallbackScorer
-    from test_contract_scorers import _batch
     prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
     a = OnlineRanker(RankerConfig(min_examples=10, weight=None))
     a.learn(_examples(300))

@@ -50,10 +50,8 @@ def assemble(client, prefix: str, *, rank_cfg: RankConfig = RankConfig(), model_
 def make_ranker(spec: str, *, seed: int = 0, window_s: float | None = None) -> OnlineRanker:
     """An online ranker from 'lr' or 'fm' (the cascade), 'MODEL:WEIGHT', or 'MODEL:learned' (whole set)."""
     model, weight = parse_spec(spec)
-    cfg = RankerConfig(model=model, weight=weight, seed=seed)
-    if window_s is not None:
-        cfg = RankerConfig(model=model, weight=weight, seed=seed, window_s=window_s)
-    return OnlineRanker(cfg)
+    window = {} if window_s is None else {"window_s": window_s}
+    return OnlineRanker(RankerConfig(model=model, weight=weight, seed=seed, **window))
 
 
 def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool = True, guard: bool = True,

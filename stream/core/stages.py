@@ -3,7 +3,7 @@
     messages --ingest--> Ingested --apply--> Applied --recommend--> BatchResult
 
 A driver that isolates failures (the confluent worker) runs a stage again on a part of its input:
-`Ingested.only(users)` / `Applied.only(users)`, and joins the parts with `merge`.
+`Ingested.only(users)` / `Applied.only(users)`, and joins the parts with `merge(whole, parts)`.
 """
 from __future__ import annotations
 
@@ -80,16 +80,16 @@ class BatchResult:
         return replace(self, dead_letters=self.dead_letters + list(more)) if more else self
 
 
-def merge(parts: list) -> Applied | BatchResult | None:
-    """Join the parts of one stage run on disjoint users (the isolation path); None for no parts."""
-    if not parts:
-        return None
-    first = parts[0]
-    if isinstance(first, Applied):
+def merge(whole: Ingested | Applied, parts: list) -> Applied | BatchResult:
+    """What a stage run on `whole` returns, put together from its runs on disjoint users of it (the
+    isolation path): `apply` parts into one `Applied` of the whole batch, `recommend` parts into one
+    `BatchResult` that keeps the whole batch's dead letters and catalog count."""
+    if isinstance(whole, Ingested):
         snaps: dict = {}
-        for p in parts:
-            snaps.update(p.snapshots)
-        return Applied(first.ingested, snaps, [d for p in parts for d in p.dead_letters], first.timings)
-    return BatchResult([r for p in parts for r in p.recommendations], [d for p in parts for d in p.dead_letters],
-                       sum(p.events for p in parts), sum(p.applied for p in parts), sum(p.items for p in parts),
-                       first.timings)
+        for part in parts:
+            snaps.update(part.snapshots)
+        return Applied(whole, snaps, [], parts[0].timings if parts else dict(whole.timings))
+    return BatchResult([r for part in parts for r in part.recommendations],
+                       whole.ingested.dead_letters + whole.dead_letters, sum(part.events for part in parts),
+                       sum(part.applied for part in parts), whole.ingested.items,
+                       parts[0].timings if parts else dict(whole.timings))

@@ -33,7 +33,8 @@ def guarded(stage: str, whole, fn, retry: Retrier, stop_event: threading.Event):
     persists over POISON_RETRIES attempts is a bug or a corrupt key, not an outage: the input is split
     by user (`whole.only`) and `fn` runs per user; the events of users that still fail become dead
     letters naming the stage, the error and their topic[partition]@offset.
-    Returns (result, or the merged parts' result / None, dead letters)."""
+    Returns (the stage's result for the whole batch, merged from the parts after an isolation; the
+    dead letters of the isolated users)."""
     events = whole.events
     origins = whole.origins
     if not events:
@@ -69,7 +70,7 @@ def guarded(stage: str, whole, fn, retry: Retrier, stop_event: threading.Event):
                 dead.append(d)
     log.warning("%s: %d of %d events dead-lettered after isolating the failure (%s)", stage, len(dead),
                 len(events), type(last).__name__)
-    return merge(parts), dead
+    return merge(whole, parts), dead
 
 
 def _span(origins: list[InMessage]) -> str:

@@ -26,7 +26,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -61,7 +61,7 @@ class ConfluentWorker:
     per micro-batch, emits recommendations and dead letters, and commits only what was fully handled.
 
     Two threads overlap consecutive batches (see `run`); every Redis and Kafka call goes through
-    `self.retry` (transient outages waited out) and every stage through `_guarded` (persistent failures
+    `self.retry` (transient outages waited out) and every stage through `guarded` (persistent failures
     isolated to the users that cause them). `self.health` is what a readiness probe reports.
     """
 
@@ -182,8 +182,7 @@ class ConfluentWorker:
                 ing = self.retry.call("ingest", lambda: at_edge("ingest", lambda: self.pipeline.ingest(batch)))
                 ing.timings["poll"] = t_poll
                 applied, dead = guarded("profile", ing, self.pipeline.apply, self.retry, self.stop_event)
-                applied = Applied(ing, applied.snapshots if applied else {}, dead, applied.timings if applied
-                                  else ing.timings)
+                applied = replace(applied, dead_letters=applied.dead_letters + dead)
                 handoff.put(Job(len(batch), applied, offsets, ts))
         except Stopping:
             log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")
@@ -248,11 +247,7 @@ class ConfluentWorker:
         """Stages 3-6 and the emit for one batch; its offsets go back to the consuming thread."""
         applied = job.applied
         result, dead = guarded("recommend", applied, self.pipeline.recommend, self.retry, self.stop_event)
-        # after an isolation the parts carry neither the whole batch's dead letters nor its catalog count
-        result = BatchResult(result.recommendations if result else [],
-                             applied.ingested.dead_letters + applied.dead_letters + dead,
-                             result.events if result else 0, result.applied if result else 0,
-                             applied.ingested.items, result.timings if result else dict(applied.timings))
+        result = result.with_dead_letters(dead)
         t_emit = time.perf_counter()
         emitter.send(result)
         result.timings["emit"] = time.perf_counter() - t_emit

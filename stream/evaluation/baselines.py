@@ -117,17 +117,43 @@ class RecentItems(Baseline):
             self.hist[ev.user_id].append(ev.item_id)
 
 
-class CoVisitKNN(Baseline):
+class _CoVisitation(Baseline):
+    """What both co-visitation baselines share: per-item neighbour counts (`self.counts`), each item's top
+    `per_item` cached until its counts change, and the answer: weighted neighbours, best first, the
+    most popular items after them."""
+
+    def __init__(self, window: int, fallback: MostPopular | None, per_item: int):
+        super().__init__()
+        self.window, self.per_item, self.fallback = window, per_item, fallback
+        self.counts = defaultdict(Counter)
+        self.hist = defaultdict(lambda: deque(maxlen=window))
+        self._cache: dict[str, list] = {}
+
+    def _top(self, a: str) -> list:
+        """The `per_item` strongest neighbours of `a`, recomputed only after `a`'s counts changed."""
+        got = self._cache.get(a)
+        if got is None:
+            nb = self.counts.get(a)
+            got = self._cache[a] = nb.most_common(self.per_item) if nb else []
+        return got
+
+    def _count(self, a: str, b: str, w: float) -> None:
+        self.counts[a][b] += w
+        self._cache.pop(a, None)
+
+    def _answer(self, acc: Counter, k: int, exclude) -> list[str]:
+        out = [it for it, _ in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+        if len(out) < k and self.fallback is not None:
+            out += [i for i in self.fallback.pop.top if i not in acc and i not in exclude][: k - len(out)]
+        return out
+
+
+class CoVisitKNN(_CoVisitation):
     """Sequential item co-visitation: items that followed the user's last 3 items in others' histories."""
     name = "covisit_knn"
 
     def __init__(self, window: int = 3, fallback: MostPopular | None = None):
-        super().__init__()
-        self.window = window
-        self.next = defaultdict(Counter)
-        self.hist = defaultdict(lambda: deque(maxlen=window))
-        self.fallback = fallback
-        self._cache: dict[str, list] = {}
+        super().__init__(window, fallback, per_item=50)
 
     def recommend(self, user, k, now, exclude=frozenset()):
         acc = Counter()
@@ -138,18 +164,7 @@ class CoVisitKNN(Baseline):
                 for it, c in top:
                     if it not in exclude:
                         acc[it] += w * c / m
-        out = [it for it, _ in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
-        if len(out) < k and self.fallback is not None:
-            out += [i for i in self.fallback.pop.top if i not in acc and i not in exclude][: k - len(out)]
-        return out
-
-    def _top(self, a: str) -> list:
-        """The 50 items that most often followed `a`, recomputed only after `a`'s counts changed."""
-        got = self._cache.get(a)
-        if got is None:
-            nb = self.next.get(a)
-            got = self._cache[a] = nb.most_common(50) if nb else []
-        return got
+        return self._answer(acc, k, exclude)
 
     def _learn(self, ev):
         if not ev.item_id:
@@ -158,39 +173,27 @@ class CoVisitKNN(Baseline):
         if h and h[-1] != ev.item_id:
             for p in set(h):
                 if p != ev.item_id:
-                    self.next[p][ev.item_id] += WEIGHTS[ev.type] or 1.0
-                    self._cache.pop(p, None)
+                    self._count(p, ev.item_id, WEIGHTS[ev.type] or 1.0)
         if not h or h[-1] != ev.item_id:
             h.append(ev.item_id)
 
 
-class CoVisitSymmetric(Baseline):
+class CoVisitSymmetric(_CoVisitation):
     """The textbook co-visitation kNN: two items co-occur when one user touches both within `window`
     distinct items (counted both ways); a user's candidates are the co-occurring items of their last
     `window` distinct items, each weighted 1/position (newest first)."""
     name = "covisit_sym"
 
     def __init__(self, window: int = 5, fallback: MostPopular | None = None, per_item: int = 50):
-        super().__init__()
-        self.window, self.per_item = window, per_item
-        self.co = defaultdict(Counter)
-        self.hist = defaultdict(lambda: deque(maxlen=window))
-        self.fallback = fallback
-        self._cache: dict[str, list] = {}
+        super().__init__(window, fallback, per_item)
 
     def recommend(self, user, k, now, exclude=frozenset()):
         acc = Counter()
         for pos, a in enumerate(reversed(self.hist[user])):
-            got = self._cache.get(a)
-            if got is None:
-                got = self._cache[a] = self.co[a].most_common(self.per_item) if a in self.co else []
-            for it, c in got:
+            for it, c in self._top(a):
                 if it not in exclude:
                     acc[it] += c / (pos + 1)
-        out = [it for it, _ in sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
-        if len(out) < k and self.fallback is not None:
-            out += [i for i in self.fallback.pop.top if i not in acc and i not in exclude][: k - len(out)]
-        return out
+        return self._answer(acc, k, exclude)
 
     def _learn(self, ev):
         if not ev.item_id:
@@ -200,10 +203,8 @@ class CoVisitSymmetric(Baseline):
             h.remove(ev.item_id)
         else:
             for a in h:
-                self.co[a][ev.item_id] += 1
-                self.co[ev.item_id][a] += 1
-                self._cache.pop(a, None)
-            self._cache.pop(ev.item_id, None)
+                self._count(a, ev.item_id, 1)
+                self._count(ev.item_id, a, 1)
         h.append(ev.item_id)
 
 

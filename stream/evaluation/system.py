@@ -50,9 +50,9 @@ class RecstreamSystem:
         scorers = {n: s for n, s in self.variants.items() if not only_rankers or s.ranker is not None}
         if not scorers:
             return {}
-        self.candidates = {}
+        self.candidates = {}        # kept for evaluated asks only (candidate recall)
         return self.pipeline.ask_variants(users, now_ts, scorers, k=k, exclude=exclude, record=True,
-                                          candidates=self.candidates)
+                                          candidates=None if only_rankers else self.candidates)
 
     def learn_batch(self, events: list[Event]) -> None:
         """Reveal a batch: the profile stage (the worker would also emit recommendations for these users;

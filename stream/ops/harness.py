@@ -49,7 +49,8 @@ class WorkerProcess:
     def __init__(self, s: Settings, *, log=None, tied: bool = True, cwd: str | Path | None = None, **env_overrides):
         self.s = s
         env_s = replace(s, **{"metrics_port": 0, **env_overrides})
-        self._log = open(log, "ab") if isinstance(log, (str, Path)) else log
+        self._own_log = isinstance(log, (str, Path))     # a file this harness opened, and closes
+        self._log = open(log, "ab") if self._own_log else log
         self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"],
                                      env={**os.environ, **env_s.to_env()}, cwd=cwd,
                                      stdout=subprocess.DEVNULL if self._log is not None else None, stderr=self._log,
@@ -81,7 +82,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self._log is not None and hasattr(self._log, "close") and self._log not in (sys.stdout, sys.stderr):
+        if self._own_log:
             self._log.close()
         return self.proc.returncode
 
