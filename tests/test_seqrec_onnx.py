@@ -7,9 +7,12 @@ from conftest import register_model as register
 
 from exporters.parity import ParityError, check_seqrec_parity
 from models.seqrec import SeqRec
+from stream.core.candidates import SOURCE_NAMES
 from stream.core.scoring import CandidateBatch
 from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
 from stream.core.storage.registry import RegistryError
+
+W = len(SOURCE_NAMES)
 
 
 def test_parity_batches_1_7_64_short_and_full(tiny):
@@ -55,7 +58,7 @@ def test_onnx_scorer_maps_ids_and_leaves_unknown_items_unscored(tiny, tmp_path):
     scorer = OnnxScorer(reg.path(v))
     assert scorer.provider == "CPUExecutionProvider" and scorer.version == v
     batch = CandidateBatch(["u1", "u2"], [["i3", "zzz", "i5"], ["i7"]],
-                           [np.ones((3, 6)), np.ones((1, 6))], [["i2", "i1"], []])
+                           [np.ones((3, W)), np.ones((1, W))], [["i2", "i1"], []])
     got = scorer.predict(batch)
     assert np.isnan(got[0][1]) and np.isfinite(got[0][[0, 2]]).all() and np.isfinite(got[1]).all()
     with torch.no_grad():

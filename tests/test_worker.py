@@ -172,18 +172,19 @@ def test_two_workers_share_partitions_and_cover_every_user(settings, tmp_path):
         assert owner.setdefault(u, r.headers["recstream.worker"]) == r.headers["recstream.worker"]
 
 
+@pytest.mark.parametrize("model", ["gbdt", "lr"])
 def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_rejected(settings, redis_client,
-                                                                                          tmp_path):
+                                                                                          tmp_path, model):
     """The worker's online ranker: a corrupted checkpoint is rejected with a clear log line (the worker
     starts from scratch and serves); what it learns is checkpointed (periodically and at SIGTERM)
     and a restarted worker carries on from it."""
     from dataclasses import replace
 
     from stream.core.scoring.features import FEATURE_NAMES
-    s = replace(settings, ranker="lr", ranker_checkpoint_s=1.0)
-    key = f"{s.key_prefix}ranker:{s.group_id}:lr"
+    s = replace(settings, ranker=model, ranker_checkpoint_s=1.0)
+    key = f"{s.key_prefix}ranker:{s.group_id}:{model}"
     redis_client.hset(key, mapping={"format": "recstream-ranker/1", "features": ",".join(FEATURE_NAMES),
-                                    "model": "lr", "sha256": "0" * 64, "payload": b"not a pickle", "version": 7})
+                                    "model": model, "sha256": "0" * 64, "payload": b"not a pickle", "version": 7})
     sh = shop(8_000, seed=21)
     events = list(sh.events())
     produce_items(sh.items, s.items_topic, s.brokers)
@@ -194,12 +195,12 @@ def test_ranker_learns_checkpoints_and_survives_restart_a_corrupt_checkpoint_is_
         return int(v) if v is not None else 0
 
     try:
-        _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learned)
+        _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learned, model)
     finally:
         recs.stop()
 
 
-def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learned):
+def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learned, model):
     def trickle(evs):      # a live stream, not one burst: many batches, so lists are shown and then acted on
         for i in range(0, len(evs), 250):
             produce_events(enumerate(evs[i: i + 250], i + 1), s.events_topic, s.brokers)
@@ -229,7 +230,7 @@ def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learn
     assert f"({at_stop} examples learned)" in (tmp_path / "w2.log").read_text()
     parsed = [validate_recommendation(r.value) for r in recs.items]
     served = [int(p.model_versions["ranker"].split("@")[1]) for p in parsed]
-    assert parsed[-1].model_versions["scorer"] == "fallback-v1+ranker-lr"
+    assert parsed[-1].model_versions["scorer"] == f"fallback-v1+ranker-{model}"
     assert max(served) > at_stop          # the second worker went on from the checkpoint, not from zero
     assert any("ranker" in it.scores and "fallback" in it.scores for p in parsed for it in p.items)
 

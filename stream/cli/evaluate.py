@@ -87,8 +87,10 @@ def register(sub) -> None:
                     "similarity, query cold start and fresh-item exploration to recstream")
     bt.add_argument("--no-explore", dest="explore", action="store_false",
                     help="with --encoder-dir: no exploration slot for fresh items (to measure what it costs)")
-    bt.add_argument("--rankers", default="lr,fm",
-                    help="online-ranker models run beside plain recstream as recstream+MODEL (lr, fm; '' = none)")
+    bt.add_argument("--rankers", default="gbdt",
+                    help="online rankers run beside the base order as recstream+SPEC: gbdt (the default: learned, "
+                    "whole candidate set), lr or fm (the cascade over shown lists), lr:learned, fm:learned; "
+                    "comma-separated; '' = none")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
     bt.add_argument("--limit", type=int)
     bt.add_argument("--rate", type=float, default=500.0, help="--via-kafka: events/s sent (0 = as fast as possible)")

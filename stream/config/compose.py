@@ -15,7 +15,7 @@ from stream.core.content import ContentEncoder, ContentStore
 from stream.core.pipeline import Pipeline
 from stream.core.ranking.checkpoint import RankerCheckpoint, RankerKeeper
 from stream.core.ranking.rank import RankConfig
-from stream.core.ranking.ranker import OnlineRanker, RankerConfig, parse_spec
+from stream.core.ranking.ranker import OnlineRanker, RankerConfig
 from stream.core.scoring.transformer import load_promoted
 from stream.core.storage.store import connect
 from stream.secrets import Pseudonymiser
@@ -47,11 +47,11 @@ def assemble(client, prefix: str, *, rank_cfg: RankConfig = RankConfig(), model_
     return pipeline
 
 
-def make_ranker(spec: str, *, seed: int = 0, window_s: float | None = None) -> OnlineRanker:
-    """An online ranker from 'lr' or 'fm' (the cascade), 'MODEL:WEIGHT', or 'MODEL:learned' (whole set)."""
-    model, weight = parse_spec(spec)
+def make_ranker(spec: str, *, seed: int = 0, window_s: float | None = None, background_fit: bool = False) -> OnlineRanker:
+    """An online ranker from 'gbdt' (trees, whole set), 'lr' or 'fm' (the cascade), 'MODEL:WEIGHT', or
+    'MODEL:learned' (whole set). The worker fits trees in the background; the backtest inline."""
     window = {} if window_s is None else {"window_s": window_s}
-    return OnlineRanker(RankerConfig(model=model, weight=weight, seed=seed, **window))
+    return OnlineRanker(RankerConfig.for_spec(spec, seed=seed, background_fit=background_fit, **window))
 
 
 def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool = True, guard: bool = True,
@@ -61,11 +61,12 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
     passes init_store=False (it decides whether a store without a marker is new or emptied); `recstream
     rebuild` passes guard=False and ranker=False."""
     pipeline = assemble(connect(s.redis_url), s.key_prefix,
-                        rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger)),
+                        rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger),
+                                            max_per_category=s.max_per_category),
                         encoder_dir=s.encoder_dir, pseudonymise_key=s.pseudonymise_key, init_store=init_store,
                         guard=guard)
     if s.ranker != "off" and ranker:
-        online = make_ranker(s.ranker, window_s=s.ranker_window_s)
+        online = make_ranker(s.ranker, window_s=s.ranker_window_s, background_fit=True)
         pipeline.keeper = RankerKeeper(online, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id,
                                                                 online.cfg.model), s.ranker_checkpoint_s)
         pipeline.keeper.restore()

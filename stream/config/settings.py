@@ -37,7 +37,8 @@ class Settings:
     batch_wait_ms: int = 5                    # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
     top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
     exclude_trigger: int = 1                  # RECSTREAM_EXCLUDE_TRIGGER: 1 = never recommend the item just interacted with
-    ranker: str = "lr"                        # RECSTREAM_RANKER: online ranker lr | fm | off (optionally lr:WEIGHT)
+    ranker: str = "gbdt"                      # RECSTREAM_RANKER: online ranker gbdt | lr | fm | off (lr:WEIGHT, lr:learned)
+    max_per_category: int = 0                 # RECSTREAM_MAX_PER_CATEGORY: diversity cap per category in a list (0 = off)
     ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown)
     ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
@@ -128,15 +129,14 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be >= 1")
         if self.ranker != "off":
-            model, _, weight = self.ranker.partition(":")
+            from stream.core.ranking.ranker import parse_spec
             try:
-                float(weight or 1) if weight != "learned" else 1.0
-                ok = model in ("lr", "fm")
-            except ValueError:
-                ok = False
-            if not ok:
-                raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected lr, fm or off (optionally MODEL:WEIGHT "
-                                    "or MODEL:learned)")
+                parse_spec(self.ranker)
+            except ValueError as e:
+                raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected gbdt, lr, fm or off (lr and fm "
+                                    f"optionally MODEL:WEIGHT or MODEL:learned): {e}") from None
+        if self.max_per_category < 0:
+            raise SettingsError(f"RECSTREAM_MAX_PER_CATEGORY={self.max_per_category}: must be >= 0 (0 = no cap)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             from stream.secrets import redact_url
             raise SettingsError(f"RECSTREAM_REDIS_URL={redact_url(self.redis_url)!r}: expected redis://host:port/db")

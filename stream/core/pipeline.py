@@ -160,11 +160,12 @@ class Pipeline:
 
     def ask_variants(self, users: list[str], now_ts: int, scorers: dict, *, k: int | None = None,
                      exclude: dict[str, set] | None = None, record: bool = False,
-                     candidates: dict | None = None) -> dict[str, dict[str, list[str]]]:
+                     candidates: dict | None = None, unexplored: dict | None = None) -> dict[str, dict[str, list[str]]]:
         """`ask` for several scorers over one candidate stage (the backtest compares variants side by side);
         with `record`, what is returned counts as shown (an impression for each scorer's online ranker).
         `candidates`, if given, receives each user's whole candidate set, best first by the first scorer, as
-        (item, which sources proposed it: a bool per `SOURCE_NAMES`) pairs."""
+        (item, which sources proposed it: a bool per `SOURCE_NAMES`) pairs. `unexplored`, if given, receives
+        scorer name -> user -> the list as it would be without the exploration slot (what the slot costs)."""
         snaps = self.profiles.read(users)
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
         if candidates is not None and scorers:
@@ -175,8 +176,12 @@ class Pipeline:
                 candidates[uid] = [(batch.items[u][i], proposed[i]) for i in order]
         out = {}
         for name, scorer in scorers.items():
-            ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record)
+            plain = {} if unexplored is not None else None
+            ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record, unexplored=plain)
             out[name] = {uid: [items[i] for i, _ in picked] for uid, (items, _, picked, _) in ranked.items()}
+            if unexplored is not None:
+                unexplored[name] = {uid: [ranked[uid][0][i] for i, _ in plain.get(uid, picked)]
+                                    for uid, (_, _, picked, _) in ranked.items()}
         return out
 
     def feedback(self, snaps: dict, scorers=None) -> int:
@@ -195,9 +200,10 @@ class Pipeline:
         return out
 
     def _score_rank(self, ctx: BatchContext, batch: CandidateBatch, scorer: Scorer, timings: dict, *,
-                    k: int | None = None, triggers=None, record: bool = False):
+                    k: int | None = None, triggers=None, record: bool = False, unexplored: dict | None = None):
         """Scoring and ranking: user -> (items, feats, picked, components). With `record` and an online
-        ranker, what is picked is recorded as shown, with the feature rows it was ranked with."""
+        ranker, what is picked is recorded as shown, with the feature rows it was ranked with. `unexplored`
+        receives user -> picked without the exploration slot, where the slot was used."""
         t = time.perf_counter
         t3 = t()
         if (scorer.needs_item_stats or self.explorer is not None) and batch.item_stats is None:
@@ -226,6 +232,8 @@ class Pipeline:
             if self.explorer is not None and picked:
                 j = self.explorer.choose(items, batch.features[u], pops, picked, drop)
                 if j is not None:
+                    if unexplored is not None:
+                        unexplored[uid] = picked
                     pos = min(len(picked), self.explore_position) - 1
                     picked = picked[:pos] + [(j, float(scores[u][j]))] + picked[pos:cfg.k - 1]
                     if record:

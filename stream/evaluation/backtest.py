@@ -35,7 +35,7 @@ from stream.evaluation.baselines import (
     TrendingPopular,
     novelty,
 )
-from stream.evaluation.system import RecstreamSystem, recstream_report
+from stream.evaluation.system import NO_EXPLORE, RecstreamSystem, recstream_report
 
 KS = (5, 10, 20)
 
@@ -53,7 +53,7 @@ class BacktestConfig:
     buckets: int = 20             # points of the metric-over-time curve
     encoder_dir: str | None = None    # an exported text encoder: content source, cold start, exploration
     explore: bool = True              # with the encoder: the fresh-item exploration slot
-    rankers: tuple[str, ...] = ("lr", "fm")   # online-ranker variants of recstream run beside it ("" = none)
+    rankers: tuple[str, ...] = ("gbdt",)      # online-ranker variants of recstream run beside it ("" = none)
     ranker_warmup_frac: float = 0.1   # the end of the warm-up (this fraction of it) already shows lists to
                                       # the ranker variants and lets them learn; nothing there is evaluated
 
@@ -160,7 +160,10 @@ class Replay:
     def __post_init__(self):
         names = [n for n in self.systems if n != "recstream"]
         if "recstream" in self.systems:
-            names += list(self.systems["recstream"].variants)
+            rs = self.systems["recstream"]
+            names += list(rs.variants)
+            if rs.explores:       # the same lists without the exploration slot: what the slot costs
+                names += [n + NO_EXPLORE for n in rs.variants]
         self.tracks = {name: SystemTrack() for name in names}
 
     def excluded(self, users: list[str]) -> dict:
@@ -185,6 +188,8 @@ class Replay:
         for name, sysm in self.systems.items():
             if name == "recstream":
                 answers.update(sysm.ask(users, now, cfg.k_request, excl or None))
+                if sysm.explores:
+                    answers.update({n + NO_EXPLORE: lists for n, lists in sysm.unexplored.items()})
             else:
                 answers[name] = {u: sysm.recommend(u, cfg.k_request, now, excl.get(u, frozenset())) for u in users}
         total_pop = sum(self.item_counts.values())

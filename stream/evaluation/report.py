@@ -13,6 +13,9 @@ def format_ratios(report: dict) -> str:
         extra = ""
         if k in report.get("ndcg@10_ratio_ranker_vs_without", {}):
             extra = f"; vs recstream without the ranker: {report['ndcg@10_ratio_ranker_vs_without'][k]:.3f}x"
+        explore = (report.get("exploration_ndcg@10_ratio") or {}).get(k)
+        if explore is not None:
+            extra += f"; exploration slot costs {100 * (1 - explore):.1f} % of it"
         lines.append(f"{k} NDCG@10 / best baseline ({best}): {r:.3f}x{extra}")
     cr = report.get("candidate_recall")
     if cr:
@@ -58,9 +61,11 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
           f"Catalog items seen: {report['catalog_items_seen']}. Took {report['seconds']} s.", "",
           format_table(report), ""]
     if ratio is not None:
-        md.append(f"recstream scorer: {report.get('recstream_version')}; `recstream+lr` / `recstream+fm` add the "
-                  f"online river ranker (logistic regression / factorization machine), learning from its own "
-                  f"shown lists.")
+        md.append(f"recstream scorer: {report.get('recstream_version')} (the base order). `recstream+gbdt` adds "
+                  f"the default learned ranker (LightGBM on a sliding window, learning from every event against "
+                  f"the whole candidate set); `recstream+lr` / `recstream+fm` the river cascade (learning from its "
+                  f"own shown lists), `+MODEL:learned` the river models on the whole set. A `(no exploration)` row "
+                  f"is the same lists without the exploration slot.")
         md.append("")
         md += [f"- {line}" for line in format_ratios(report).splitlines()]
         md.append("")

@@ -14,6 +14,8 @@ from stream.core.ranking.rank import RankConfig
 from stream.core.stages import Ingested
 from stream.core.storage.store import connect
 
+NO_EXPLORE = " (no exploration)"     # a variant's lists without the exploration slot (the backtest's tracks)
+
 
 class RecstreamSystem:
     """The pipeline core against a private Redis key prefix; asked through `Pipeline.ask_variants`:
@@ -44,15 +46,21 @@ class RecstreamSystem:
         self.embed_seconds = time.time() - t if self.pipeline.content is not None else 0.0
         self.batch_seconds: list[float] = []
         self.candidates: dict[str, list] = {}     # the last ask: user -> [(item, sources that proposed it)], best first
+        self.unexplored: dict[str, dict] = {}     # the last ask: variant -> user -> its list without the exploration slot
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
         scorers = {n: s for n, s in self.variants.items() if not only_rankers or s.ranker is not None}
         if not scorers:
             return {}
-        self.candidates = {}        # kept for evaluated asks only (candidate recall)
+        self.candidates, self.unexplored = {}, {}     # kept for evaluated asks only (candidate recall, exploration)
         return self.pipeline.ask_variants(users, now_ts, scorers, k=k, exclude=exclude, record=True,
-                                          candidates=None if only_rankers else self.candidates)
+                                          candidates=None if only_rankers else self.candidates,
+                                          unexplored=None if only_rankers else self.unexplored)
+
+    @property
+    def explores(self) -> bool:
+        return self.pipeline.explorer is not None
 
     def learn_batch(self, events: list[Event]) -> None:
         """Reveal a batch: the profile stage (the worker would also emit recommendations for these users;
@@ -97,8 +105,13 @@ def recstream_report(rs: RecstreamSystem, report: dict, n: int) -> dict:
             systems["recstream"]["ndcg@10"] / baselines[best] if baselines[best] else None)
         out["ndcg@10_ratio_to_best_baseline"] = {
             k: (v["ndcg@10"] / baselines[best] if baselines[best] else None)
-            for k, v in systems.items() if k.startswith("recstream")}
+            for k, v in systems.items() if k.startswith("recstream") and not k.endswith(NO_EXPLORE)}
     base = systems["recstream"]["ndcg@10"]
     out["ndcg@10_ratio_ranker_vs_without"] = {
-        k: (v["ndcg@10"] / base if base else None) for k, v in systems.items() if k.startswith("recstream+")}
+        k: (v["ndcg@10"] / base if base else None) for k, v in systems.items()
+        if k.startswith("recstream+") and not k.endswith(NO_EXPLORE)}
+    # what the exploration slot costs: each variant's NDCG@10 against its own lists without the slot
+    out["exploration_ndcg@10_ratio"] = {
+        k: (v["ndcg@10"] / systems[k + NO_EXPLORE]["ndcg@10"] if systems[k + NO_EXPLORE]["ndcg@10"] else None)
+        for k, v in systems.items() if k + NO_EXPLORE in systems}
     return out

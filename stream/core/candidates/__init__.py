@@ -3,15 +3,15 @@ pipeline (`plan`) and turns the replies into scored candidates (`collect`); all 
 one round-trip per batch. Each candidate records which sources proposed it and their scores."""
 from stream.core.candidates.base import SOURCE_NAMES, BatchContext, CandidateSource
 from stream.core.candidates.category import CategoryPopular
-from stream.core.candidates.covisit import CoVisitation
+from stream.core.candidates.covisit import CoOccurrence, CoVisitation
 from stream.core.candidates.recent import UserHistory
 from stream.core.candidates.trending import Trending
 
 
 def default_sources(prefix: str, trend_half_life_s: float) -> list[CandidateSource]:
-    return [CoVisitation(prefix), UserHistory(), Trending(prefix, trend_half_life_s),
+    return [CoVisitation(prefix), CoOccurrence(prefix), UserHistory(), Trending(prefix, trend_half_life_s),
             CategoryPopular(prefix)]
 
 
-__all__ = ["SOURCE_NAMES", "BatchContext", "CandidateSource", "CategoryPopular", "CoVisitation",
+__all__ = ["SOURCE_NAMES", "BatchContext", "CandidateSource", "CategoryPopular", "CoOccurrence", "CoVisitation",
            "UserHistory", "Trending", "default_sources"]

@@ -6,7 +6,7 @@ from typing import Callable, Protocol
 
 from stream.core.storage.profile import Snapshot
 
-SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model")
+SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model", "cooccur")
 
 
 @dataclass

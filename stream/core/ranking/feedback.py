@@ -17,6 +17,10 @@ same labels.
 - Memory is bounded: at most `max_per_user` open impressions per user (a newer list replaced the
   oldest on the user's screen: it is closed early with what it has) and `max_open` in all (the
   least recently shown user's oldest is dropped); both are counted, never silent.
+- With `close_on_next` (the whole-set modes: an impression is the candidate set just before the
+  user's next event, and that event is its label), the first event that labels or could label it
+  (an item event other than its trigger) closes it at once: memory holds only the sets still
+  waiting for their user's next event.
 - Impressions with no positive are counted and, by default, not learned from: they carry no
   ranking information, and skipping them keeps the learning cost bounded.
 """
@@ -65,8 +69,9 @@ class JoinStats:
 
 class FeedbackJoin:
     def __init__(self, window_ms: int = 30 * 60_000, negatives: int = 4, max_per_user: int = 4,
-                 max_open: int = 200_000, learn_unclicked: bool = False, seed: int = 0):
+                 max_open: int = 200_000, learn_unclicked: bool = False, seed: int = 0, close_on_next: bool = False):
         self.window_ms, self.negatives, self.max_per_user, self.max_open = window_ms, negatives, max_per_user, max_open
+        self.close_on_next = close_on_next
         self.learn_unclicked, self.seed = learn_unclicked, seed
         self.open: OrderedDict[str, list[Impression]] = OrderedDict()   # user -> open impressions, oldest first
         self.deadlines: deque = deque()                                  # (deadline, user, key), ~time order
@@ -119,9 +124,13 @@ class FeedbackJoin:
             try:
                 row = imp.items.index(item_id)
             except ValueError:
-                continue
-            imp.labelled_by.add(event_id)
-            imp.hits[row] = max(imp.hits.get(row, 0.0), w)
+                row = None
+            if row is not None:
+                imp.labelled_by.add(event_id)
+                imp.hits[row] = max(imp.hits.get(row, 0.0), w)
+            if self.close_on_next:
+                keep.pop()
+                out += self._close(imp)
         self._set(user, keep)
         return out
 

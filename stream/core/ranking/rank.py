@@ -1,5 +1,5 @@
 """Stage 5: filters and ranking: drop what the user just bought and the item they are on,
-dedupe, cap items per category for diversity, keep the top K."""
+dedupe, cap items per category for diversity (off by default), keep the top K."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ import numpy as np
 @dataclass(frozen=True)
 class RankConfig:
     k: int = 10
-    max_per_category: int = 4        # diversity cap; 0 = off
+    max_per_category: int = 0        # diversity cap; 0 = off (a cap of 4 cost 6 % NDCG@10 on REES46)
     exclude_recent: bool = False     # also drop every item in the user's recent sequence
     exclude_trigger: bool = True     # drop the item of the event that triggered the recommendation
 

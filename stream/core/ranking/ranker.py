@@ -10,7 +10,9 @@ with the feature rows it was ranked with) is kept as an impression, and the user
 the window turn the candidates they touch into positives, with sampled candidates as negatives, in the
 worker and the backtest alike.
 
-Two river models are offered and compared in the backtest:
+Three models are offered and compared in the backtest:
+- "gbdt" (the default, always whole-set): LightGBM trees refit on a sliding window of the newest
+  examples (`gbdt.py`, where the measurement that chose it is)
 - "lr": StandardScaler | LogisticRegression (SGD) over every feature
 - "fm": StandardScaler | FMClassifier (8 factors: pairwise interactions) over `FM_FEATURES`, a
   subset: river's FM learns in pure Python over all feature pairs, about 6x dearer per example on the
@@ -30,11 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.core.ranking.feedback import Example, FeedbackJoin
-from stream.core.scoring.features import FEATURE_NAMES
+from stream.core.ranking.gbdt import WindowedGBDT
+from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES
 
 log = logging.getLogger("recstream.ranker")
 
-MODELS = ("lr", "fm")
+MODELS = ("gbdt", "lr", "fm")
+DEFAULT_SPEC = "gbdt"
 FM_FEATURES = ("src_covisit", "src_recent", "src_model", "src_content", "transformer_z", "base_z", "base_rank",
                "log_popularity", "trend", "cat_affinity", "cat_log_hours", "price_rel", "log_since_last_s",
                "content_sim")
@@ -46,21 +50,26 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def parse_spec(spec: str) -> tuple[str, float | None]:
-    """'lr' (the cascade at the default weight), 'lr:2.5' (the cascade at weight 2.5) or 'lr:learned' (the
-    learned model orders the whole candidate set, learning from every event): (model, weight or None).
+    """'gbdt' (trees, always whole-set), 'lr' (the cascade at the default weight), 'lr:2.5' (the cascade at
+    weight 2.5) or 'lr:learned' (the learned model orders the whole candidate set, learning from every
+    event): (model, weight or None).
 
-    >>> parse_spec("fm:2"), parse_spec("lr"), parse_spec("lr:learned")
-    (('fm', 2.0), ('lr', 0.5), ('lr', None))
+    >>> parse_spec("fm:2"), parse_spec("lr"), parse_spec("lr:learned"), parse_spec("gbdt")
+    (('fm', 2.0), ('lr', 0.5), ('lr', None), ('gbdt', None))
     """
     model, _, w = spec.partition(":")
     if model not in MODELS:
         raise ValueError(f"ranker model {model!r}: expected one of {', '.join(MODELS)}")
-    if w == "learned":
+    if w == "learned" or (model == "gbdt" and w in ("", "learned")):
         return model, None
+    if model == "gbdt":
+        raise ValueError(f"ranker {spec!r}: the gbdt ranker orders the whole candidate set (no cascade weight)")
     return model, float(w) if w else RankerConfig.weight
 
 
-def make_model(kind: str, seed: int = 0):
+def make_model(kind: str, seed: int = 0, background: bool = False):
+    if kind == "gbdt":
+        return WindowedGBDT(N_FEATURES, seed=seed, background=background)
     from river import facto, linear_model, optim, preprocessing
     if kind == "lr":
         return preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.01), l2=1e-4)
@@ -85,6 +94,16 @@ class RankerConfig:
     record_max: int = 200           # candidates kept per impression (the best by the current order)
     max_learn_per_batch: int = 5000  # learning budget per batch (the rest are counted as skipped)
     seed: int = 0
+    background_fit: bool = False    # gbdt: refit in a background thread (the worker) or inline (the backtest)
+
+    @classmethod
+    def for_spec(cls, spec: str, **kw) -> "RankerConfig":
+        """The configuration a spec names: the whole-set modes learn from every event against the set
+        (more negatives per label, a larger first sample before they take over)."""
+        model, weight = parse_spec(spec)
+        if weight is None:
+            kw = {"negatives": 20, "min_examples": 2_000, "record_max": 100, **kw}
+        return cls(model=model, weight=weight, **kw)
 
 
 class OnlineRanker:
@@ -96,14 +115,14 @@ class OnlineRanker:
         self.cfg = cfg
         whole = cfg.weight is None
         self.join = FeedbackJoin(int(cfg.window_s * 1000), negatives=cfg.negatives, seed=cfg.seed,
-                                 max_open=20_000 if whole else 200_000)
+                                 max_open=20_000 if whole else 200_000, close_on_next=whole)
         self.skipped = 0
         self._pending: list[Example] = []     # from superseded impressions, learned with the next feedback
         self.reset()
 
     def reset(self) -> None:
         """A model that has learned nothing (start, or a rejected checkpoint)."""
-        self.model = make_model(self.cfg.model, self.cfg.seed)
+        self.model = make_model(self.cfg.model, self.cfg.seed, self.cfg.background_fit)
         self.n_learned = 0
         self._mirror_at = -1
         self._mirror = None
@@ -114,8 +133,12 @@ class OnlineRanker:
         if len(examples) > budget:
             self.skipped += len(examples) - budget
             examples = examples[:budget]
-        for ex in examples:
-            self.model.learn_one(self.as_input(ex.x), ex.y, w=ex.weight)
+        if isinstance(self.model, WindowedGBDT):
+            self.model.learn_many(np.stack([ex.x for ex in examples]), np.array([ex.y for ex in examples]),
+                                  np.array([ex.weight for ex in examples]))
+        else:
+            for ex in examples:
+                self.model.learn_one(self.as_input(ex.x), ex.y, w=ex.weight)
         self.n_learned += len(examples)
         return len(examples)
 
@@ -158,7 +181,22 @@ class OnlineRanker:
     # ---- scoring --------------------------------------------------------------------------------
     @property
     def active(self) -> bool:
+        if isinstance(self.model, WindowedGBDT) and not self.model.fitted:
+            return False
         return self.n_learned >= self.cfg.min_examples
+
+    def importance(self) -> dict[str, float]:
+        """How much each feature decides the order: the trees' share of split gain (gbdt), or the
+        share of |weight| on standardised features (lr; the FM's linear part)."""
+        if isinstance(self.model, WindowedGBDT):
+            share = self.model.importance()
+        else:
+            p = self._params()
+            if p is None:
+                return {}
+            w = np.abs(p[3])
+            share = w / w.sum() if w.sum() > 0 else w
+        return {n: float(v) for n, v in zip(FEATURE_NAMES, share)}
 
     def _params(self):
         if self._mirror_at != self.n_learned:
@@ -168,6 +206,8 @@ class OnlineRanker:
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """(n, N_FEATURES) -> (n,) raw scores (log-odds) of the river model, vectorised."""
+        if isinstance(self.model, WindowedGBDT):
+            return self.model.logits(X)
         p = self._params()
         if p is None or len(X) == 0:
             return np.zeros(len(X))

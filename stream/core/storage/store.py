@@ -11,7 +11,8 @@ and `}` become `%25`, `%3A`, `%7B`, `%7D`), so no id can name another id's keys:
   U:bought             zset   purchased items by ts (last 100)
   U:seen               zset   applied event ids by ts (last `seen_cap`): the idempotency guard
   {P}i:{item}          hash   catalog entry: title, cat, brand, price, created_at
-  {P}cv:{item}         zset   co-visited items -> weight
+  {P}cv:{item}         zset   co-visited items -> weight (sequential: what users went to after the item)
+  {P}cs:{item}         zset   co-occurring items -> count (symmetric: among a user's last 5 distinct items)
   {P}tr:{epoch}, {P}tr:c:{cat}:{epoch}   zset   forward-decayed trending scores
   {P}pop, {P}pop:c:{cat}                 zset   all-time popularity
   {P}meta:live         string the store's marker: written at initialisation and by `recstream rebuild`;
@@ -73,6 +74,9 @@ class Keys:
 
     def covis(self, iid: str) -> str:
         return f"{self.p}cv:{key_part(iid)}"
+
+    def cooccur(self, iid: str) -> str:
+        return f"{self.p}cs:{key_part(iid)}"
 
     def trend(self, epoch: int, cat: str | None = None) -> str:
         return f"{self.p}tr:c:{key_part(cat)}:{epoch}" if cat else f"{self.p}tr:{epoch}"

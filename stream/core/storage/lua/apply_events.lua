@@ -19,6 +19,7 @@ local hl = tonumber(ARGV[3])
 local max_seq, covis_n, seen_cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local trend_hl, gap, max_aff = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local covis_cap = 100
+local cooc_n = 5          -- co-occurrence: the user's last distinct items a new item co-occurs with
 local bot_per_min = tonumber(ARGV[10])
 local U, SEQ, AFF, BOUGHT, SEEN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local EPOCH = 64 * trend_hl
@@ -85,7 +86,7 @@ for e = 0, n - 1 do
         redis.call("HINCRBY", U, "pn", 1)
       end
       if cat ~= "" then redis.call("HSETNX", P .. "i:" .. enc(item), "cat", cat) end
-      local prev = redis.call("LRANGE", SEQ, 0, covis_n - 1)
+      local prev = redis.call("LRANGE", SEQ, 0, math.max(covis_n, 3 * cooc_n) - 1)
       if prev[1] ~= item then
         redis.call("LPUSH", SEQ, item)
         redis.call("LTRIM", SEQ, 0, max_seq - 1)
@@ -114,12 +115,36 @@ for e = 0, n - 1 do
         -- keeps its strongest `covis_cap` followers: the tail is trimmed when it grows past twice that.
         if ts - last <= gap and prev[1] ~= nil and prev[1] ~= item then
           local done = {}
-          for i = 1, #prev do
+          for i = 1, math.min(#prev, covis_n) do
             local p = prev[i]
             if p ~= item and not done[p] then
               done[p] = true
               local ck = P .. "cv:" .. enc(p)
               if tonumber(redis.call("ZINCRBY", ck, w, item)) == w and redis.call("ZCARD", ck) > 2 * covis_cap then
+                redis.call("ZREMRANGEBYRANK", ck, 0, -covis_cap - 1)
+              end
+            end
+          end
+        end
+        -- co-occurrence (the textbook symmetric co-visitation): an item new among the user's last `cooc_n`
+        -- distinct items co-occurs once, both ways, with each of them, at any time gap. cs:{x} is trimmed
+        -- like cv:{x}.
+        local last_distinct, taken, is_new = {}, {}, true
+        for i = 1, #prev do
+          local p = prev[i]
+          if p == item then is_new = false break end
+          if not taken[p] then
+            taken[p] = true
+            last_distinct[#last_distinct + 1] = p
+            if #last_distinct >= cooc_n then break end
+          end
+        end
+        if is_new then
+          for i = 1, #last_distinct do
+            local p = last_distinct[i]
+            for _, pair in ipairs({{p, item}, {item, p}}) do
+              local ck = P .. "cs:" .. enc(pair[1])
+              if tonumber(redis.call("ZINCRBY", ck, 1, pair[2])) == 1 and redis.call("ZCARD", ck) > 2 * covis_cap then
                 redis.call("ZREMRANGEBYRANK", ck, 0, -covis_cap - 1)
               end
             end

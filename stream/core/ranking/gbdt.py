@@ -1,0 +1,141 @@
+"""Gradient-boosted trees over a sliding window of the newest ranking examples: the learned ranker's model.
+
+river's models learn one example at a time and are linear (LR) or pairwise-linear (FM) in the features;
+the ranking signal here is not: "the user's own item, seen two events ago, in a session of views" is
+worth more than any sum of those columns. LightGBM fits trees on the newest `window` examples (bounded
+memory: a ring buffer of float32 rows), refit every `refit_every` new examples, so the model keeps
+learning from the stream and forgets what the shop no longer does (the first fits come sooner: each
+time the rows held have doubled). Between refits the last fitted
+booster scores (vectorised, about 1 µs a row).
+
+Measured side by side on the three shared logs (the learners trained on the first half of the
+evaluated events' candidate sets, NDCG@10 on the second half; docs/backtest.md): LightGBM (binary
+objective) 1.22x / 1.15x / 0.99x the best baseline on REES46 / Taobao / MovieLens, against 1.18x /
+1.17x / 0.99x for a logistic regression on the same rows and 1.10x / 1.13x / 0.96x for the
+hand-weighted base order.
+
+A refit runs in the caller's thread (`background=False`: the backtest, replay-deterministic) or in a
+background thread that swaps the booster in when done (the worker, so a batch never waits for a fit).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50,
+          "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "lambda_l2": 1.0,
+          "verbose": -1, "num_threads": 2, "deterministic": True, "force_row_wise": True}
+
+
+class WindowedGBDT:
+    """A LightGBM binary model refit on the newest `window` examples every `refit_every` new ones."""
+
+    def __init__(self, n_features: int, *, window: int = 200_000, refit_every: int = 20_000, rounds: int = 100,
+                 min_rows: int = 2_000, seed: int = 0, background: bool = False):
+        self.n_features, self.window, self.refit_every, self.rounds = n_features, window, refit_every, rounds
+        self.min_rows, self.seed, self.background = min_rows, seed, background
+        self.X = np.zeros((0, n_features), dtype=np.float32)
+        self.y = np.zeros(0, dtype=np.float32)
+        self.w = np.zeros(0, dtype=np.float32)
+        self.filled = 0                 # rows held (<= window)
+        self.head = 0                   # next row to write (ring)
+        self.since_fit = 0
+        self.fits = 0
+        self.booster = None
+        self._lock = threading.Lock()
+        self._fitting: threading.Thread | None = None
+
+    # ---- learning -------------------------------------------------------------------------------
+    def learn_many(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+        """Append examples to the window; refit when `refit_every` new ones have come (the first fit
+        once `min_rows` are held)."""
+        n = len(X)
+        if n == 0:
+            return
+        self._grow(min(self.window, self.filled + n))
+        for start in range(0, n, self.window):
+            chunk = slice(start, min(n, start + self.window))
+            m = chunk.stop - chunk.start
+            idx = (self.head + np.arange(m)) % self.window
+            self.X[idx], self.y[idx], self.w[idx] = X[chunk], y[chunk], w[chunk]
+            self.head = (self.head + m) % self.window
+            self.filled = min(self.window, self.filled + m)
+        self.since_fit += n
+        # the first fit once `min_rows` are held, then each time the rows held have doubled, then every
+        # `refit_every`: early on the model changes most with each new example
+        due = (self.since_fit >= min(self.refit_every, max(self.min_rows, self.filled - self.since_fit))
+               if self.booster is not None else self.filled >= self.min_rows)
+        if due and (self.y[: self.filled] > 0).any() and (self.y[: self.filled] == 0).any():
+            self.refit()
+
+    def _grow(self, rows: int) -> None:
+        if rows <= len(self.X):
+            return
+        size = min(self.window, max(rows, 2 * len(self.X), 1024))
+        for name in ("X", "y", "w"):
+            old = getattr(self, name)
+            new = np.zeros((size, *old.shape[1:]), dtype=np.float32)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def refit(self) -> None:
+        """Fit on the window as it is now (a copy, so learning goes on while a background fit runs)."""
+        if self._fitting is not None and self._fitting.is_alive():
+            return                      # one fit at a time; the next is due after more examples
+        self.since_fit = 0
+        data = (self.X[: self.filled].copy(), self.y[: self.filled].copy(), self.w[: self.filled].copy())
+        if self.background:
+            self._fitting = threading.Thread(target=self._fit, args=data, name="ranker-fit", daemon=True)
+            self._fitting.start()
+        else:
+            self._fit(*data)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
+        import lightgbm as lgb
+        booster = lgb.train({**PARAMS, "seed": self.seed}, lgb.Dataset(X, y, weight=w, free_raw_data=True),
+                            self.rounds)
+        with self._lock:
+            self.booster = booster
+            self.fits += 1
+
+    def wait(self) -> None:
+        """Block until a background fit in progress is done (tests, shutdown)."""
+        if self._fitting is not None:
+            self._fitting.join()
+
+    # ---- scoring --------------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return self.booster is not None
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """(n, n_features) -> (n,) raw scores (log-odds); zeros before the first fit."""
+        booster = self.booster
+        if booster is None or len(X) == 0:
+            return np.zeros(len(X))
+        return booster.predict(np.asarray(X, dtype=np.float32), raw_score=True,
+                               num_threads=1).astype(np.float64)
+
+    def importance(self) -> np.ndarray:
+        """Each feature's share of the total split gain (sums to 1; zeros before the first fit)."""
+        if self.booster is None:
+            return np.zeros(self.n_features)
+        gain = self.booster.feature_importance("gain").astype(np.float64)
+        return gain / gain.sum() if gain.sum() > 0 else gain
+
+    # ---- persistence: the fitted model, not the window (a restart refills it from the stream) ----
+    def __getstate__(self) -> dict:
+        keep = ("n_features", "window", "refit_every", "rounds", "min_rows", "seed", "background", "fits")
+        st = {k: getattr(self, k) for k in keep}
+        st["booster"] = self.booster.model_to_string() if self.booster is not None else None
+        return st
+
+    def __setstate__(self, st: dict) -> None:
+        model = st.pop("booster")
+        fits = st.pop("fits")
+        self.__init__(st.pop("n_features"), **st)
+        self.fits = fits
+        if model is not None:
+            import lightgbm as lgb
+            self.booster = lgb.Booster(model_str=model)
