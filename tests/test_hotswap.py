@@ -62,7 +62,7 @@ def test_promote_while_consuming(settings, redis_client, tmp_path):
         worker.wait(30)
         recs.stop()
     assert _applied(redis_client, settings.key_prefix, users) == len(events)   # none lost, none twice
-    versions = [orjson.loads(r.value)["model_versions"]["scorer"].removesuffix("+ranker-lr") for r in recs.items]
+    versions = [orjson.loads(r.value)["model_versions"]["scorer"].removesuffix("+ranker-gbdt") for r in recs.items]
     assert all(v.endswith(v1) or v.endswith(v2) for v in versions)
     assert any(v.endswith(v1) for v in versions)
     # per partition (the order the worker produced them in), nothing names v1 after the first v2

@@ -74,7 +74,7 @@ def test_20k_events_every_user_gets_valid_recommendations_and_bad_input_is_dead_
     for p in parsed:
         by_user[p.user_id] = p
     assert all(len(p.items) > 0 for p in by_user.values())
-    assert all(p.model_versions["scorer"] == "fallback-v1+ranker-lr" for p in parsed)
+    assert all(p.model_versions["scorer"] == "fallback-v1+ranker-gbdt" for p in parsed)
     # coalescing: fewer recommendations than events
     assert len(parsed) < len(events)
     # dead letters: original bytes, a reason naming the field, where it came from

@@ -8,11 +8,9 @@ learning from the stream and forgets what the shop no longer does (the first fit
 time the rows held have doubled). Between refits the last fitted
 booster scores (vectorised, about 1 µs a row).
 
-Measured side by side on the three shared logs (the learners trained on the first half of the
-evaluated events' candidate sets, NDCG@10 on the second half; docs/backtest.md): LightGBM (binary
-objective) 1.22x / 1.15x / 0.99x the best baseline on REES46 / Taobao / MovieLens, against 1.18x /
-1.17x / 0.99x for a logistic regression on the same rows and 1.10x / 1.13x / 0.96x for the
-hand-weighted base order.
+Chosen by measurement: side by side in one backtest run per shared log (the same events, candidates
+and features), the trees beat river's logistic regression and FM learning from the same examples
+(docs/models.md has the table and the commands).
 
 A refit runs in the caller's thread (`background=False`: the backtest, replay-deterministic) or in a
 background thread that swaps the booster in when done (the worker, so a batch never waits for a fit).
