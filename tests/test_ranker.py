@@ -187,7 +187,6 @@ def test_learned_order_puts_near_zero_weight_on_a_random_transformer(model):
     from stream.core.scoring.features import batch_features
     rng = np.random.default_rng(11)
     r = OnlineRanker(RankerConfig.for_spec(model + ":learned", min_examples=100))
-    col = {n: i for i, n in enumerate(FEATURE_NAMES)}
     user = _user()
     for _ in range(400):
         items = [f"i{k}" for k in range(30)]

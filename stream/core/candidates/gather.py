@@ -35,9 +35,10 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
     all_items = {i for ids in cand_items for i in ids}
     if content is not None and transformer is not None:
         transformer.borrow_neighbours(all_items, content.index)
+    newest = {snaps[u].recent[0] for u in users if snaps[u].recent}     # the ranker compares candidates to it
     batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
                            [triggers[u].type if triggers else (snaps[u].last_type or "query") for u in users],
-                           snapshots=snaps, now_ts=now_ts, meta=catalog.meta(all_items))
+                           snapshots=snaps, now_ts=now_ts, meta=catalog.meta(all_items | newest))
     if content is not None:
         batch.content_sim = content_similarity(content.index, ctx.vectors, cand_items, users)
     return ctx, batch

@@ -58,8 +58,10 @@ class RankedScorer:
             st = [stats.get(i, none) for i in items]
             pops.append(np.array([p for p, _ in st], dtype=np.float64))
             trends.append(np.array([t for _, t in st], dtype=np.float64) / trend_max)
+        last = [batch.meta.get(batch.snapshots[uid].recent[0]) if batch.snapshots[uid].recent else None
+                for uid in batch.users]
         return batch_features(batch.features, tr, comps[self.base.name], metas, views, batch.now_ts, pops, trends,
-                              batch.content_sim, batch.items, batch.histories)
+                              batch.content_sim, batch.items, batch.histories, last)
 
     def score(self, batch: CandidateBatch) -> Scored:
         comps = scored(self.base, batch).components

@@ -97,7 +97,7 @@ class RankerConfig:
     background_fit: bool = False    # gbdt: refit in a background thread (the worker) or inline (the backtest)
 
     @classmethod
-    def for_spec(cls, spec: str, **kw) -> "RankerConfig":
+    def for_spec(cls, spec: str, **kw) -> RankerConfig:
         """The configuration a spec names: the whole-set modes learn from every event against the set
         (more negatives per label, a larger first sample before they take over)."""
         model, weight = parse_spec(spec)

@@ -31,9 +31,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"trigger_{t}" for t in TRIGGER_TYPES),       # what the user did last
     "hist_recency", "hist_count", "hist_is_last",   # in the user's own history: 1/(1+newest position), log1p(count), newest
     "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
+    "last_same_cat", "last_same_brand",             # same category / brand as the user's newest item
+    "last_price_rel", "last_price_known",           # log(item price) - log(the newest item's price)
 )
 N_FEATURES = len(FEATURE_NAMES)
 _W = len(SOURCE_NAMES)
+_HIST, _CONTENT, _LAST = (FEATURE_NAMES.index(n) for n in ("hist_recency", "content_sim", "last_same_cat"))
 
 
 @dataclass
@@ -90,18 +93,21 @@ def user_features(user: UserView, now_ts: int) -> np.ndarray:
 def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base: np.ndarray,
                        meta: list[tuple[str | None, str | None, float | None]], user: UserView, now_ts: int,
                        popularity: np.ndarray, trend: np.ndarray, content_sim: np.ndarray | None = None,
-                       items: list[str] | None = None, history: list[str] | None = None) -> np.ndarray:
+                       items: list[str] | None = None, history: list[str] | None = None,
+                       last_meta: tuple | None = None) -> np.ndarray:
     """(C, N_FEATURES) for one user's C candidates.
 
     sources: (C, len(SOURCE_NAMES)) source scores; transformer: (C,) with NaN where unknown, or None;
     base: (C,) the base scorer's final score; meta: per candidate (category, brand, price);
     popularity: (C,) all-time weighted interactions; trend: (C,) already scaled to [0, 1];
     content_sim: (C,) cosine to the user's content vector, NaN where an embedding is missing (or None);
-    items, history: the candidates' ids and the user's recent items, newest first (history columns 0 without).
+    items, history: the candidates' ids and the user's recent items, newest first (history columns 0 without);
+    last_meta: (category, brand, price) of the user's newest item (the "last_" columns 0 without).
     """
     return batch_features([sources], None if transformer is None else [transformer], [base], [meta], [user],
                           now_ts, [popularity], [trend], None if content_sim is None else [content_sim],
-                          None if items is None else [items], None if history is None else [history])[0]
+                          None if items is None else [items], None if history is None else [history],
+                          [last_meta])[0]
 
 
 def history_features(items: list[str], history: list[str]) -> np.ndarray:
@@ -156,7 +162,8 @@ def _segment_zscore(x: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
 def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
                    meta: list[list], users: list[UserView], now_ts: int, popularity: list[np.ndarray],
                    trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None,
-                   items: list[list[str]] | None = None, histories: list[list[str]] | None = None) -> list[np.ndarray]:
+                   items: list[list[str]] | None = None, histories: list[list[str]] | None = None,
+                   last_meta: list[tuple | None] | None = None) -> list[np.ndarray]:
     """`candidate_features` for every user of a batch at once (the per-user statistics, ranks and
     standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
     sizes = [len(b) for b in base]
@@ -210,10 +217,32 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     uf = np.stack([user_features(u, now_ts) for u in users])
     X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
     if items is not None and histories is not None:
-        X[:, -5:-2] = np.concatenate([history_features(i, h) for i, h in zip(items, histories)]).reshape(-1, 3)
+        X[:, _HIST:_HIST + 3] = np.concatenate([history_features(i, h) for i, h in zip(items, histories)]).reshape(-1, 3)
     if content_sim is not None:
         cs = np.concatenate(content_sim).astype(np.float64)
         known = np.isfinite(cs)
-        X[:, -2] = np.where(known, cs, 0.0)
-        X[:, -1] = known
+        X[:, _CONTENT] = np.where(known, cs, 0.0)
+        X[:, _CONTENT + 1] = known
+    if last_meta is not None:
+        X[:, _LAST:_LAST + 4] = np.concatenate([last_item_features(m_u, lm) for m_u, lm in zip(meta, last_meta)]
+                                               ).reshape(-1, 4)
     return np.split(X, np.cumsum(sizes)[:-1])
+
+
+def last_item_features(meta: list, last: tuple | None) -> np.ndarray:
+    """(C, 4): per candidate, same category as the user's newest item, same brand, log price ratio to it
+    (clipped to +-5) and whether both prices are known: in a session, the next item is often a sibling of
+    the one on screen.
+
+    >>> last_item_features([("shoes", "acme", 50.0), ("hats", None, None)], ("shoes", "acme", 25.0)).round(3).tolist()
+    [[1.0, 1.0, 0.693, 1.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    out = np.zeros((len(meta), 4))
+    if last is None:
+        return out
+    lc, lb, lp = last
+    for r, (c, b, p) in enumerate(meta):
+        known = bool(p and lp and p > 0 and lp > 0)
+        out[r] = (c is not None and c == lc, b is not None and b == lb,
+                  max(-5.0, min(5.0, math.log(p / lp))) if known else 0.0, known)
+    return out
