@@ -244,7 +244,12 @@ def main(argv=None) -> int:
             off = replace(s, ranker="off", group_id=s.group_id + "-off", key_prefix=s.key_prefix + "off:")
             rate_off, _ = run_worker_catchup(off, len(events))
             rows.add("worker_ranker_off_end_to_end", rate_off, "events/s")
-            rows.add("worker_ranker_on_vs_off_ratio", rate / rate_off, "x")
+            rows.add("worker_ranker_on_vs_off_ratio", rate / rate_off, "x", ranker=s.ranker)
+            # and with the river lr cascade (the default before the learned gbdt ranker)
+            lr = replace(s, ranker="lr", group_id=s.group_id + "-lr", key_prefix=s.key_prefix + "lr:")
+            rate_lr, _ = run_worker_catchup(lr, len(events))
+            rows.add("worker_ranker_lr_cascade_end_to_end", rate_lr, "events/s")
+            rows.add(f"worker_ranker_{s.ranker}_vs_lr_cascade_ratio", rate / rate_lr, "x")
             cleanup(s, client)
         if "faust" in groups:
             client = fresh_stack()

@@ -12,12 +12,16 @@ Chosen by measurement: side by side in one backtest run per shared log (the same
 and features), the trees beat river's logistic regression and FM learning from the same examples
 (docs/models.md has the table and the commands).
 
-A refit runs in the caller's thread (`background=False`: the backtest, replay-deterministic) or in a
-background thread that swaps the booster in when done (the worker, so a batch never waits for a fit).
+A refit runs in the caller's thread (`background=False`: the backtest, replay-deterministic, 2 threads)
+or in a background thread that swaps the booster in when done (the worker, so a batch never waits for a
+fit): there on one thread and at most once per `min_interval_s` of wall time, so that fitting takes a
+bounded share of a worker's CPU however fast events come (a fit on the full window takes a few
+seconds of one core).
 """
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -30,9 +34,11 @@ class WindowedGBDT:
     """A LightGBM binary model refit on the newest `window` examples every `refit_every` new ones."""
 
     def __init__(self, n_features: int, *, window: int = 200_000, refit_every: int = 20_000, rounds: int = 100,
-                 min_rows: int = 2_000, seed: int = 0, background: bool = False):
+                 min_rows: int = 2_000, seed: int = 0, background: bool = False, min_interval_s: float = 30.0):
         self.n_features, self.window, self.refit_every, self.rounds = n_features, window, refit_every, rounds
         self.min_rows, self.seed, self.background = min_rows, seed, background
+        self.min_interval_s = min_interval_s if background else 0.0
+        self._last_fit = -float("inf")
         self.X = np.zeros((0, n_features), dtype=np.float32)
         self.y = np.zeros(0, dtype=np.float32)
         self.w = np.zeros(0, dtype=np.float32)
@@ -63,6 +69,7 @@ class WindowedGBDT:
         # the first fit once `min_rows` are held, then each time the rows held have doubled, then every
         # `refit_every`: early on the model changes most with each new example
         due = (self.since_fit >= min(self.refit_every, max(self.min_rows, self.filled - self.since_fit))
+               and time.monotonic() - self._last_fit >= self.min_interval_s
                if self.booster is not None else self.filled >= self.min_rows)
         if due and (self.y[: self.filled] > 0).any() and (self.y[: self.filled] == 0).any():
             self.refit()
@@ -82,6 +89,7 @@ class WindowedGBDT:
         if self._fitting is not None and self._fitting.is_alive():
             return                      # one fit at a time; the next is due after more examples
         self.since_fit = 0
+        self._last_fit = time.monotonic()
         data = (self.X[: self.filled].copy(), self.y[: self.filled].copy(), self.w[: self.filled].copy())
         if self.background:
             self._fitting = threading.Thread(target=self._fit, args=data, name="ranker-fit", daemon=True)
@@ -91,8 +99,8 @@ class WindowedGBDT:
 
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         import lightgbm as lgb
-        booster = lgb.train({**PARAMS, "seed": self.seed}, lgb.Dataset(X, y, weight=w, free_raw_data=True),
-                            self.rounds)
+        params = {**PARAMS, "seed": self.seed, "num_threads": 1 if self.background else PARAMS["num_threads"]}
+        booster = lgb.train(params, lgb.Dataset(X, y, weight=w, free_raw_data=True), self.rounds)
         with self._lock:
             self.booster = booster
             self.fits += 1
@@ -124,7 +132,8 @@ class WindowedGBDT:
 
     # ---- persistence: the fitted model, not the window (a restart refills it from the stream) ----
     def __getstate__(self) -> dict:
-        keep = ("n_features", "window", "refit_every", "rounds", "min_rows", "seed", "background", "fits")
+        keep = ("n_features", "window", "refit_every", "rounds", "min_rows", "seed", "background", "min_interval_s",
+                "fits")
         st = {k: getattr(self, k) for k in keep}
         st["booster"] = self.booster.model_to_string() if self.booster is not None else None
         return st
