@@ -5,17 +5,16 @@ this 2-core box is shared and noisy.
     python -m bench.run [--only worker] [--events 50000]   # everything (about 4 minutes), one group, smaller
 
 Groups:
-  worker   - plain confluent consume->produce passthrough (the ceiling) and the full worker
-             (confluent driver) over the same pre-loaded topic, catch-up mode
+  worker   - plain confluent consume->produce passthrough (the ceiling) and the full worker (confluent
+             driver; the default ranker, none, the lr cascade) over the same pre-loaded topic, catch-up
   faust    - the faust-streaming driver over the same kind of topic
   latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
   scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
   encoder  - the text encoder (all-MiniLM-L6-v2): onnxruntime+tokenizers vs torch eager at batch 1 and 64;
              exact content-index search over 100k items
 
-Each group starts on a fresh broker (the local broker slows down as it accumulates data).
-BENCH_WORKER_LOG=FILE and BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and
-worker-side latency every N seconds).
+Each group starts on a fresh broker (the local broker slows down as it accumulates data). BENCH_WORKER_LOG=FILE
+and BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and worker-side latency every N s).
 """
 from __future__ import annotations
 
@@ -240,16 +239,12 @@ def main(argv=None) -> int:
             total = sum(timings.values())
             for k, v in sorted(timings.items(), key=lambda kv: -kv[1]):
                 rows.add(f"worker_stage_share_{k}", 100 * v / total, "%")
-            # the same topic again, as a new group on an empty key space, without the online ranker
-            off = replace(s, ranker="off", group_id=s.group_id + "-off", key_prefix=s.key_prefix + "off:")
-            rate_off, _ = run_worker_catchup(off, len(events))
-            rows.add("worker_ranker_off_end_to_end", rate_off, "events/s")
-            rows.add("worker_ranker_on_vs_off_ratio", rate / rate_off, "x", ranker=s.ranker)
-            # and with the river lr cascade (the default before the learned gbdt ranker)
-            lr = replace(s, ranker="lr", group_id=s.group_id + "-lr", key_prefix=s.key_prefix + "lr:")
-            rate_lr, _ = run_worker_catchup(lr, len(events))
-            rows.add("worker_ranker_lr_cascade_end_to_end", rate_lr, "events/s")
-            rows.add(f"worker_ranker_{s.ranker}_vs_lr_cascade_ratio", rate / rate_lr, "x")
+            # the same topic again, each a new group on an empty key space: no ranker; the lr cascade (old default)
+            for label, spec in (("off", "off"), ("lr_cascade", "lr")):
+                other = replace(s, ranker=spec, group_id=f"{s.group_id}-{spec}", key_prefix=f"{s.key_prefix}{spec}:")
+                rate_other, _ = run_worker_catchup(other, len(events))
+                rows.add(f"worker_ranker_{label}_end_to_end", rate_other, "events/s")
+                rows.add(f"worker_ranker_{s.ranker}_vs_{label}_ratio", rate / rate_other, "x")
             cleanup(s, client)
         if "faust" in groups:
             client = fresh_stack()
