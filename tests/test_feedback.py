@@ -95,3 +95,26 @@ def test_negative_sample_is_deterministic_per_impression():
     assert sample(7) == sample(7)
     assert len(sample(7)) == 4
 
+
+
+def test_close_on_next_every_event_labels_the_set_ranked_just_before_it():
+    """The learned modes: an impression is the candidate set ranked before the user's next event, and
+    that event closes it at once: a positive if it touched a candidate, otherwise counted and not
+    learned from. The trigger, a search, an event of another user, a late event and a replayed event
+    id close nothing."""
+    j = FeedbackJoin(window_ms=30 * MIN, negatives=2, seed=1, close_on_next=True)
+    j.impression("u", 1000, "rec:e0", ["a", "b", "c", "d"], X(4), trigger_id="e0")
+    assert j.observe("u", "e0", "view", "a", 1000) == []              # its own trigger
+    assert j.observe("u", "s1", "search", None, 1500) == []           # no item: labels nothing
+    assert j.observe("v", "e9", "view", "b", 1600) == []              # another user
+    assert j.observe("u", "late", "view", "b", 900) == []             # before the set was ranked
+    assert j.n_open == 1
+    out = j.observe("u", "e1", "add_to_cart", "c", 2000)              # the next item event: the label
+    got = labels(out)
+    assert [g for g in got if g[1]] == [(2, True, 2.0)]
+    assert len([g for g in got if not g[1]]) == 2 and j.n_open == 0
+    assert j.observe("u", "e2", "view", "d", 3000) == []              # closed: nothing more to label
+    j.impression("u", 4000, "rec:e2", ["a", "b"], X(2), trigger_id="e2")
+    assert j.observe("u", "e3", "view", "z", 5000) == []              # not a candidate: closes, no positive
+    assert j.n_open == 0 and j.stats.closed == 2 and j.stats.with_positive == 1
+    assert j.observe("u", "e1", "view", "a", 6000) == []              # a replayed event id: nothing open
