@@ -179,9 +179,8 @@ class Pipeline:
             plain = {} if unexplored is not None else None
             ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record, unexplored=plain)
             out[name] = {uid: [items[i] for i, _ in picked] for uid, (items, _, picked, _) in ranked.items()}
-            if unexplored is not None:
-                unexplored[name] = {uid: [ranked[uid][0][i] for i, _ in plain.get(uid, picked)]
-                                    for uid, (_, _, picked, _) in ranked.items()}
+            if plain is not None:
+                unexplored[name] = {uid: [ranked[uid][0][i] for i, _ in p] for uid, p in plain.items()}
         return out
 
     def feedback(self, snaps: dict, scorers=None) -> int:
@@ -203,7 +202,7 @@ class Pipeline:
                     k: int | None = None, triggers=None, record: bool = False, unexplored: dict | None = None):
         """Scoring and ranking: user -> (items, feats, picked, components). With `record` and an online
         ranker, what is picked is recorded as shown, with the feature rows it was ranked with. `unexplored`
-        receives user -> picked without the exploration slot, where the slot was used."""
+        receives user -> what was picked before the exploration slot was placed."""
         t = time.perf_counter
         t3 = t()
         if (scorer.needs_item_stats or self.explorer is not None) and batch.item_stats is None:
@@ -229,11 +228,11 @@ class Pipeline:
             if cfg.exclude_recent:
                 drop.update(snap.recent)
             picked = top_k(items, scores[u], exclude=drop, category_of=cats, cfg=cfg)
+            if unexplored is not None:
+                unexplored[uid] = picked
             if self.explorer is not None and picked:
                 j = self.explorer.choose(items, batch.features[u], pops, picked, drop)
                 if j is not None:
-                    if unexplored is not None:
-                        unexplored[uid] = picked
                     pos = min(len(picked), self.explore_position) - 1
                     picked = picked[:pos] + [(j, float(scores[u][j]))] + picked[pos:cfg.k - 1]
                     if record:

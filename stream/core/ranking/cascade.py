@@ -27,13 +27,13 @@ def rerank_top(base: np.ndarray, logit: np.ndarray, n: int, weight: float) -> np
 
 
 class RankedScorer:
-    """base scorer + online ranker. Until the ranker has learned `min_examples`, the base order (its
-    probability is still reported). Then, by default (a `weight`, the cascade), the base's top `rerank`
-    are re-scored by base + weight * z(logit among them) and the rest keep the base order below them:
-    the ranker learned from shown lists, so it judges only the part of the list it knows. With no weight
-    (`lr:learned`), the ranker's logit orders the whole candidate set: it learned from every event
+    """base scorer + online ranker. Until the ranker is active (`min_examples` learned; for trees, a first
+    fit), the base order (its probability is still reported). Then, with no weight (`gbdt`, the default,
+    and `MODEL:learned`), the ranker's logit orders the whole candidate set: it learned from every event
     against the whole set, so no hand-chosen weight decides the order, and the base scorer's influence
-    (the transformer's with it) is what the ranker learned it is worth."""
+    (the transformer's with it) is what the ranker learned it is worth. With a `weight` (the `lr` / `fm`
+    cascade), the base's top `rerank` are re-scored by base + weight * z(logit among them) and the rest
+    keep the base order below them: that ranker learned from shown lists, so it judges only that part."""
 
     name = "ranked"
     needs_item_stats = True

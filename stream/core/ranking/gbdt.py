@@ -45,9 +45,7 @@ class WindowedGBDT:
         self.filled = 0                 # rows held (<= window)
         self.head = 0                   # next row to write (ring)
         self.since_fit = 0
-        self.fits = 0
-        self.booster = None
-        self._lock = threading.Lock()
+        self.booster = None             # replaced whole when a fit is done (scoring reads it without a lock)
         self._fitting: threading.Thread | None = None
 
     # ---- learning -------------------------------------------------------------------------------
@@ -100,15 +98,7 @@ class WindowedGBDT:
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         import lightgbm as lgb
         params = {**PARAMS, "seed": self.seed, "num_threads": 1 if self.background else PARAMS["num_threads"]}
-        booster = lgb.train(params, lgb.Dataset(X, y, weight=w, free_raw_data=True), self.rounds)
-        with self._lock:
-            self.booster = booster
-            self.fits += 1
-
-    def wait(self) -> None:
-        """Block until a background fit in progress is done (tests, shutdown)."""
-        if self._fitting is not None:
-            self._fitting.join()
+        self.booster = lgb.train(params, lgb.Dataset(X, y, weight=w, free_raw_data=True), self.rounds)
 
     # ---- scoring --------------------------------------------------------------------------------
     @property
@@ -132,17 +122,14 @@ class WindowedGBDT:
 
     # ---- persistence: the fitted model, not the window (a restart refills it from the stream) ----
     def __getstate__(self) -> dict:
-        keep = ("n_features", "window", "refit_every", "rounds", "min_rows", "seed", "background", "min_interval_s",
-                "fits")
+        keep = ("n_features", "window", "refit_every", "rounds", "min_rows", "seed", "background", "min_interval_s")
         st = {k: getattr(self, k) for k in keep}
         st["booster"] = self.booster.model_to_string() if self.booster is not None else None
         return st
 
     def __setstate__(self, st: dict) -> None:
         model = st.pop("booster")
-        fits = st.pop("fits")
         self.__init__(st.pop("n_features"), **st)
-        self.fits = fits
         if model is not None:
             import lightgbm as lgb
             self.booster = lgb.Booster(model_str=model)
