@@ -54,6 +54,24 @@ def _speed(path, T, n_items, batch=32, n_cand=100, reps=20) -> float:
     return batch * reps / (time.perf_counter() - t)
 
 
+def export_register(model, vocab, manifest: dict, registry_root, *, extra=None) -> tuple[str, dict]:
+    """ONNX export, parity check, registration (model.onnx, vocab.json and model.pt, the torch weights a
+    retrain warm-starts from). `extra(tmp, onnx_path)` may add files. Returns (version, parity)."""
+    from models.retrain import save_checkpoint
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_seqrec(model, Path(tmp) / "model.onnx")
+        parity = check_seqrec_parity(model, onnx_path).to_dict()
+        vocab_path = Path(tmp) / "vocab.json"
+        vocab_path.write_bytes(orjson.dumps(vocab.items))
+        save_checkpoint(model, Path(tmp) / "model.pt")
+        files = {"model.onnx": onnx_path, "vocab.json": vocab_path, "model.pt": Path(tmp) / "model.pt"}
+        if extra is not None:
+            files.update(extra(tmp, onnx_path))
+        manifest = {**manifest, "opset": OPSET, "parity": parity, "model_config": model.cfg.to_dict(),
+                    "torch": torch.__version__}
+        return Registry(registry_root).register(files, manifest), parity
+
+
 def train_export_register(events_path, fmt=None, *, registry_root="artifacts/models", epochs=200, seed=42,
                           test_frac=0.2, stride=10, quantize=False, promote=False, limit=None, log=print) -> dict:
     events = load_interactions(open_log(events_path, fmt).events(), limit)
@@ -62,14 +80,9 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
     cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride)
     import sys
     model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_seqrec(model, Path(tmp) / "model.onnx")
-        parity = check_seqrec_parity(model, onnx_path)
-        report["parity"] = parity.to_dict()
-        vocab_path = Path(tmp) / "vocab.json"
-        vocab_path.write_bytes(orjson.dumps(vocab.items))
-        files = {"model.onnx": onnx_path, "vocab.json": vocab_path}
-        if quantize:
+    extra = None
+    if quantize:
+        def extra(tmp, onnx_path):
             from exporters.quantize import quantize_int8
             q = quantize_int8(onnx_path, Path(tmp) / "model.int8.onnx")
             histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
@@ -82,13 +95,13 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
                               "speedup": s_i8 / s_fp}
             log(f"int8: NDCG@10 {fp['ndcg@10']:.4f} -> {i8['ndcg@10']:.4f}; "
                 f"{s_fp:,.0f} -> {s_i8:,.0f} sequences/s (batch 32, 100 candidates)")
-            files["model.int8.onnx"] = q
-        reg = Registry(registry_root)
-        manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt, "opset": OPSET,
-                    "parity": report["parity"], "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
-                    "model_config": report["model_config"], "train_config": report["config"],
-                    "int8": report.get("int8"), "torch": torch.__version__}
-        version = reg.register(files, manifest)
+            manifest["int8"] = report["int8"]      # read by export_register after this returns
+            return {"model.int8.onnx": q}
+    manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt,
+                "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
+                "train_config": report["config"], "trained_until_ts": report["split_ts"] - 1}
+    version, report["parity"] = export_register(model, vocab, manifest, registry_root, extra=extra)
+    reg = Registry(registry_root)
     if promote:
         reg.promote(version)
     report["version"] = version

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 
+from stream.cli._common import duration
 from stream.config.settings import Settings
 
 
@@ -23,7 +24,11 @@ def cmd_backtest(s: Settings, args) -> int:
     cfg = BacktestConfig(warmup_frac=args.warmup_frac, batch_size=args.batch_size, exclude_seen=exclude,
                          seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems,
                          rankers=tuple(r for r in args.rankers.split(",") if r), encoder_dir=args.encoder_dir,
-                         explore=args.explore)
+                         explore=args.explore, retrain_every_s=args.retrain_every, retrain_epochs=args.retrain_epochs)
+    if args.retrain_every and not args.model_dir:
+        print("recstream backtest: --retrain-every retrains the promoted model of --model-dir (train one with "
+              "`recstream train --events LOG --test-frac 1-WARMUP --promote`)", file=sys.stderr)
+        return 2
     if args.via_kafka:
         from stream.evaluation.via_kafka import run_via_kafka
         report = run_via_kafka(events, items, cfg, model_dir=args.model_dir, progress=sys.stderr.isatty(),
@@ -48,6 +53,12 @@ def cmd_backtest(s: Settings, args) -> int:
     if report.get("ndcg@10_ratio_to_best_baseline"):
         print(format_ratios(report))
     print(format_segments(report))
+    if report.get("retrain"):
+        rt = report["retrain"]
+        print(f"retrained {len(rt['retrains'])} times (every {rt['every_s']:,.0f} s of event time; "
+              f"{rt['seconds']} s training in all); NDCG@10 retrained / frozen:")
+        for name, ratio in rt["ndcg@10_ratio_retrained_vs_frozen"].items():
+            print(f"  {name:40s} {ratio:.3f}x" if ratio is not None else f"  {name:40s} -")
     if args.out:
         files = write_report(report, args.out, title=f"{Path(args.log).name} ({fmt or 'auto'})")
         print("wrote " + ", ".join(str(f) for f in files))
@@ -91,6 +102,10 @@ def register(sub) -> None:
                     help="online rankers run beside the base order as recstream+SPEC: gbdt (the default: learned, "
                     "whole candidate set), lr or fm (the cascade over shown lists), lr:learned, fm:learned; "
                     "comma-separated; '' = none")
+    bt.add_argument("--retrain-every", type=duration, metavar="DURATION",
+                    help="also run recstream with its model retrained every DURATION of event time (30m, 1h, 30d) "
+                    "on the events revealed so far, warm-started, beside the frozen model; reports the ratio")
+    bt.add_argument("--retrain-epochs", type=int, default=2, help="epochs of each warm-started retrain (default 2)")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
     bt.add_argument("--limit", type=int)
     bt.add_argument("--rate", type=float, default=500.0, help="--via-kafka: events/s sent (0 = as fast as possible)")

@@ -1,8 +1,11 @@
 """`recstream` commands: models: train and register the transformer, list and promote versions, export the text encoder."""
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
+from stream.cli._common import duration
 from stream.config.settings import Settings
 
 
@@ -29,9 +32,74 @@ def cmd_train(s: Settings, args) -> int:
     return 0
 
 
+def cmd_retrain(s: Settings, args) -> int:
+    """One retrain decision, or one every --every (wall time) until interrupted."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("recstream retrain needs the training extra: pip install 'recstream[train]'", file=sys.stderr)
+        return 2
+    import time
+
+    from stream.data.archive import archive_span, read_archive
+    from stream.evaluation.retrain import retrain_once
+    from stream.ops.stack import private_redis
+    archive, root = args.archive or s.archive_dir, args.registry or s.model_dir
+    while True:
+        span = archive_span(archive) if Path(archive).exists() else None
+        if span is None:
+            print(f"recstream retrain: the archive {archive} is empty (run `recstream archive` beside the worker)",
+                  file=sys.stderr)
+            if not args.every:
+                return 2
+        else:
+            events = read_archive(archive, since_ts=int(span[1] - args.window * 1000))
+            print(f"window: {len(events):,} events of the archive's newest {args.window / 3600:,.1f} h "
+                  f"(the last {args.shadow_frac:.0%} held out for the shadow check)", flush=True)
+            try:
+                with private_redis() if not args.redis_url else _Given(args.redis_url) as url:
+                    out = retrain_once(events, [], root, url, shadow_frac=args.shadow_frac, margin=args.margin,
+                                       epochs=args.epochs, encoder_dir=None, promote=not args.dry_run)
+            except ValueError as exc:
+                print(f"recstream retrain: {exc}", file=sys.stderr)
+                if not args.every:
+                    return 2
+            else:
+                tr = out["train"]
+                print(f"candidate {out['candidate']}: {tr['events']:,} events, {tr['new_items']} new items, "
+                      f"{'warm' if tr['warm_start'] else 'cold'} start, {tr['seconds']} s")
+                print(f"{out['decision']}: {out['reason']}")
+        if not args.every:
+            return 0
+        time.sleep(args.every)
+
+
+class _Given:
+    def __init__(self, url):
+        self.url = url
+
+    def __enter__(self):
+        return self.url
+
+    def __exit__(self, *a):
+        return None
+
+
 def cmd_models(s: Settings, args) -> int:
     from stream.core.storage.registry import Registry, RegistryError
     reg = Registry(args.registry or s.model_dir)
+    if args.action == "rollback":
+        try:
+            version = reg.rollback()
+        except RegistryError as exc:
+            print(f"recstream models: {exc}", file=sys.stderr)
+            return 2
+        print(f"rolled back to {version}: running workers switch to it between batches")
+        return 0
+    if args.action == "history":
+        for h in reg.history():
+            print(" ".join(f"{k}={v}" for k, v in h.items()))
+        return 0
     if args.action == "list":
         promoted = reg.promoted()
         for m in reg.versions():
@@ -43,6 +111,9 @@ def cmd_models(s: Settings, args) -> int:
         if not reg.versions():
             print(f"no models in {reg.root}: train one with `recstream train --events ...`")
         return 0
+    if not args.version:
+        print("recstream models promote: which version? (`recstream models list`)", file=sys.stderr)
+        return 2
     try:
         reg.promote(args.version)
     except RegistryError as exc:
@@ -81,8 +152,33 @@ def register(sub) -> None:
     tr.add_argument("--promote", action="store_true", help="promote the new version (workers pick it up)")
     tr.set_defaults(fn=cmd_train)
 
-    mo = sub.add_parser("models", help="list registered model versions or promote one")
-    mo.add_argument("action", choices=["list", "promote"])
+    rt = sub.add_parser("retrain", help="retrain the transformer on the event archive; promote it only if it wins",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Reads the archive's newest --window of event time. The candidate trains on "
+                                    "all of it but the last --shadow-frac, warm-started from the promoted model "
+                                    "(known items keep their rows, new items get fresh ones), is exported with "
+                                    "the ONNX parity check and registered; then it and the promoted model are "
+                                    "scored prequentially (NDCG@10, the worker's pipeline core, a private "
+                                    "redis-server) on that last slice, which neither trained on. Promoted only "
+                                    "if it beats the model in service by --margin; every decision goes into the "
+                                    "candidate's manifest and the registry's history (`recstream models history`).",
+                        epilog="examples:\n  recstream retrain                     # once\n"
+                               "  recstream retrain --every 1h --window 7d\n  recstream models rollback")
+    rt.add_argument("--archive", help="event archive (default RECSTREAM_ARCHIVE_DIR)")
+    rt.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
+    rt.add_argument("--window", type=duration, default=7 * 86400.0, help="event time to train on (default 7d)")
+    rt.add_argument("--shadow-frac", type=float, default=0.1,
+                    help="newest share of the window kept out of training for the shadow check (default 0.1)")
+    rt.add_argument("--margin", type=float, default=0.0,
+                    help="relative NDCG@10 gain the candidate needs to be promoted (default 0: any win)")
+    rt.add_argument("--epochs", type=int, default=2, help="epochs of a warm-started retrain (default 2)")
+    rt.add_argument("--every", type=duration, help="repeat every DURATION of wall time (1h, 30m) until stopped")
+    rt.add_argument("--redis-url", help="Redis for the shadow check (default: a private redis-server)")
+    rt.add_argument("--dry-run", action="store_true", help="register and shadow-check, never promote")
+    rt.set_defaults(fn=cmd_retrain)
+
+    mo = sub.add_parser("models", help="list registered model versions, promote one, roll back, show the history")
+    mo.add_argument("action", choices=["list", "promote", "rollback", "history"])
     mo.add_argument("version", nargs="?")
     mo.add_argument("--registry", help="registry root (default RECSTREAM_MODEL_DIR)")
     mo.set_defaults(fn=cmd_models)

@@ -37,6 +37,14 @@ def cmd_worker(s: Settings, args) -> int:
     return 0
 
 
+def cmd_archive(s: Settings, args) -> int:
+    from stream.drivers.archiver import Archiver
+    a = Archiver(s, root=args.out, roll_s=args.roll_s)
+    a.install_signal_handlers()
+    a.run(max_idle_s=args.max_idle)
+    return 0
+
+
 def cmd_rebuild(s: Settings, args) -> int:
     from stream.drivers.rebuild import rebuild
     pipeline = build_pipeline(s, init_store=False, guard=False, ranker=False)
@@ -74,6 +82,19 @@ def register(sub) -> None:
     wk.add_argument("--group", help="consumer group (default RECSTREAM_GROUP_ID)")
     wk.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
     wk.set_defaults(fn=cmd_worker)
+
+    ar = sub.add_parser("archive", help="keep every accepted event as date-partitioned Parquet (what retrains read)",
+                        description="A consumer group of its own (RECSTREAM_GROUP_ID + '-archive') on the events "
+                                    "topic, beside the worker: each message validated with the worker's contracts "
+                                    "and pseudonymised with its key, buffered, written to "
+                                    "ARCHIVE/date=YYYY-MM-DD/part-*.parquet, and only then committed (nothing lost "
+                                    "on a crash; a redelivered event is read once). Days older than "
+                                    "RECSTREAM_ARCHIVE_RETENTION_DAYS (event time) are deleted.",
+                        epilog="read it back: recstream replay ARCHIVE --format archive; recstream retrain")
+    ar.add_argument("--out", help="archive folder (default RECSTREAM_ARCHIVE_DIR)")
+    ar.add_argument("--roll-s", type=float, default=10.0, help="seconds between flushes (default 10)")
+    ar.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
+    ar.set_defaults(fn=cmd_archive)
 
     rb = sub.add_parser("rebuild", help="restore profiles, shared statistics and the catalog after Redis lost its data",
                         description="Replays the retained items and events topics from the beginning into Redis "

@@ -31,6 +31,8 @@ class Settings:
     key_prefix: str = "rs:"                   # RECSTREAM_KEY_PREFIX (Redis key namespace)
     state_dir: str = ".state"                 # RECSTREAM_STATE_DIR (local stack pid files and logs)
     model_dir: str = "artifacts/models"       # RECSTREAM_MODEL_DIR (model registry root)
+    archive_dir: str = "artifacts/archive"    # RECSTREAM_ARCHIVE_DIR (the event archive, date-partitioned Parquet)
+    archive_retention_days: int = 30          # RECSTREAM_ARCHIVE_RETENTION_DAYS (by event time; 0 = keep all)
     encoder_dir: str = "artifacts/encoder"    # RECSTREAM_ENCODER_DIR (exported text encoder; absent = no content source)
     driver: str = "confluent"                 # RECSTREAM_DRIVER: confluent | faust
     batch_size: int = 1000                    # RECSTREAM_BATCH_SIZE (max events per micro-batch)
@@ -135,6 +137,9 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected gbdt, lr, fm or off (lr and fm "
                                     f"optionally MODEL:WEIGHT or MODEL:learned): {e}") from None
+        if self.archive_retention_days < 0:
+            raise SettingsError(f"RECSTREAM_ARCHIVE_RETENTION_DAYS={self.archive_retention_days}: must be >= 0 "
+                                "(0 = keep everything)")
         if self.max_per_category < 0:
             raise SettingsError(f"RECSTREAM_MAX_PER_CATEGORY={self.max_per_category}: must be >= 0 (0 = no cap)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

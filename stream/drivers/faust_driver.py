@@ -29,6 +29,7 @@ def build_app(s: Settings, pipeline: Pipeline, group_id: str | None = None, on_b
         broker=",".join(f"kafka://{b}" for b in s.brokers.split(",")),
         value_serializer="raw",
         key_serializer="raw",
+        datadir=f"{s.state_dir}/faust/{{conf.id}}-data",   # faust's local folder: under the state dir, not the cwd
         broker_session_timeout=max(2, s.session_timeout_ms // 1000),
         broker_heartbeat_interval=1,
         consumer_auto_offset_reset="earliest",

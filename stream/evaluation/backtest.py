@@ -26,16 +26,9 @@ from models.metrics import summarize
 from schemas import Event, Rejected, validate_event
 from stream.core.candidates import SOURCE_NAMES
 from stream.data.adapters import open_log
-from stream.evaluation.baselines import (
-    CoVisitKNN,
-    CoVisitSymmetric,
-    MostPopular,
-    RecentItems,
-    RiverMF,
-    TrendingPopular,
-    novelty,
-)
-from stream.evaluation.system import NO_EXPLORE, RecstreamSystem, recstream_report
+from stream.evaluation.baselines import MostPopular, novelty
+from stream.evaluation.system import (NO_EXPLORE, RETRAINED, RecstreamSystem, make_systems, recstream_report,
+                                     retrain_report)
 
 KS = (5, 10, 20)
 
@@ -56,6 +49,9 @@ class BacktestConfig:
     rankers: tuple[str, ...] = ("gbdt",)      # online-ranker variants of recstream run beside it ("" = none)
     ranker_warmup_frac: float = 0.1   # the end of the warm-up (this fraction of it) already shows lists to
                                       # the ranker variants and lets them learn; nothing there is evaluated
+    retrain_every_s: float | None = None   # also "recstream (retrained)": the model retrained at event time
+    retrain_epochs: int = 2                # epochs of each warm-started retrain
+    challenger: str | None = None          # also "recstream (candidate)": this model version (a shadow check)
 
 
 @dataclass
@@ -110,35 +106,6 @@ def _user_disjoint_batches(events: list[Event], size: int, warmup: int = 0, warm
         yield start, events[start:]
 
 
-
-
-def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, model_dir: str | None):
-    """name -> system, and the most-popular model the co-visitation and MF fallbacks share."""
-    popular = MostPopular()
-    systems = {}
-    for name in cfg.systems:
-        if name == "most_popular":
-            systems[name] = popular
-        elif name == "trending":
-            systems[name] = TrendingPopular()
-        elif name == "covisit_knn":
-            systems[name] = CoVisitKNN(fallback=popular)
-        elif name == "covisit_sym":
-            systems[name] = CoVisitSymmetric(fallback=popular)
-        elif name == "recent_items":
-            systems[name] = RecentItems()
-        elif name == "river_mf":
-            systems[name] = RiverMF(seed=cfg.seed, popular=popular)
-        elif name == "recstream":
-            if redis_url is None:
-                raise ValueError("the recstream system needs a Redis (redis_url)")
-            systems[name] = RecstreamSystem(redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen,
-                                            cfg.rankers, cfg.encoder_dir, cfg.explore)
-        else:
-            raise ValueError(f"unknown system {name!r}")
-    return systems, popular
-
-
 @dataclass
 class Replay:
     """What the replay has revealed so far, and each system's ranks of the evaluated events."""
@@ -158,9 +125,9 @@ class Replay:
     candidate_sources: list = field(default_factory=list)      # per evaluated event: which sources proposed it
 
     def __post_init__(self):
-        names = [n for n in self.systems if n != "recstream"]
-        if "recstream" in self.systems:
-            rs = self.systems["recstream"]
+        self.rs = [s for s in self.systems.values() if isinstance(s, RecstreamSystem)]
+        names = [n for n, s in self.systems.items() if s not in self.rs]
+        for rs in self.rs:
             names += list(rs.variants)
             if rs.explores:       # the same lists without the exploration slot: what the slot costs
                 names += [n + NO_EXPLORE for n in rs.variants]
@@ -173,9 +140,8 @@ class Replay:
     def show_rankers(self, batch: list[Event]) -> None:
         """End of the warm-up: the ranker variants are shown lists and learn; nothing is scored."""
         users = list(dict.fromkeys(e.user_id for e in batch if e.item_id and e.type != "search"))
-        if users:
-            self.systems["recstream"].ask(users, batch[0].ts, self.cfg.k_request, self.excluded(users) or None,
-                                          only_rankers=True)
+        for rs in self.rs if users else ():
+            rs.ask(users, batch[0].ts, self.cfg.k_request, self.excluded(users) or None, only_rankers=True)
 
     def evaluate(self, batch: list[Event], evaluate: list[Event], start: int) -> None:
         """Ask every system for the users of `evaluate` (the state before the batch), then rank each
@@ -186,7 +152,7 @@ class Replay:
         answers = {}
         excl = self.excluded(users)
         for name, sysm in self.systems.items():
-            if name == "recstream":
+            if sysm in self.rs:
                 answers.update(sysm.ask(users, now, cfg.k_request, excl or None))
                 if sysm.explores:
                     answers.update({n + NO_EXPLORE: lists for n, lists in sysm.unexplored.items()})
@@ -200,8 +166,8 @@ class Replay:
             if self.item_first.get(e.item_id, start) >= self.split:
                 seg.append("item_new_after_warmup")
             seen = self.seen_by_user[e.user_id] if cfg.exclude_seen else None
-            if "recstream" in self.systems:
-                cands = self.systems["recstream"].candidates.get(e.user_id, [])
+            if self.rs:
+                cands = self.rs[0].candidates.get(e.user_id, [])
                 at = next((j for j, (item, _) in enumerate(cands) if item == e.item_id), -1)
                 self.candidate_ranks.append(at)
                 self.candidate_counts.append(len(cands))
@@ -221,8 +187,8 @@ class Replay:
         for j, e in enumerate(batch):
             if "most_popular" not in self.systems:
                 self.popular.learn(e)          # shared by co-visitation's and MF's fallbacks
-            for name, sysm in self.systems.items():
-                if name != "recstream":
+            for sysm in self.systems.values():
+                if sysm not in self.rs:
                     sysm.learn(e)
             if e.item_id:
                 self.seen_by_user[e.user_id].add(e.item_id)
@@ -230,8 +196,8 @@ class Replay:
                 self.item_counts[e.item_id] += 1
                 self.catalog_seen.add(e.item_id)
             self.user_events[e.user_id] += 1
-        if "recstream" in self.systems:
-            self.systems["recstream"].learn_batch(batch)
+        for rs in self.rs:
+            rs.learn_batch(batch)
 
 
 def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *, redis_url: str | None = None,
@@ -244,22 +210,36 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
     warm_ts = events[w].ts if w < n else math.inf
     systems, popular = make_systems(cfg, items, redis_url, model_dir)
     replay = Replay(cfg, systems, popular, w)
-    w_ranker = w - int(w * cfg.ranker_warmup_frac) if "recstream" in systems else w
+    w_ranker = w - int(w * cfg.ranker_warmup_frac) if replay.rs else w
+    retrainer = None
+    if cfg.retrain_every_s and "recstream" + RETRAINED in systems:
+        from stream.evaluation.retrain import ReplayRetrainer
+        retrainer = ReplayRetrainer(systems["recstream" + RETRAINED], model_dir, cfg.retrain_every_s,
+                                    events[min(w, n - 1)].ts, epochs=cfg.retrain_epochs, seed=cfg.seed)
     bar = tqdm(total=n, desc="backtest", unit="ev", disable=not progress, file=sys.stderr, mininterval=1)
     try:
         for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w_ranker, split=w):
             evaluate = [e for e in batch if e.ts >= warm_ts and e.item_id and e.type != "search"]
+            if retrainer is not None and start >= w:
+                retrainer.maybe(batch[0].ts)       # on what was revealed before this batch
             if start >= w_ranker and not evaluate:
                 replay.show_rankers(batch)
             if evaluate:
                 replay.evaluate(batch, evaluate, start)
             replay.reveal(batch, start)
+            if retrainer is not None:
+                retrainer.observe(batch)
             bar.update(len(batch))
     finally:
         bar.close()
-        if "recstream" in systems:
-            systems["recstream"].close()
-    return build_report(replay, n, round(time.time() - t_start, 1))
+        for rs in replay.rs:
+            rs.close()
+        if retrainer is not None:
+            retrainer.close()
+    report = build_report(replay, n, round(time.time() - t_start, 1))
+    if retrainer is not None:
+        report["retrain"] = retrain_report(report, cfg.retrain_every_s, retrainer.log)
+    return report
 
 
 def build_report(replay: Replay, n: int, seconds: float) -> dict:

@@ -11,10 +11,15 @@ from schemas import Event, Rejected, validate_item
 from stream.config.compose import assemble, make_ranker
 from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.rank import RankConfig
+from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
 from stream.core.stages import Ingested
 from stream.core.storage.store import connect
+from stream.evaluation.baselines import (CoVisitKNN, CoVisitSymmetric, MostPopular, RecentItems, RiverMF,
+                                         TrendingPopular)
 
 NO_EXPLORE = " (no exploration)"     # a variant's lists without the exploration slot (the backtest's tracks)
+RETRAINED = " (retrained)"           # the same system with its model retrained at event time (--retrain-every)
+CANDIDATE = " (candidate)"           # the same system with a candidate model version (a retrain's shadow check)
 
 
 class RecstreamSystem:
@@ -25,18 +30,18 @@ class RecstreamSystem:
 
     def __init__(self, redis_url: str, items: list[dict], model_dir: str | None, k: int, seed: int,
                  exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None,
-                 explore: bool = True):
+                 explore: bool = True, label: str = "", model_path: str | None = None):
         self.client = connect(redis_url)
         self.prefix = f"rs:bt:{uuid.uuid4().hex[:8]}:"
+        self.label = label            # appended to every variant's name: "recstream+gbdt (retrained)"
         self.pipeline = assemble(self.client, self.prefix, rank_cfg=RankConfig(k=k), model_dir=model_dir,
                                  encoder_dir=encoder_dir, explore=explore, load_embeddings=False)
+        if model_path:                # a given model version instead of the registry's promoted one
+            self.pipeline.set_scorer(BlendedScorer(OnnxScorer(model_path)))
         self.version = self.pipeline.scorer.version
         self.encoder = self.pipeline.content.encoder if self.pipeline.content is not None else None
-        base = self.pipeline.scorer
-        self.variants = {"recstream": base}
-        for spec in rankers:
-            if spec:
-                self.variants[f"recstream+{spec}"] = RankedScorer(base, make_ranker(spec, seed=seed))
+        self.rankers = {f"recstream+{spec}": make_ranker(spec, seed=seed) for spec in rankers if spec}
+        self._variants()
         good = [it for it in (validate_item(i) for i in items) if not isinstance(it, Rejected)]
         t = time.time()
         for i in range(0, len(good), 5000):
@@ -47,6 +52,18 @@ class RecstreamSystem:
         self.batch_seconds: list[float] = []
         self.candidates: dict[str, list] = {}     # the last ask: user -> [(item, sources that proposed it)], best first
         self.unexplored: dict[str, dict] = {}     # the last ask: variant -> user -> its list without the exploration slot
+
+    def _variants(self) -> None:
+        base = self.pipeline.scorer
+        self.variants = {"recstream" + self.label: base}
+        for name, ranker in self.rankers.items():
+            self.variants[name + self.label] = RankedScorer(base, ranker)
+
+    def set_model(self, path) -> None:
+        """Swap in another model version between batches (a retrain); every ranker keeps what it learned."""
+        self.pipeline.set_scorer(BlendedScorer(OnnxScorer(path)))
+        self.version = self.pipeline.scorer.version
+        self._variants()
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
@@ -84,6 +101,38 @@ class RecstreamSystem:
             self.client.unlink(*keys[i: i + 10_000])
 
 
+def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, model_dir: str | None):
+    """name -> system, and the most-popular model the co-visitation and MF fallbacks share."""
+    popular = MostPopular()
+    systems = {}
+    for name in cfg.systems:
+        if name == "most_popular":
+            systems[name] = popular
+        elif name == "trending":
+            systems[name] = TrendingPopular()
+        elif name == "covisit_knn":
+            systems[name] = CoVisitKNN(fallback=popular)
+        elif name == "covisit_sym":
+            systems[name] = CoVisitSymmetric(fallback=popular)
+        elif name == "recent_items":
+            systems[name] = RecentItems()
+        elif name == "river_mf":
+            systems[name] = RiverMF(seed=cfg.seed, popular=popular)
+        elif name == "recstream":
+            if redis_url is None:
+                raise ValueError("the recstream system needs a Redis (redis_url)")
+            args = (redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen, cfg.rankers,
+                    cfg.encoder_dir, cfg.explore)
+            systems[name] = RecstreamSystem(*args)
+            if cfg.retrain_every_s:
+                systems[name + RETRAINED] = RecstreamSystem(*args, label=RETRAINED)
+            if cfg.challenger:
+                systems[name + CANDIDATE] = RecstreamSystem(*args, label=CANDIDATE, model_path=cfg.challenger)
+        else:
+            raise ValueError(f"unknown system {name!r}")
+    return systems, popular
+
+
 def recstream_report(rs: RecstreamSystem, report: dict, n: int) -> dict:
     """recstream's own figures: version, rankers, content, batch latency, ratios to the best baseline."""
     bs = np.asarray(rs.batch_seconds) * 1000
@@ -115,3 +164,13 @@ def recstream_report(rs: RecstreamSystem, report: dict, n: int) -> dict:
         k: (v["ndcg@10"] / systems[k + NO_EXPLORE]["ndcg@10"] if systems[k + NO_EXPLORE]["ndcg@10"] else None)
         for k, v in systems.items() if k + NO_EXPLORE in systems}
     return out
+
+
+def retrain_report(report: dict, every_s: float, retrains: list[dict]) -> dict:
+    """What retraining at event time did: each retrain, and every variant's NDCG@10 against its frozen twin."""
+    systems = report["systems"]
+    ratios = {k: (v["ndcg@10"] / systems[k.replace(RETRAINED, "")]["ndcg@10"]
+                  if systems[k.replace(RETRAINED, "")]["ndcg@10"] else None)
+              for k, v in systems.items() if RETRAINED in k}
+    return {"every_s": every_s, "retrains": retrains, "seconds": round(sum(r["seconds"] for r in retrains), 1),
+            "ndcg@10_ratio_retrained_vs_frozen": ratios}

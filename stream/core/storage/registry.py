@@ -56,13 +56,58 @@ class Registry:
         os.rename(tmp, self.root / version)
         return version
 
-    def promote(self, version: str) -> None:
+    def promote(self, version: str, reason: str = "manual") -> None:
+        previous = self.promoted()
+        self._point(version)
+        self.log({"action": "promote", "version": version, "previous": previous, "reason": reason})
+
+    def rollback(self) -> str:
+        """Put back the version the current one replaced (repeatable: each rollback goes one further back);
+        returns it."""
+        current = self.promoted()
+        entry = self._entry(current)
+        target = entry.get("previous") if entry else None
+        if not target:
+            raise RegistryError(f"nothing to roll back to in {self.root}: {current or 'no version'} "
+                                "replaced no earlier version")
+        before = self._entry(target)
+        self._point(target)
+        self.log({"action": "rollback", "version": target, "previous": before.get("previous") if before else None,
+                  "from": current})
+        return target
+
+    def _entry(self, version: str | None) -> dict | None:
+        """The latest history entry that put `version` in service."""
+        return next((h for h in reversed(self.history()) if h.get("version") == version
+                     and h["action"] in ("promote", "rollback")), None)
+
+    def _point(self, version: str) -> None:
         if not (self.root / version / "manifest.json").exists():
             known = ", ".join(m["version"] for m in self.versions()) or "none"
             raise RegistryError(f"no version {version!r} in {self.root} (known: {known})")
         tmp = self.root / ".PROMOTED.tmp"
         tmp.write_text(version)
         os.replace(tmp, self.root / "PROMOTED")
+
+    def log(self, entry: dict) -> None:
+        """Append a decision (promotion, rollback, a candidate kept out) to history.jsonl."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "history.jsonl", "ab") as fh:
+            fh.write(orjson.dumps({"at": int(time.time() * 1000), **entry}) + b"\n")
+
+    def history(self) -> list[dict]:
+        try:
+            return [orjson.loads(x) for x in (self.root / "history.jsonl").read_bytes().splitlines() if x.strip()]
+        except FileNotFoundError:
+            return []
+
+    def annotate(self, version: str, **fields) -> None:
+        """Add fields to a version's manifest (e.g. its shadow check and the decision), atomically."""
+        path = self.root / version / "manifest.json"
+        m = {**orjson.loads(path.read_bytes()), **fields}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(m, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
 
     def promoted(self) -> str | None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stream.data.adapters.archive import ArchiveLog
 from stream.data.adapters.base import LogSource
 from stream.data.adapters.delimited import ColumnMapping, DelimitedLog
 from stream.data.adapters.jsonl import CsvEventLog, JsonlEventLog
@@ -27,13 +28,14 @@ FORMATS = {
     "rees46": Rees46Log,
     "movielens": MovieLensLog,
     "otto": OttoLog,
+    "archive": ArchiveLog,
 }
 
 
 def guess_format(path: str | Path) -> str:
     p = Path(path)
     if p.is_dir():
-        return "movielens"
+        return "archive" if any(p.glob("date=*")) else "movielens"
     name = p.name.lower()
     if name.endswith((".jsonl", ".json", ".ndjson")) or str(path) == "-":
         return "jsonl"
