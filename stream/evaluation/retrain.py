@@ -83,35 +83,45 @@ def retrain_once(events, items, registry_root, redis_url: str, *, shadow_frac: f
     """One retrain decision over `events` (the chosen window, time-ordered). Returns what was decided."""
     if len(events) < 200:
         raise ValueError(f"only {len(events)} events in the window: need at least 200 to retrain and shadow-check")
-    reg = Registry(registry_root)
     current, init, cur_manifest = _promoted_init(registry_root)
     cut = events[int(len(events) * (1 - shadow_frac))].ts
     holdout = max(cut, (cur_manifest or {}).get("trained_until_ts", 0) + 1)   # neither model trained on it
     train_ev = [e for e in events if e.ts < cut]
     version, report = train_candidate(train_ev, registry_root, init=init, epochs=epochs, seed=seed,
                                       manifest={"source": "archive", "parent": current})
+    out = shadow_decide(events, items, registry_root, version, holdout, redis_url, margin=margin,
+                        encoder_dir=encoder_dir, promote=promote, in_service=current)
+    out["train"] = {k: report[k] for k in ("events", "new_items", "warm_start", "epochs", "seconds")}
+    return out
+
+
+def shadow_decide(events, items, registry_root, candidate: str, holdout_ts: int, redis_url: str, *,
+                  margin: float = 0.0, encoder_dir: str | None = None, promote: bool = True,
+                  in_service: str | None = None) -> dict:
+    """Score `candidate` against the promoted model on the events from `holdout_ts` on; promote it if it wins
+    by `margin`. The decision goes into its manifest and the registry's history. Returns it."""
+    reg = Registry(registry_root)
+    current = in_service or reg.promoted()
     if current is None:
         shadow = {"promoted": None, "candidate": None, "evaluated": 0}
         win, reason = True, "no model in service"
-    elif holdout > events[-1].ts:
+    elif holdout_ts > events[-1].ts:
         shadow = {"promoted": None, "candidate": None, "evaluated": 0}
         win, reason = False, f"no events after what {current} trained on: nothing to compare on"
     else:
-        shadow = shadow_score(events, items, holdout, registry_root, version, redis_url, encoder_dir)
+        shadow = shadow_score(events, items, holdout_ts, registry_root, candidate, redis_url, encoder_dir)
         win = shadow["candidate"] > shadow["promoted"] * (1 + margin)
         reason = (f"shadow NDCG@10 {shadow['candidate']:.4f} vs {shadow['promoted']:.4f} in service "
                   f"({shadow['evaluated']} events, margin {margin:.0%})")
     decision = "promoted" if win and promote else ("would promote" if win else "kept out")
-    out = {"candidate": version, "in_service": current, "decision": decision, "reason": reason, "shadow": shadow,
-           "holdout_from_ts": holdout, "train": {k: report[k] for k in ("events", "new_items", "warm_start",
-                                                                       "epochs", "seconds")}}
-    reg.annotate(version, shadow=shadow, decision=decision, reason=reason)
+    reg.annotate(candidate, shadow=shadow, decision=decision, reason=reason, in_service=current)
     if win and promote:
-        reg.promote(version, reason=reason)
+        reg.promote(candidate, reason=reason)
     else:
-        reg.log({"action": "reject" if not win else "hold", "version": version, "in_service": current,
+        reg.log({"action": "reject" if not win else "hold", "version": candidate, "in_service": current,
                  "reason": reason})
-    return out
+    return {"candidate": candidate, "in_service": current, "decision": decision, "reason": reason, "shadow": shadow,
+            "holdout_from_ts": holdout_ts}
 
 
 class ReplayRetrainer:
