@@ -1,5 +1,10 @@
 """Scorer benchmark: sequences/s of the transformer at batch 1, 32, 256 with 100 and 500 candidates,
-onnxruntime (fp32, int8) vs torch eager, measured side by side in one run on the same model."""
+onnxruntime (fp32, int8) vs torch eager, measured side by side in one run on the same model. Where there is a
+GPU: onnxruntime's CUDA provider with plain `run` and with IOBinding (the serving path, `OnnxScorer`), and torch
+eager on CUDA, beside the CPU rows of the same run.
+
+Standalone (what bench/gpu.sh runs on a GPU machine): python -m bench.scorer  -> bench/results/scorer-DEVICE.json
+"""
 from __future__ import annotations
 
 import tempfile
@@ -39,6 +44,11 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if cuda:
             sessions["ort_cuda_fp32"] = ort.InferenceSession(str(fp32), providers=["CUDAExecutionProvider"])
+        gpu_torch = torch.cuda.is_available()
+        model_gpu = SeqRec(model.cfg).eval() if gpu_torch else None
+        if gpu_torch:
+            model_gpu.load_state_dict(model.state_dict())
+            model_gpu = model_gpu.cuda()
         rng = np.random.default_rng(0)
         for c in (100, 500):
             for b in (1, 32, 256):
@@ -51,6 +61,22 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
                         model(ts, tc)
                 r_torch = _rate(eager, b)
                 rows.add(f"scorer_torch_eager_b{b}_c{c}", r_torch, "seq/s", batch=b, candidates=c)
+                if gpu_torch:
+                    def eager_cuda():
+                        with torch.no_grad():
+                            model_gpu(ts.cuda(), tc.cuda()).cpu()      # inputs in, scores out: as served
+                    rows.add(f"scorer_torch_cuda_b{b}_c{c}", _rate(eager_cuda, b), "seq/s", batch=b, candidates=c)
+                if cuda:
+                    sess = sessions["ort_cuda_fp32"]
+
+                    def iobound():
+                        io = sess.io_binding()
+                        io.bind_cpu_input("seq", seq)
+                        io.bind_cpu_input("candidates", cand)
+                        io.bind_output("scores")
+                        sess.run_with_iobinding(io)
+                        io.copy_outputs_to_cpu()
+                    rows.add(f"scorer_ort_cuda_iobinding_b{b}_c{c}", _rate(iobound, b), "seq/s", batch=b, candidates=c)
                 for name, sess in sessions.items():
                     r = _rate(lambda: sess.run(["scores"], {"seq": seq, "candidates": cand}), b)
                     rows.add(f"scorer_{name}_b{b}_c{c}", r, "seq/s", batch=b, candidates=c)
@@ -61,3 +87,26 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
                         rows.add(f"scorer_int8_vs_fp32_ratio_b{b}_c{c}", r / r32, "x", batch=b, candidates=c)
         if not cuda:
             print("  (no CUDA execution provider here: the GPU path is unmeasured on this machine)")
+
+
+def main() -> int:
+    import platform
+    import sys
+
+    import onnxruntime as ort
+    import orjson
+
+    from bench.run import RESULTS, Rows
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+    rows = Rows({"host": platform.node(), "onnxruntime": ort.__version__, "providers": ort.get_available_providers()})
+    print("== transformer scorer (d=64, 2 layers, T=50, 5000 items)" + (" with the CUDA provider" if gpu else ""))
+    run(rows)
+    out = RESULTS / f"scorer-{'gpu' if gpu else 'cpu'}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(rows.rows, option=orjson.OPT_INDENT_2))
+    print(f"wrote {out}")
+    return 0 if gpu or "--allow-cpu" in sys.argv else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -52,6 +52,11 @@ class TrainConfig:
     exclude_seen: bool = True
 
 
+def device() -> torch.device:
+    """CUDA when there is a GPU (training only; the exported model serves on onnxruntime), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -75,11 +80,11 @@ def sampled_softmax_loss(model: SeqRec, x: torch.Tensor, y: torch.Tensor, n_item
     mask = y > 0                                                            # (B, T)
     h, y = h[mask], y[mask]                                                 # (N, C), (N,)
     pos = (h * model.item_emb(y)).sum(-1, keepdim=True)                    # (N, 1)
-    neg_ids = torch.randint(1, n_items, (k,), generator=gen)                # (K,)
+    neg_ids = torch.randint(1, n_items, (k,), generator=gen).to(h.device)   # (K,)
     neg = h @ model.item_emb(neg_ids).T                                     # (N, K)
     neg = neg.masked_fill(neg_ids.unsqueeze(0) == y.unsqueeze(1), -1e9)    # accidental hits
     logits = torch.cat([pos, neg], dim=1)                                   # (N, 1 + K)
-    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=y.device))
 
 
 @torch.no_grad()
@@ -88,12 +93,13 @@ def rank_targets(model: SeqRec, histories: list[list[int]], targets: list[int], 
     """Full-ranking rank (1-based; 0 = target unknown to the model) of each target given its history."""
     model.eval()
     n = model.cfg.n_items
-    all_items = torch.arange(n).unsqueeze(0)
+    dev = next(model.parameters()).device
+    all_items = torch.arange(n, device=dev).unsqueeze(0)
     ranks = []
     for i in range(0, len(targets), batch):
         hs = histories[i: i + batch]
-        x = torch.tensor([left_pad(h, T) for h in hs])
-        scores = model(x, all_items.expand(len(hs), n)).numpy()            # (b, n)
+        x = torch.tensor([left_pad(h, T) for h in hs], device=dev)
+        scores = model(x, all_items.expand(len(hs), n)).cpu().numpy()      # (b, n)
         scores[:, 0] = -np.inf
         for j, (h, t) in enumerate(zip(hs, targets[i: i + batch])):
             if t <= 0:
@@ -160,6 +166,8 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
     if model is None:
         model = SeqRec(SeqRecConfig(n_items=len(vocab), max_len=cfg.max_len, dim=cfg.dim, heads=cfg.heads,
                                     layers=cfg.layers, dropout=cfg.dropout))
+    dev = device()
+    model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -174,7 +182,7 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
                    file=sys.stderr, leave=False)
         for i in bar:
             idx = order[i: i + cfg.batch_size]
-            x, y = torch.from_numpy(X[idx]), torch.from_numpy(Y[idx])
+            x, y = torch.from_numpy(X[idx]).to(dev), torch.from_numpy(Y[idx]).to(dev)
             loss = (full_softmax_loss(model, x, y) if full
                     else sampled_softmax_loss(model, x, y, len(vocab), cfg.negatives, gen))
             opt.zero_grad()
@@ -196,7 +204,7 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model = model.cpu().eval()        # export and serving run on the CPU copy
     return model, best, best_epoch or n_epochs
 
 

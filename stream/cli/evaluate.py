@@ -13,7 +13,8 @@ from stream.config.settings import Settings
 
 def cmd_backtest(s: Settings, args) -> int:
     from stream.evaluation.backtest import BacktestConfig, load_events, run_backtest
-    from stream.evaluation.report import format_ratios, format_segments, format_table, write_report
+    from stream.evaluation.report import (format_ratios, format_retrain, format_segments, format_table,
+                                         write_report)
     from stream.ops.stack import private_redis
     fmt = args.format
     events, items = load_events(args.log, fmt, args.limit)
@@ -54,11 +55,7 @@ def cmd_backtest(s: Settings, args) -> int:
         print(format_ratios(report))
     print(format_segments(report))
     if report.get("retrain"):
-        rt = report["retrain"]
-        print(f"retrained {len(rt['retrains'])} times (every {rt['every_s']:,.0f} s of event time; "
-              f"{rt['seconds']} s training in all); NDCG@10 retrained / frozen:")
-        for name, ratio in rt["ndcg@10_ratio_retrained_vs_frozen"].items():
-            print(f"  {name:40s} {ratio:.3f}x" if ratio is not None else f"  {name:40s} -")
+        print(format_retrain(report))
     if args.out:
         files = write_report(report, args.out, title=f"{Path(args.log).name} ({fmt or 'auto'})")
         print("wrote " + ", ".join(str(f) for f in files))

@@ -52,7 +52,12 @@ def cmd_topics(s: Settings, args) -> int:
 
 def cmd_demo(s: Settings, args) -> int:
     from stream.ops.demo import run_demo
-    return run_demo(s, args)
+    try:
+        from stream.evaluation.retrain import retrain_once    # the training extra (torch): continuous training
+    except ImportError:
+        print("== continuous training: off (no torch: pip install 'recstream[train]')")
+        retrain_once = None
+    return run_demo(s, args, retrain=retrain_once)
 
 
 def register(sub) -> None:

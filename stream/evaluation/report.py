@@ -26,6 +26,20 @@ def format_ratios(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_retrain(report: dict) -> str:
+    """What retraining at event time (--retrain-every) did, against the frozen model of the same run."""
+    rt = report.get("retrain")
+    if not rt:
+        return ""
+    lines = [f"retrained {len(rt['retrains'])} times (every {rt['every_s']:,.0f} s of event time; {rt['seconds']} s "
+             f"of training in all): " + "; ".join(
+                 f"at ts {r['at_ts']} on {r['events']:,} events ({r['new_items']} new items, "
+                 f"{'warm' if r['warm_start'] else 'cold'}, {r['seconds']} s)" for r in rt["retrains"])]
+    for name, ratio in rt["ndcg@10_ratio_retrained_vs_frozen"].items():
+        lines.append(f"{name} NDCG@10 / frozen: " + (f"{ratio:.3f}x" if ratio is not None else "-"))
+    return "\n".join(lines)
+
+
 def format_table(report: dict) -> str:
     cols = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "coverage@10", "novelty@10"]
     lines = ["| system | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -69,6 +83,8 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
         md.append("")
         md += [f"- {line}" for line in format_ratios(report).splitlines()]
         md.append("")
+    if report.get("retrain"):
+        md += [f"- {line}" for line in format_retrain(report).splitlines()] + [""]
     if report.get("content"):
         c = report["content"]
         md.append(f"Content: {c['items_embedded']:,} items embedded by {c['encoder']} on {c['provider']} in "

@@ -49,11 +49,12 @@ def interactions(events) -> list[Interaction]:
     return [Interaction(e.user_id, e.item_id, e.ts) for e in events if e.item_id]
 
 
-def train_candidate(events, registry_root, *, init=None, epochs: int = 2, cold_epochs: int = 30, seed: int = 42,
-                    manifest: dict | None = None, stride: int = 10) -> tuple[str, dict]:
-    """Train on `events` (Event objects, time-ordered), register the result (not promoted). (version, report)."""
+def train_candidate(events, registry_root, *, init=None, epochs: int = 2, seed: int = 42, manifest: dict | None = None,
+                    train_cfg: dict | None = None) -> tuple[str, dict]:
+    """Train on `events` (Event objects, time-ordered), register the result (not promoted). (version, report).
+    `train_cfg`: TrainConfig fields for a cold start (model size, epochs; default 30 epochs at most)."""
     from exporters.pipeline import export_register
-    cfg = TrainConfig(epochs=cold_epochs, seed=seed, stride=stride)
+    cfg = TrainConfig(**{"epochs": 30, "seed": seed, **(train_cfg or {})})
     model, vocab, report = retrain(interactions(events), cfg, init=init, warm_epochs=epochs, log=log.info)
     version, report["parity"] = export_register(
         model, vocab, {**(manifest or {}), "data_hash": report["data_hash"], "train_config": report["config"],
@@ -79,7 +80,8 @@ def shadow_score(events, items, holdout_ts: int, registry_root, candidate: str, 
 
 
 def retrain_once(events, items, registry_root, redis_url: str, *, shadow_frac: float = 0.1, margin: float = 0.0,
-                 epochs: int = 2, encoder_dir: str | None = None, seed: int = 42, promote: bool = True) -> dict:
+                 epochs: int = 2, encoder_dir: str | None = None, seed: int = 42, promote: bool = True,
+                 train_cfg: dict | None = None) -> dict:
     """One retrain decision over `events` (the chosen window, time-ordered). Returns what was decided."""
     if len(events) < 200:
         raise ValueError(f"only {len(events)} events in the window: need at least 200 to retrain and shadow-check")
@@ -88,7 +90,7 @@ def retrain_once(events, items, registry_root, redis_url: str, *, shadow_frac: f
     holdout = max(cut, (cur_manifest or {}).get("trained_until_ts", 0) + 1)   # neither model trained on it
     train_ev = [e for e in events if e.ts < cut]
     version, report = train_candidate(train_ev, registry_root, init=init, epochs=epochs, seed=seed,
-                                      manifest={"source": "archive", "parent": current})
+                                      manifest={"source": "archive", "parent": current}, train_cfg=train_cfg)
     out = shadow_decide(events, items, registry_root, version, holdout, redis_url, margin=margin,
                         encoder_dir=encoder_dir, promote=promote, in_service=current)
     out["train"] = {k: report[k] for k in ("events", "new_items", "warm_start", "epochs", "seconds")}
@@ -102,17 +104,14 @@ def shadow_decide(events, items, registry_root, candidate: str, holdout_ts: int,
     by `margin`. The decision goes into its manifest and the registry's history. Returns it."""
     reg = Registry(registry_root)
     current = in_service or reg.promoted()
-    if current is None:
-        shadow = {"promoted": None, "candidate": None, "evaluated": 0}
-        win, reason = True, "no model in service"
-    elif holdout_ts > events[-1].ts:
+    if holdout_ts > events[-1].ts:
         shadow = {"promoted": None, "candidate": None, "evaluated": 0}
         win, reason = False, f"no events after what {current} trained on: nothing to compare on"
     else:
         shadow = shadow_score(events, items, holdout_ts, registry_root, candidate, redis_url, encoder_dir)
         win = shadow["candidate"] > shadow["promoted"] * (1 + margin)
-        reason = (f"shadow NDCG@10 {shadow['candidate']:.4f} vs {shadow['promoted']:.4f} in service "
-                  f"({shadow['evaluated']} events, margin {margin:.0%})")
+        reason = (f"shadow NDCG@10 {shadow['candidate']:.4f} vs {shadow['promoted']:.4f} for "
+                  f"{current or 'the fallback scorer'} in service ({shadow['evaluated']} events, margin {margin:.0%})")
     decision = "promoted" if win and promote else ("would promote" if win else "kept out")
     reg.annotate(candidate, shadow=shadow, decision=decision, reason=reason, in_service=current)
     if win and promote:

@@ -1,22 +1,29 @@
 """`make run`: the whole recommender on the embedded local stack, with a live view and a summary.
 
-stack up -> topics -> synthetic catalog and events -> worker (a child process, as in production)
--> events replayed at a steady rate, plus a few malformed messages -> recommendations consumed
-back -> summary (what flowed, per type, rejects, latency) and a few users' recommendations
--> worker stopped with SIGTERM -> stack down (unless it was already running, or --keep).
+stack up -> topics -> synthetic catalog and events -> worker (a child process, as in production) and the
+archive sink -> the first 60 % of the events replayed at a steady rate, served by the fallback scorer ->
+continuous training: a small SeqRec trained on what the archive holds, shadow-checked against the scorer in
+service, promoted if it wins -> the rest replayed, the worker now serving the transformer (no restart), plus a
+few malformed messages -> recommendations consumed back -> summary (what flowed, per type, rejects, latency,
+recommendations per scorer version) and a few users' recommendations -> worker stopped with SIGTERM -> stack
+down (unless it was already running, or --keep).
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from stream.config.settings import Settings
 from stream.core.storage.store import Keys, connect
 from stream.data.synth import SynthConfig, SynthShop
+from stream.drivers.archiver import Archiver
 from stream.ops import stack
 from stream.ops.harness import Listener, WorkerProcess, run_settings
 from stream.ops.produce import produce_events, produce_items
@@ -45,14 +52,40 @@ def _ensure_encoder(s: Settings) -> None:
         print(f"== text encoder: not exported ({exc}); the worker runs without the content source")
 
 
-def run_demo(base: Settings, args) -> int:
+# the demo's retrain: a small transformer, bounded (under a minute on a 2-core box)
+DEMO_MODEL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20, "epochs": 6, "patience": 2, "stride": 5}
+
+
+def _retrain(s: Settings, retrain, archive, items, expected: int) -> None:
+    """Wait for the archive to hold the events sent so far, then one retrain decision on it."""
+    from stream.data.archive import read_archive
+    deadline = time.time() + 30
+    while time.time() < deadline and len(read_archive(archive)) < expected:
+        time.sleep(0.5)
+    events = read_archive(archive)
+    print(f"\n== continuous training: a small SeqRec on the {len(events):,} archived events (the newest 20 % "
+          f"kept out to shadow-check it against the scorer in service)", flush=True)
+    t = time.time()
+    try:
+        out = retrain(events, items, s.model_dir, s.redis_url, shadow_frac=0.2, train_cfg=DEMO_MODEL)
+    except (ValueError, RuntimeError) as exc:
+        print(f"  retrain failed: {exc}; the worker keeps its scorer")
+        return
+    print(f"  {out['candidate']}: {out['decision']} ({out['reason']}), {time.time() - t:.0f} s; "
+          f"the worker swaps between two batches, no restart")
+
+
+def run_demo(base: Settings, args, retrain=None) -> int:
+    """`retrain`: stream.evaluation.retrain.retrain_once (the CLI passes it; None = no training step)."""
     cfg = stack.StackConfig.from_settings(base)
     already = stack.main_status_code(cfg) == 0
     print(f"== stack: {'already running' if already else 'starting'} (Tansu broker, memory-only; redis-server)")
     for line in stack.up(cfg, tied=not args.keep):
         print("  " + line)
     s = run_settings(base, "demo")
-    worker = None
+    own = Path(s.state_dir) / "demo" / s.group_id          # this run's registry and archive, removed after
+    s = replace(s, model_dir=str(own / "models"), archive_dir=str(own / "archive"))
+    worker = archiver = None
     try:
         n = args.events
         shop = SynthShop(SynthConfig(n_users=max(100, n // 10), n_items=max(200, n // 20), n_events=n, seed=7))
@@ -64,6 +97,8 @@ def run_demo(base: Settings, args) -> int:
         print(f"  catalog: {rep.summary('items')}")
         _ensure_encoder(s)
         worker = WorkerProcess(s, tied=not args.keep, log_every_s=5.0)
+        archiver = Archiver(s, roll_s=1.0)
+        threading.Thread(target=archiver.run, name="archive", daemon=True).start()
         # ready when the worker has joined the group and applied the catalog (a group join takes
         # half the session timeout on the local broker)
         if not worker.wait_ready(shop.items[-1]["item_id"]):
@@ -73,10 +108,16 @@ def run_demo(base: Settings, args) -> int:
         recs = Listener(s.recs_topic, s.brokers).start()     # both have joined before anything is sent
         dead = Listener(s.dlq_topic, s.brokers, on_record=dlq.append).start()
         got, stop = recs.latest, threading.Event()
-        print(f"== replaying {n} events at {args.rate:,.0f}/s into the worker")
+        first = int(n * 0.6) if retrain is not None else n
+        print(f"== replaying {n} events at {args.rate:,.0f}/s into the worker"
+              + (f" ({first} now, the rest after a retrain)" if first < n else ""))
         prog = threading.Thread(target=_live, args=(lambda: len(recs.sent), n, recs, stop), daemon=True)
         prog.start()
-        report = produce_events(recs.tracked(events), s.events_topic, s.brokers, rate=args.rate)
+        report = produce_events(recs.tracked(events[:first]), s.events_topic, s.brokers, rate=args.rate)
+        if first < n:
+            _retrain(s, retrain, s.archive_dir, shop.items, first)
+            rest = produce_events(recs.tracked(events[first:]), s.events_topic, s.brokers, rate=args.rate)
+            report.merge(rest)
         produce_events(enumerate(BAD_MESSAGES, 1), s.events_topic, s.brokers, validate=False)
         users = {e["user_id"] for e in events}
         deadline = time.time() + 60
@@ -87,6 +128,7 @@ def run_demo(base: Settings, args) -> int:
         dead.stop()
         print()
         worker.stop()
+        archiver.stop_event.set()
         lat = recs.latencies_ms() / 1000
         lat_ms = lat * 1000 if len(lat) else np.zeros(1)
         print("== summary")
@@ -107,6 +149,7 @@ def run_demo(base: Settings, args) -> int:
                 if k.startswith(b"n:") and k != b"n:bot_flagged":
                     applied[k[2:].decode()] += int(v)
         print(f"  produced by type:             {dict(sorted(by_type.items()))}")
+        print(f"  recommendations by scorer:    {dict(recs.scorers.most_common())}")
         print(f"  consumed and applied by type: {dict(sorted(applied.items()))}")
         print("== a few users' latest recommendations")
         busiest = Counter(e["user_id"] for e in events).most_common(40)[::10]
@@ -124,6 +167,9 @@ def run_demo(base: Settings, args) -> int:
     finally:
         if worker is not None:     # interrupted: let it finish its batch and checkpoint
             worker.stop(20)
+        if archiver is not None:
+            archiver.stop_event.set()
+        shutil.rmtree(own, ignore_errors=True)
         if not (already or args.keep):
             for line in stack.down(cfg):
                 print("  " + line)
@@ -136,6 +182,8 @@ def _live(sent, total, recs, stop):
     while not stop.is_set():
         el = time.time() - t0
         lat = np.sort(recs.latencies_ms()[-2000:]) if recs.by_trigger else np.zeros(1)
+        scorer = recs.last_scorer.split("+")[0] or "-"
         print(f"\r  sent {sent():>7}/{total}  ({sent() / max(el, 1e-9):,.0f}/s)  users with recommendations "
-              f"{len(recs.latest):>6}  latency p50 {lat[len(lat) // 2]:6.1f} ms  ", end="", file=sys.stderr, flush=True)
+              f"{len(recs.latest):>6}  latency p50 {lat[len(lat) // 2]:6.1f} ms  scorer {scorer:<22}", end="",
+              file=sys.stderr, flush=True)
         time.sleep(1.0)

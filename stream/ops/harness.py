@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -101,6 +102,8 @@ class Listener:
         self.topic, self.brokers, self.on_record = topic, brokers, on_record
         self.by_trigger: dict[str, tuple[dict, float]] = {}
         self.latest: dict[str, dict] = {}          # user -> newest recommendation
+        self.scorers: Counter = Counter()          # recommendations per scorer version (model_versions.scorer)
+        self.last_scorer = ""
         self.sent: dict[str, float] = {}           # event id -> when it was produced (see `tracked`)
         self.last_at = time.time()
         self._stop, self._ready = threading.Event(), threading.Event()
@@ -116,6 +119,8 @@ class Listener:
             obj = orjson.loads(rec.value)
             self.by_trigger[obj["trigger_event_id"]] = (obj, self.last_at)
             self.latest[obj["user_id"]] = obj
+            self.last_scorer = obj.get("model_versions", {}).get("scorer", "")
+            self.scorers[self.last_scorer] += 1
 
     def start(self, timeout: float = 30.0) -> Listener:
         """Start consuming; return once partitions are assigned (nothing sent after this is missed)."""

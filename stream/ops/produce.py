@@ -30,6 +30,14 @@ class ProduceReport:
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
 
+    def merge(self, other: "ProduceReport") -> None:
+        """Add another run's figures (a replay sent in parts)."""
+        self.sent += other.sent
+        self.by_type.update(other.by_type)
+        self.rejected += other.rejected
+        self.failed += other.failed
+        self.seconds += other.seconds
+
     def summary(self, what: str = "events") -> str:
         types = ", ".join(f"{k} {v}" for k, v in sorted(self.by_type.items()))
         return (f"sent {self.sent} {what} in {self.seconds:.1f}s ({self.rate:,.0f}/s)"
