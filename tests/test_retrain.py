@@ -101,3 +101,26 @@ def test_retrain_promotes_a_better_model_the_worker_swaps_and_rollback(settings,
     history = [(h["action"], h["version"]) for h in reg.history()]
     assert history == [("promote", v1), ("promote", v2), ("reject", v3), ("rollback", v1)]
     assert orjson.loads((root / "seqrec" / v3 / "manifest.json").read_bytes())["decision"] == "kept out"
+
+
+@pytest.mark.integration
+def test_backtest_retrains_on_schedule_from_revealed_events_only(stack, tmp_path):
+    """--retrain-every: a retrained twin beside the frozen model in one replay; each retrain sees only events
+    revealed before it (trained_until < the batch it precedes), the frozen twin keeps its version."""
+    from stream.evaluation.backtest import BacktestConfig, run_backtest
+    shop = SynthShop(SynthConfig(n_users=150, n_items=100, n_events=3000, seed=8))
+    events = sorted((validate_event(e) for e in shop.events()), key=lambda e: e.ts)
+    root = tmp_path / "models"
+    v1 = random_version(root, [it["item_id"] for it in shop.items], 1, "random")
+    Registry(root).promote(v1)
+    every_s = (events[-1].ts - events[0].ts) / 1000 / 4 * 1.01      # 3 boundaries inside the log
+    cfg = BacktestConfig(warmup_frac=0.5, systems=("recent_items", "recstream"), rankers=(), explore=False,
+                         retrain_every_s=every_s, retrain_epochs=1)
+    rep = run_backtest(events, shop.items, cfg, redis_url=stack[1], model_dir=str(root))
+    rt = rep["retrain"]
+    assert len(rt["retrains"]) == 3                   # at 1/4, 2/4 and 3/4 of the log's span
+    for r in rt["retrains"]:
+        assert r["trained_until_ts"] < r["at_ts"] and r["warm_start"]
+    assert rep["recstream_version"].endswith(v1)
+    assert set(rt["ndcg@10_ratio_retrained_vs_frozen"]) == {"recstream (retrained)"}
+    assert rep["systems"]["recstream (retrained)"]["n"] == rep["systems"]["recstream"]["n"] == rep["evaluated"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from stream.cli._common import duration
@@ -39,8 +40,6 @@ def cmd_retrain(s: Settings, args) -> int:
     except ImportError:
         print("recstream retrain needs the training extra: pip install 'recstream[train]'", file=sys.stderr)
         return 2
-    import time
-
     from stream.data.archive import archive_span, read_archive
     from stream.evaluation.retrain import retrain_once
     from stream.ops.stack import private_redis
@@ -105,9 +104,15 @@ def cmd_models(s: Settings, args) -> int:
         for m in reg.versions():
             t = m.get("metrics", {}).get("test", {}).get("seqrec", {})
             mark = "*" if m["version"] == promoted else " "
-            print(f"{mark} {m['version']:16s} created {m['created_at']}  data {m.get('data_hash')}  "
-                  f"ndcg@10 {t.get('ndcg@10', float('nan')):.4f}  parity {m['parity']['max_abs_diff']:.1e}  "
-                  f"opset {m.get('opset')}")
+            created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(m["created_at"] / 1000))
+            if m.get("shadow"):       # a retrain: its shadow figure against the model then in service
+                sh = m["shadow"]
+                what = (f"shadow ndcg@10 {sh['candidate']:.4f} vs {sh['promoted']:.4f} ({m.get('decision')})"
+                        if sh.get("candidate") is not None else str(m.get("decision")))
+            else:
+                what = f"test ndcg@10 {t.get('ndcg@10', float('nan')):.4f}"
+            print(f"{mark} {m['version']:16s} created {created}  data {m.get('data_hash')}  {what}  "
+                  f"parity {m['parity']['max_abs_diff']:.1e}  opset {m.get('opset')}")
         if not reg.versions():
             print(f"no models in {reg.root}: train one with `recstream train --events ...`")
         return 0

@@ -215,12 +215,12 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
     if cfg.retrain_every_s and "recstream" + RETRAINED in systems:
         from stream.evaluation.retrain import ReplayRetrainer
         retrainer = ReplayRetrainer(systems["recstream" + RETRAINED], model_dir, cfg.retrain_every_s,
-                                    events[min(w, n - 1)].ts, epochs=cfg.retrain_epochs, seed=cfg.seed)
+                                    events[0].ts, epochs=cfg.retrain_epochs, seed=cfg.seed)
     bar = tqdm(total=n, desc="backtest", unit="ev", disable=not progress, file=sys.stderr, mininterval=1)
     try:
         for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w_ranker, split=w):
             evaluate = [e for e in batch if e.ts >= warm_ts and e.item_id and e.type != "search"]
-            if retrainer is not None and start >= w:
+            if retrainer is not None:           # a retrain loop running since the log began, like a cron job
                 retrainer.maybe(batch[0].ts)       # on what was revealed before this batch
             if start >= w_ranker and not evaluate:
                 replay.show_rankers(batch)

@@ -10,8 +10,10 @@ what is compared is the scorer). Promoted if its NDCG@10 beats the promoted mode
 registry's history.jsonl.
 
 `ReplayRetrainer` (`recstream backtest --retrain-every`): a second recstream system in the same replay,
-starting from the same model, retrained every DURATION of event time on the events revealed so far (never on
-an event before it has been evaluated), its new version swapped in between two batches.
+starting from the same model, retrained every DURATION of event time from the log's first event on (a retrain
+job on a schedule, running through the warm-up too) on the events revealed so far (never on an event before it
+has been evaluated), warm-started from its current model, its new version swapped in between two batches. The
+frozen twin keeps the model it started with: the comparison is "deployed once" against "retrained on schedule".
 """
 from __future__ import annotations
 
@@ -133,7 +135,8 @@ class ReplayRetrainer:
         self.next_ts = start_ts + self.every_ms
         self.tmp = tempfile.TemporaryDirectory(prefix="recstream-retrain-")
         self.root = Path(self.tmp.name)
-        _, self.init, _ = _promoted_init(model_dir) if model_dir else (None, None, None)
+        _, self.init, manifest = _promoted_init(model_dir) if model_dir else (None, None, None)
+        self.seen_until = (manifest or {}).get("trained_until_ts", -1)   # no retrain on what it already learned
         self.revealed: list = []
         self.log: list[dict] = []
 
@@ -146,13 +149,17 @@ class ReplayRetrainer:
             return
         while self.next_ts <= now_ts:
             self.next_ts += self.every_ms
+        if self.revealed[-1].ts <= self.seen_until:
+            return
         t = time.time()
         evs = self.revealed[-self.window:]
         version, report = train_candidate(evs, self.root, init=self.init, epochs=self.epochs, seed=self.seed)
         path = Registry(self.root).path(version)
         self.init = (load_checkpoint(path / "model.pt"), Vocab(orjson.loads((path / "vocab.json").read_bytes())[1:]))
         self.system.set_model(path)
+        self.seen_until = evs[-1].ts
         self.log.append({"at_ts": now_ts, "version": version, "events": len(evs), "new_items": report["new_items"],
+                         "trained_until_ts": report["trained_until_ts"],
                          "warm_start": report["warm_start"], "seconds": round(time.time() - t, 1)})
         log.info("retrained at ts %d on %d events: %s", now_ts, len(evs), self.log[-1])
 
