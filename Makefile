@@ -58,7 +58,7 @@ fuzz: venv
 venv: $(STAMP)
 
 run: deps venv
-	$(BIN)/recstream demo --events 20000 --rate 2000
+	$(BIN)/recstream demo --events 20000 --rate 1000
 
 test: deps venv
 	$(BIN)/python -m pytest -q

@@ -80,6 +80,6 @@ def register(sub) -> None:
 
     de = sub.add_parser("demo", help="the `make run` demo: stack, synthetic shop, worker, live view, summary")
     de.add_argument("--events", type=int, default=20_000)
-    de.add_argument("--rate", type=float, default=2_000)
+    de.add_argument("--rate", type=float, default=1_000)
     de.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     de.set_defaults(fn=cmd_demo)

@@ -48,11 +48,16 @@ class Archiver:
     def run(self, max_idle_s: float | None = None) -> None:
         s = self.s
         consumer = Consumer(consumer_conf(s.brokers, self.group_id, session_timeout_ms=s.session_timeout_ms))
-        consumer.subscribe([s.events_topic])
+        last_msg, assigned = time.monotonic(), False
+
+        def on_assign(c, parts):
+            nonlocal last_msg, assigned
+            last_msg, assigned = time.monotonic(), True   # --max-idle counts from the group join (seconds)
+
+        consumer.subscribe([s.events_topic], on_assign=on_assign)
         log.info("archiving %s as group %s into %s (retention %d days)", s.events_topic, self.group_id,
                  self.writer.root, s.archive_retention_days)
         pending: dict = {}            # (topic, partition) -> next offset, committed after the next flush
-        last_msg = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 msgs = consumer.consume(1000, 0.2)
@@ -74,7 +79,7 @@ class Archiver:
                     self.writer.add(events)
                 if self.writer.due() or (pending and not self.writer.buffer):
                     self._flush(consumer, pending)
-                elif not batch and max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:
+                elif not batch and assigned and max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:
                     log.info("idle for %.0fs: stopping", max_idle_s)
                     break
         except KafkaException as exc:
@@ -94,4 +99,4 @@ class Archiver:
             consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in pending.items()], asynchronous=False)
             pending.clear()
         if n:
-            log.info("archived %d events (%d in total)", n, self.writer.events_written)
+            log.debug("archived %d events (%d in total)", n, self.writer.events_written)

@@ -11,6 +11,7 @@ Measured slower than the confluent-kafka driver (docs/benchmarks.md, `make bench
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from stream.config.settings import Settings
@@ -24,6 +25,7 @@ log = logging.getLogger("recstream.worker.faust")
 def build_app(s: Settings, pipeline: Pipeline, group_id: str | None = None, on_batch=None):
     import faust
 
+    os.makedirs(f"{s.state_dir}/faust", exist_ok=True)   # faust creates its data folder, not the parents
     app = faust.App(
         group_id or s.group_id,
         broker=",".join(f"kafka://{b}" for b in s.brokers.split(",")),

@@ -10,6 +10,8 @@ down (unless it was already running, or --keep).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import sys
 import threading
@@ -52,8 +54,8 @@ def _ensure_encoder(s: Settings) -> None:
         print(f"== text encoder: not exported ({exc}); the worker runs without the content source")
 
 
-# the demo's retrain: a small transformer, bounded (under a minute on a 2-core box)
-DEMO_MODEL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20, "epochs": 6, "patience": 2, "stride": 5}
+# the demo's retrain: a small transformer, early stopping (about 25 epochs, 10 s on a 2-core box; at most 50)
+DEMO_MODEL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 20, "epochs": 50, "patience": 3, "stride": 5}
 
 
 def _retrain(s: Settings, retrain, archive, items, expected: int) -> None:
@@ -67,7 +69,8 @@ def _retrain(s: Settings, retrain, archive, items, expected: int) -> None:
           f"kept out to shadow-check it against the scorer in service)", flush=True)
     t = time.time()
     try:
-        out = retrain(events, items, s.model_dir, s.redis_url, shadow_frac=0.2, train_cfg=DEMO_MODEL)
+        with contextlib.redirect_stderr(io.StringIO()):      # the epochs' lines; the live line pauses meanwhile
+            out = retrain(events, items, s.model_dir, s.redis_url, shadow_frac=0.2, train_cfg=DEMO_MODEL)
     except (ValueError, RuntimeError) as exc:
         print(f"  retrain failed: {exc}; the worker keeps its scorer")
         return

@@ -47,6 +47,8 @@ class WindowedGBDT:
         self.since_fit = 0
         self.booster = None             # replaced whole when a fit is done (scoring reads it without a lock)
         self._fitting: threading.Thread | None = None
+        if background:     # import now (1.4 s, sklearn included), not in the fit thread where it holds the GIL
+            import lightgbm  # noqa: F401
 
     # ---- learning -------------------------------------------------------------------------------
     def learn_many(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
