@@ -73,14 +73,16 @@ def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init
     else:
         val_ts = split_time(events, cfg.val_frac)
         val = held_out(events, val_ts, vocab, cfg.max_len)
-        fit = [vocab.encode([x.item for x in xs]) for xs in user_sequences([x for x in events if x.ts < val_ts]).values()]
+        earlier = user_sequences([x for x in events if x.ts < val_ts])
+        fit = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
         model, best, epochs = _fit(fit, vocab, cfg, full, val=val, progress=progress)
         if cfg.finetune_epochs > 0:
             model, _, _ = _fit(seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
     model.eval()
     report = {"events": len(events), "items": len(vocab) - 1, "new_items": len(vocab) - (len(init[1]) if init else 1),
               "warm_start": init is not None, "epochs": epochs, "val_ndcg@10": best,
-              "trained_from_ts": events[0].ts if events else None, "trained_until_ts": events[-1].ts if events else None,
+              "trained_from_ts": events[0].ts if events else None,
+              "trained_until_ts": events[-1].ts if events else None,
               "seconds": round(time.time() - t0, 1), "data_hash": data_hash(events), "config": cfg.__dict__,
               "model_config": model.cfg.to_dict()}
     log(f"retrained on {len(events)} events ({'warm start' if init else 'cold start'}, {epochs} epochs, "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -13,8 +14,13 @@ from stream.config.settings import Settings
 
 def cmd_backtest(s: Settings, args) -> int:
     from stream.evaluation.backtest import BacktestConfig, load_events, run_backtest
-    from stream.evaluation.report import (format_ratios, format_retrain, format_segments, format_table,
-                                         write_report)
+    from stream.evaluation.report import (
+        format_ratios,
+        format_retrain,
+        format_segments,
+        format_table,
+        write_report,
+    )
     from stream.ops.stack import private_redis
     fmt = args.format
     events, items = load_events(args.log, fmt, args.limit)
@@ -45,7 +51,7 @@ def cmd_backtest(s: Settings, args) -> int:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "metrics_via_kafka.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return 0
-    with private_redis() if not args.redis_url else _nullctx(args.redis_url) as url:
+    with private_redis() if not args.redis_url else contextlib.nullcontext(args.redis_url) as url:
         report = run_backtest(events, items, cfg, redis_url=url, model_dir=args.model_dir,
                               progress=sys.stderr.isatty())
     print(f"{report['events']} events, {report['evaluated']} evaluated after a warm-up of {report['warmup_events']} "
@@ -60,17 +66,6 @@ def cmd_backtest(s: Settings, args) -> int:
         files = write_report(report, args.out, title=f"{Path(args.log).name} ({fmt or 'auto'})")
         print("wrote " + ", ".join(str(f) for f in files))
     return 0
-
-
-class _nullctx:
-    def __init__(self, v):
-        self.v = v
-
-    def __enter__(self):
-        return self.v
-
-    def __exit__(self, *a):
-        return None
 
 
 def register(sub) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def cmd_retrain(s: Settings, args) -> int:
             print(f"window: {len(events):,} events of the archive's newest {args.window / 3600:,.1f} h "
                   f"(the last {args.shadow_frac:.0%} held out for the shadow check)", flush=True)
             try:
-                with private_redis() if not args.redis_url else _Given(args.redis_url) as url:
+                with private_redis() if not args.redis_url else contextlib.nullcontext(args.redis_url) as url:
                     out = retrain_once(events, [], root, url, shadow_frac=args.shadow_frac, margin=args.margin,
                                        epochs=args.epochs, encoder_dir=None, promote=not args.dry_run)
             except ValueError as exc:
@@ -71,17 +72,6 @@ def cmd_retrain(s: Settings, args) -> int:
         if not args.every:
             return 0
         time.sleep(args.every)
-
-
-class _Given:
-    def __init__(self, url):
-        self.url = url
-
-    def __enter__(self):
-        return self.url
-
-    def __exit__(self, *a):
-        return None
 
 
 def cmd_models(s: Settings, args) -> int:

@@ -44,7 +44,8 @@ def _promoted_init(registry_root) -> tuple[str | None, tuple | None, dict | None
         log.warning("promoted %s has no torch weights (model.pt, registered before retraining existed): "
                     "the candidate starts cold", version)
         return version, None, manifest
-    return version, (load_checkpoint(d / "model.pt"), Vocab(orjson.loads((d / "vocab.json").read_bytes())[1:])), manifest
+    vocab = Vocab(orjson.loads((d / "vocab.json").read_bytes())[1:])
+    return version, (load_checkpoint(d / "model.pt"), vocab), manifest
 
 
 def interactions(events) -> list[Interaction]:
@@ -131,7 +132,8 @@ class ReplayRetrainer:
 
     def __init__(self, system, model_dir: str | None, every_s: float, start_ts: int, *, window: int = 1_000_000,
                  epochs: int = 2, seed: int = 42):
-        self.system, self.every_ms, self.window, self.epochs, self.seed = system, int(every_s * 1000), window, epochs, seed
+        self.system, self.every_ms, self.window = system, int(every_s * 1000), window
+        self.epochs, self.seed = epochs, seed
         self.next_ts = start_ts + self.every_ms
         self.tmp = tempfile.TemporaryDirectory(prefix="recstream-retrain-")
         self.root = Path(self.tmp.name)
