@@ -31,6 +31,8 @@ EPILOG = """examples:
   recstream produce data/events.jsonl --rate 2000
   recstream worker                         # events -> profiles -> candidates -> scores -> recommendations
   recstream consume recommendations --from-beginning --max 5
+  recstream archive                        # beside the worker: every accepted event as Parquet (artifacts/archive)
+  recstream retrain --every 1h             # warm-start, shadow-check against the model in service, promote on a win
   recstream produce ../shared/data/taobao-userbehavior-samples/UserBehavior.timeslice_2017-11-26T01.csv --format taobao
   recstream stack down
 
