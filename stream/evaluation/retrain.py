@@ -72,7 +72,8 @@ def shadow_score(events, items, holdout_ts: int, registry_root, candidate: str, 
     """Prequential NDCG@10 of the promoted model and `candidate` on the events from `holdout_ts` on (what
     came before only builds state), side by side in one replay."""
     from stream.evaluation.backtest import BacktestConfig, run_backtest
-    warm = sum(1 for e in events if e.ts < holdout_ts) / max(1, len(events))
+    before = sum(1 for e in events if e.ts < holdout_ts)
+    warm = (before + 0.5) / max(1, len(events))        # int(n * warm) == before: the first held-out event exactly
     cfg = BacktestConfig(warmup_frac=warm, systems=("recstream",), rankers=(), encoder_dir=encoder_dir,
                          explore=False, batch_size=batch_size,
                          challenger=str(Registry(registry_root).path(candidate)))
