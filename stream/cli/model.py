@@ -64,6 +64,11 @@ def cmd_retrain(s: Settings, args) -> int:
                 print(f"recstream retrain: {exc}", file=sys.stderr)
                 if not args.every:
                     return 2
+            except Exception as exc:  # noqa: BLE001 - a loop outlives one failed round (Redis down, disk full)
+                if not args.every:
+                    raise
+                print(f"recstream retrain: this round failed ({type(exc).__name__}: {exc}); the model in service "
+                      f"is unchanged; next round in {args.every:,.0f} s", file=sys.stderr)
             else:
                 tr = out["train"]
                 print(f"candidate {out['candidate']}: {tr['events']:,} events, {tr['new_items']} new items, "
