@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import torch
 
-from models.data import Interaction, Vocab, split_time, train_vocab, user_sequences
+from models.data import Interaction, Vocab, train_vocab, user_sequences
 from models.seqrec import SeqRec, SeqRecConfig
-from models.train import TrainConfig, _fit, data_hash, held_out, seed_everything
+from models.train import TrainConfig, _fit, data_hash, fit_window, seed_everything
 
 
 def grow_vocab(old: Vocab, events: list[Interaction]) -> Vocab:
@@ -64,21 +64,14 @@ def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init
         model = grow_model(init[0], len(vocab), cfg.seed)
     else:
         vocab, model = train_vocab(events), None
-    seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
-    full = len(vocab) <= cfg.full_softmax_items
     if model is not None:
         cfg = replace(cfg, max_len=model.cfg.max_len)
+        seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
+        full = len(vocab) <= cfg.full_softmax_items
         model, _, _ = _fit(seqs, vocab, cfg, full, epochs=warm_epochs, progress=progress, model=model)
         best, epochs = None, warm_epochs
     else:
-        val_ts = split_time(events, cfg.val_frac)
-        val = held_out(events, val_ts, vocab, cfg.max_len)
-        earlier = user_sequences([x for x in events if x.ts < val_ts])
-        fit = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
-        model, best, epochs = _fit(fit, vocab, cfg, full, val=val, progress=progress)
-        if cfg.finetune_epochs > 0:
-            model, _, _ = _fit(seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
-    model.eval()
+        model, best, epochs = fit_window(events, vocab, cfg, progress)
     report = {"events": len(events), "items": len(vocab) - 1, "new_items": len(vocab) - (len(init[1]) if init else 1),
               "warm_start": init is not None, "epochs": epochs, "val_ndcg@10": best,
               "trained_from_ts": events[0].ts if events else None,

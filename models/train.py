@@ -208,6 +208,26 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
     return model, best, best_epoch or n_epochs
 
 
+def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progress: bool = True, log=None):
+    """A model from scratch on `events` (all of them train): early stopping on the last `val_frac` by time,
+    each event ranked from its user's full earlier history (the test protocol, one window earlier; the fit
+    stage sees only what precedes it), then `finetune_epochs` on the whole window (the newest events and
+    items matter most). Returns (model, best validation NDCG@10, best epoch)."""
+    val_ts = split_time(events, cfg.val_frac)
+    val_h, val_t = held_out(events, val_ts, vocab, cfg.max_len)
+    earlier = user_sequences([x for x in events if x.ts < val_ts])
+    fit_seqs = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
+    full = len(vocab) <= cfg.full_softmax_items
+    if log is not None:
+        log(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax; validation {len(val_t)} events "
+            f"(last {cfg.val_frac:.0%} of the training window)")
+    model, best, best_epoch = _fit(fit_seqs, vocab, cfg, full, val=(val_h, val_t), progress=progress)
+    if cfg.finetune_epochs > 0:
+        full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
+        model, _, _ = _fit(full_seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
+    return model.eval(), best, best_epoch
+
+
 def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress: bool = True, log=print):
     """Returns (model, vocab, report)."""
     seed_everything(cfg.seed)
@@ -216,21 +236,8 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     t_split = split_time(events, cfg.test_frac)
     train_ev = [x for x in events if x.ts < t_split]
     vocab = train_vocab(train_ev)
-    # validation: the last `val_frac` of the training window by time, each event ranked from its user's
-    # full earlier history (the test protocol, one window earlier); the fit stage sees only what precedes it
-    val_ts = split_time(train_ev, cfg.val_frac)
-    val_h, val_t = held_out(train_ev, val_ts, vocab, cfg.max_len)
-    fit_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences([x for x in train_ev if x.ts < val_ts]).values()]
-    full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(train_ev).values()]
-    full = len(vocab) <= cfg.full_softmax_items
-    log(f"train: {len(train_ev)} events before the split, {len(events) - len(train_ev)} held out; "
-        f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax; validation {len(val_t)} events "
-        f"(last {cfg.val_frac:.0%} of the training window)")
-    model, best, best_epoch = _fit(fit_seqs, vocab, cfg, full, val=(val_h, val_t), progress=progress)
-    # then the whole training window: the newest events (and items) matter most at the split
-    if cfg.finetune_epochs > 0:
-        model, _, _ = _fit(full_seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
-    model.eval()
+    log(f"train: {len(train_ev)} events before the split, {len(events) - len(train_ev)} held out")
+    model, best, best_epoch = fit_window(train_ev, vocab, cfg, progress, log)
     histories, targets = held_out(events, t_split, vocab, cfg.max_len)
     counts = np.bincount([vocab.index[x.item] for x in train_ev], minlength=len(vocab))
     ours = summarize(rank_targets(model, histories, targets, cfg.max_len, cfg.exclude_seen), ks=(10,))

@@ -82,3 +82,8 @@ class Pseudonymiser:
 
     def user(self, user_id: str) -> str:
         return "p_" + hmac.new(self.key, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
+    def events(self, events: list) -> list:
+        """The same events with pseudonymous user ids (validated events, before anything stores them)."""
+        from dataclasses import replace
+        return [replace(ev, user_id=self.user(ev.user_id)) for ev in events]

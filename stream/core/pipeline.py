@@ -102,8 +102,7 @@ class Pipeline:
         t0 = t()
         events, origins, items, dead = validate_with_origins(messages)
         if self.pseudonymiser is not None:
-            user = self.pseudonymiser.user
-            events = [replace(ev, user_id=user(ev.user_id)) for ev in events]
+            events = self.pseudonymiser.events(events)
         timings = {"validate": t() - t0}
         if items:
             t1 = t()

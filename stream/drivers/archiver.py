@@ -11,17 +11,16 @@ SIGTERM/SIGINT: flush, commit, leave the group.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from dataclasses import replace
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.config.settings import Settings
 from stream.core.validate import InMessage, validate_with_origins
 from stream.data.archive import ArchiveWriter
-from stream.drivers.kafka import BrokerError, consumer_conf
+from stream.drivers.kafka import REBALANCE_CODES, BrokerError, consumer_conf
+from stream.drivers.resilience import stop_on_signals
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.archive")
@@ -39,11 +38,7 @@ class Archiver:
         self.rejected = 0
 
     def install_signal_handlers(self) -> None:
-        def handler(signum, frame):
-            log.info("signal %d: flushing the archive, committing, leaving the group", signum)
-            self.stop_event.set()
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop_event, log, "flushing the archive, committing, leaving the group")
 
     def run(self, max_idle_s: float | None = None) -> None:
         s = self.s
@@ -75,7 +70,7 @@ class Archiver:
                     events, _, _, dead = validate_with_origins(batch)
                     self.rejected += len(dead)
                     if self.pseudonymiser is not None:
-                        events = [replace(ev, user_id=self.pseudonymiser.user(ev.user_id)) for ev in events]
+                        events = self.pseudonymiser.events(events)
                     self.writer.add(events)
                 if self.writer.due() or (pending and not self.writer.buffer):
                     self._flush(consumer, pending)
@@ -96,7 +91,15 @@ class Archiver:
         """Write the buffer, then commit the offsets its messages came from (never before)."""
         n = self.writer.flush()
         if pending:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in pending.items()], asynchronous=False)
+            try:
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in pending.items()],
+                                asynchronous=False)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is None or err.code() not in REBALANCE_CODES:
+                    raise
+                log.warning("commit dropped (%s): the partitions moved; their events are archived again there and "
+                            "read once", err)
             pending.clear()
         if n:
             log.debug("archived %d events (%d in total)", n, self.writer.events_written)

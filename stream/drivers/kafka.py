@@ -12,7 +12,7 @@ The same settings are correct against Apache Kafka.
 """
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.errors import BrokerError
@@ -22,6 +22,11 @@ __all__ = ["BrokerError", "check_brokers", "consumer_conf", "create_topics", "de
 
 _SECURITY: dict[str, str] = {}
 
+
+# A commit refused because the group moved on: the partitions went elsewhere and their batch is redelivered
+# there (at-least-once), so the committing loop drops the commit and goes on.
+REBALANCE_CODES = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+                             KafkaError.REBALANCE_IN_PROGRESS, KafkaError._STATE})
 
 def configure_security(conf: dict[str, str]) -> None:
     """Security settings (security.protocol, SASL, TLS: `Settings.kafka_security()`) that every client made

@@ -13,6 +13,7 @@ idempotent, so nothing is doubled.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import Callable, TypeVar
@@ -21,6 +22,15 @@ from stream.errors import BrokerError, StoreEmptied, StoreUnavailable
 
 log = logging.getLogger("recstream.worker")
 T = TypeVar("T")
+
+
+def stop_on_signals(stop: threading.Event, log, doing: str) -> None:
+    """SIGTERM and SIGINT set `stop` (the loop finishes what it holds), logging what happens next."""
+    def handler(signum, frame):
+        log.info("signal %d: %s", signum, doing)
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 class Stopping(Exception):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import gc
 import logging
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -37,14 +36,12 @@ from stream.core.stages import Applied, BatchResult
 from stream.core.validate import InMessage
 from stream.drivers.emitter import Emitter
 from stream.drivers.isolation import at_edge, guarded
-from stream.drivers.kafka import BrokerError, consumer_conf, producer_conf
+from stream.drivers.kafka import REBALANCE_CODES, BrokerError, consumer_conf, producer_conf
 from stream.drivers.metrics import WorkerMetrics
-from stream.drivers.resilience import Health, Retrier, Stopping
+from stream.drivers.resilience import Health, Retrier, Stopping, stop_on_signals
 
 log = logging.getLogger("recstream.worker")
 
-_REBALANCE_CODES = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
-                    KafkaError._STATE}
 
 
 @dataclass(frozen=True)
@@ -80,11 +77,7 @@ class ConfluentWorker:
         self.retry = Retrier(self.health, self.stop_event)
 
     def install_signal_handlers(self) -> None:
-        def handler(signum, frame):
-            log.info("signal %d: finishing the batch in hand, then committing and leaving the group", signum)
-            self.stop_event.set()
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        stop_on_signals(self.stop_event, log, "finishing the batch in hand, then committing and leaving the group")
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped. Two threads overlap the work of consecutive batches: this one
@@ -228,7 +221,7 @@ class ConfluentWorker:
                 consumer.commit(offsets=tps, asynchronous=False)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if err is not None and err.code() in _REBALANCE_CODES:
+                if err is not None and err.code() in REBALANCE_CODES:
                     log.warning("commit of %s dropped (%s): the partitions moved; their batch is redelivered",
                                 _fmt(tps), err)
                     return

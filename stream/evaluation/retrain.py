@@ -53,8 +53,9 @@ def interactions(events) -> list[Interaction]:
 
 
 def train_candidate(events, registry_root, *, init=None, epochs: int = 2, seed: int = 42, manifest: dict | None = None,
-                    train_cfg: dict | None = None) -> tuple[str, dict]:
-    """Train on `events` (Event objects, time-ordered), register the result (not promoted). (version, report).
+                    train_cfg: dict | None = None) -> tuple[str, dict, tuple]:
+    """Train on `events` (Event objects, time-ordered), register the result (not promoted).
+    Returns (version, report, (model, vocab): what a next warm start begins from).
     `train_cfg`: TrainConfig fields for a cold start (model size, epochs; default 30 epochs at most)."""
     from exporters.pipeline import export_register
     cfg = TrainConfig(**{"epochs": 30, "seed": seed, **(train_cfg or {})})
@@ -64,7 +65,7 @@ def train_candidate(events, registry_root, *, init=None, epochs: int = 2, seed: 
                        "trained_until_ts": report["trained_until_ts"], "retrain": {
                            k: report[k] for k in ("events", "new_items", "warm_start", "epochs", "seconds",
                                                   "trained_from_ts")}}, registry_root)
-    return version, report
+    return version, report, (model, vocab)
 
 
 def shadow_score(events, items, holdout_ts: int, registry_root, candidate: str, redis_url: str,
@@ -93,7 +94,7 @@ def retrain_once(events, items, registry_root, redis_url: str, *, shadow_frac: f
     cut = events[int(len(events) * (1 - shadow_frac))].ts
     holdout = max(cut, (cur_manifest or {}).get("trained_until_ts", 0) + 1)   # neither model trained on it
     train_ev = [e for e in events if e.ts < cut]
-    version, report = train_candidate(train_ev, registry_root, init=init, epochs=epochs, seed=seed,
+    version, report, _ = train_candidate(train_ev, registry_root, init=init, epochs=epochs, seed=seed,
                                       manifest={"source": "archive", "parent": current}, train_cfg=train_cfg)
     out = shadow_decide(events, items, registry_root, version, holdout, redis_url, margin=margin,
                         encoder_dir=encoder_dir, promote=promote, in_service=current)
@@ -156,10 +157,9 @@ class ReplayRetrainer:
             return
         t = time.time()
         evs = self.revealed[-self.window:]
-        version, report = train_candidate(evs, self.root, init=self.init, epochs=self.epochs, seed=self.seed)
-        path = Registry(self.root).path(version)
-        self.init = (load_checkpoint(path / "model.pt"), Vocab(orjson.loads((path / "vocab.json").read_bytes())[1:]))
-        self.system.set_model(path)
+        version, report, self.init = train_candidate(evs, self.root, init=self.init, epochs=self.epochs,
+                                                     seed=self.seed)
+        self.system.set_model(Registry(self.root).path(version))
         self.seen_until = evs[-1].ts
         self.log.append({"at_ts": now_ts, "version": version, "events": len(evs), "new_items": report["new_items"],
                          "trained_until_ts": report["trained_until_ts"],
