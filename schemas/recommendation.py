@@ -10,7 +10,7 @@ from schemas._check import (
 )
 
 _FIELDS = frozenset({"v", "recommendation_id", "user_id", "trigger_event_id", "event_ts", "items",
-                     "model_versions", "produced_at"})
+                     "model_versions", "produced_at", "variant"})
 _ITEM_FIELDS = frozenset({"item_id", "score", "source", "sources", "scores"})
 
 
@@ -32,6 +32,7 @@ class Recommendation:
     items: tuple[RankedItem, ...]
     model_versions: dict                 # component -> version, e.g. {"scorer": "fallback-v1"}
     produced_at: int                     # wall clock, ms
+    variant: str | None = None           # the A/B variant the user is in (absent outside an experiment)
 
     def to_dict(self) -> dict:
         return {
@@ -47,10 +48,18 @@ class Recommendation:
             ],
             "model_versions": self.model_versions,
             "produced_at": self.produced_at,
+            **({"variant": self.variant} if self.variant is not None else {}),
         }
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _variant(obj: dict) -> str | None:
+    v = obj.get("variant")
+    if v is not None and (not isinstance(v, str) or not v):
+        raise _Bad(f"variant: expected a non-empty string, got {_type_name(v)}")
+    return v
 
 
 def validate_recommendation(raw: bytes | str | dict | None) -> Recommendation | Rejected:
@@ -95,6 +104,7 @@ def validate_recommendation(raw: bytes | str | dict | None) -> Recommendation | 
             items=tuple(ranked),
             model_versions=mv,
             produced_at=timestamp_ms(obj, "produced_at"),
+            variant=_variant(obj),
         )
     except _Bad as bad:
         return Rejected(str(bad))

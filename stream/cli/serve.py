@@ -37,6 +37,15 @@ def cmd_worker(s: Settings, args) -> int:
     return 0
 
 
+def cmd_serve(s: Settings, args) -> int:
+    import uvicorn
+
+    from stream.drivers.api import create_app
+    print(f"recstream API on http://{args.host}:{args.port}  (docs /docs, dashboard /dashboard)", file=sys.stderr)
+    uvicorn.run(create_app(s), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def cmd_archive(s: Settings, args) -> int:
     from stream.drivers.archiver import Archiver
     a = Archiver(s, root=args.out, roll_s=args.roll_s)
@@ -82,6 +91,16 @@ def register(sub) -> None:
     wk.add_argument("--group", help="consumer group (default RECSTREAM_GROUP_ID)")
     wk.add_argument("--max-idle", type=float, help="exit after this many seconds without a message")
     wk.set_defaults(fn=cmd_worker)
+
+    sv = sub.add_parser("serve", help="the HTTP API and the live dashboard (FastAPI; OpenAPI docs at /docs)",
+                        description="GET /v1/users/USER/recommendations (the worker's latest list, or a fresh one), "
+                                    "GET /v1/items/ITEM/similar, POST /v1/events (validated, produced to the events "
+                                    "topic), /healthz, /readyz, /metrics, /dashboard. Reads the same RECSTREAM_* "
+                                    "settings as the worker (Redis, brokers, key prefix, models, experiments).",
+                        epilog="example: recstream serve --port 8000 & curl localhost:8000/v1/users/u1/recommendations")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    sv.add_argument("--port", type=int, default=8000, help="default 8000")
+    sv.set_defaults(fn=cmd_serve)
 
     ar = sub.add_parser("archive", help="keep every accepted event as date-partitioned Parquet (what retrains read)",
                         description="A consumer group of its own (RECSTREAM_GROUP_ID + '-archive') on the events "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stream.config.settings import Settings
 from stream.core.content import ContentEncoder, ContentStore
+from stream.core.experiments import HOLDOUT_VARIANT, Experiment, OutcomeJoin
 from stream.core.pipeline import Pipeline
 from stream.core.ranking.checkpoint import RankerCheckpoint, RankerKeeper
 from stream.core.ranking.rank import RankConfig
@@ -71,4 +72,21 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
                                                                 online.cfg.model), s.ranker_checkpoint_s)
         pipeline.keeper.restore()
         pipeline.attach_ranker(online)
+    if s.experiments and ranker:
+        attach_experiment(pipeline, Experiment.load(s.experiments), window_s=s.outcome_window_s,
+                          background_fit=True)
     return pipeline
+
+
+def attach_experiment(pipeline: Pipeline, exp: Experiment, *, window_s: float = 1800.0,
+                      background_fit: bool = False, seed: int = 0) -> None:
+    """Split the pipeline's users between `exp`'s variants: a variant with no ranker named shares the
+    deployment's (`pipeline.ranker`), "off" has none, any other spec gets its own, learning from its
+    own users' lists only."""
+    rankers = {}
+    for v in (*exp.variants, HOLDOUT_VARIANT):
+        if v.ranker is None:
+            rankers[v.name] = pipeline.ranker
+        elif v.ranker != "off":
+            rankers[v.name] = make_ranker(v.ranker, seed=seed, background_fit=background_fit)
+    pipeline.attach_experiment(exp, rankers, OutcomeJoin(int(window_s * 1000)))

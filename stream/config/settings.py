@@ -43,6 +43,10 @@ class Settings:
     max_per_category: int = 0                 # RECSTREAM_MAX_PER_CATEGORY: diversity cap per category in a list (0 = off)
     ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown)
     ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
+    experiments: str = ""                     # RECSTREAM_EXPERIMENTS: an A/B experiment file (TOML; empty = none)
+    outcome_window_s: float = 1800.0          # RECSTREAM_OUTCOME_WINDOW_S: a shown list's outcomes count this long (event time)
+    latest_ttl_s: int = 86400                 # RECSTREAM_LATEST_TTL_S: each user's latest list kept in Redis (0 = not kept)
+    api_fresh_after_s: float = 300.0          # RECSTREAM_API_FRESH_AFTER_S: the API asks afresh when the latest list is older
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
     metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)
     log_every_s: float = 10.0                 # RECSTREAM_LOG_EVERY_S
@@ -137,6 +141,12 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected gbdt, lr, fm or off (lr and fm "
                                     f"optionally MODEL:WEIGHT or MODEL:learned): {e}") from None
+        if self.experiments:
+            from stream.core.experiments import Experiment, ExperimentError
+            try:
+                Experiment.load(self.experiments)
+            except ExperimentError as e:
+                raise SettingsError(f"RECSTREAM_EXPERIMENTS={self.experiments!r}: {e}") from None
         if self.archive_retention_days < 0:
             raise SettingsError(f"RECSTREAM_ARCHIVE_RETENTION_DAYS={self.archive_retention_days}: must be >= 0 "
                                 "(0 = keep everything)")

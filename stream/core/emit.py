@@ -23,7 +23,7 @@ def recommendation_id(user: str, event_id: str) -> str:
 
 def build(user: str, trigger: Event, items: list[str], feats: np.ndarray, picked: list[tuple[int, float]],
           component_scores: dict[str, np.ndarray], model_versions: dict[str, str],
-          produced_at: int | None = None) -> Recommendation:
+          produced_at: int | None = None, variant: str | None = None) -> Recommendation:
     ranked = []
     if picked:
         idx = [i for i, _ in picked]
@@ -44,4 +44,5 @@ def build(user: str, trigger: Event, items: list[str], feats: np.ndarray, picked
         items=tuple(ranked),
         model_versions=model_versions,
         produced_at=produced_at or int(time.time() * 1000),
+        variant=variant,
     )

@@ -29,6 +29,7 @@ from stream.core.scoring.transformer import ModelRetrieval
 from stream.core.stages import Applied, BatchResult, Ingested
 from stream.core.storage.catalog import Catalog
 from stream.core.storage.profile import ProfileConfig, ProfileStore
+from stream.core.storage.serving import add_outcomes, put_latest
 from stream.core.validate import InMessage, validate_with_origins
 
 PIPELINE_VERSION = "recstream-0.1"
@@ -54,6 +55,7 @@ class Pipeline:
         self.catalog = Catalog(client, prefix)
         self.sources = sources if sources is not None else default_sources(prefix, profile_cfg.trend_half_life_s)
         self.scorer: Scorer = scorer or FallbackScorer()
+        self.base_scorer: Scorer = self.scorer      # without the online ranker (an experiment's variants wrap it)
         self.rank_cfg = rank_cfg
         self._asks = 0
         self.ranker = None
@@ -61,6 +63,11 @@ class Pipeline:
         self.content = None         # ContentStore: item embeddings, the "content" source, cold start
         self.explorer = None        # FreshExplorer: one exploration slot for fresh items
         self.pseudonymiser = None   # stream.secrets.Pseudonymiser: user ids replaced right after validation
+        self.experiment = None      # stream.core.experiments.Experiment: users split between variants
+        self.variant_rankers: dict = {}   # variant name -> its online ranker (None: none)
+        self.outcomes = None        # OutcomeJoin: what the experiment's shown lists led to
+        self._fallback = FallbackScorer()
+        self._variant_scorers: dict = {}
 
     # ---- wiring -----------------------------------------------------------------------------------
     def attach_content(self, store, explore: bool = True) -> None:
@@ -79,6 +86,8 @@ class Pipeline:
     def set_scorer(self, scorer: Scorer) -> None:
         """Swap the scorer between batches (hot-swap of a promoted model). A transformer scorer also
         becomes a candidate source ("model": its own top items for the user's sequence)."""
+        self.base_scorer = scorer
+        self._variant_scorers = {}
         if self.ranker is not None:
             scorer = RankedScorer(scorer, self.ranker)
         sources = [s for s in self.sources if s.name != "model"]
@@ -86,6 +95,23 @@ class Pipeline:
             sources.append(ModelRetrieval(scorer.transformer))
         self.sources = sources
         self.scorer = scorer
+
+    def attach_experiment(self, experiment, rankers: dict, outcomes) -> None:
+        """Split users between `experiment`'s variants (each with its scorer, ranker, exploration and
+        top-K; `rankers`: variant name -> its online ranker or None) and join what they were shown to what
+        they did next (`outcomes`, an OutcomeJoin; `publish` stores the counts)."""
+        self.experiment, self.variant_rankers, self.outcomes = experiment, rankers, outcomes
+        self._variant_scorers = {}
+
+    def variant_scorer(self, name: str) -> Scorer:
+        """The scorer a variant ranks with: the promoted model (or the fallback) under its own ranker."""
+        got = self._variant_scorers.get(name)
+        if got is None:
+            v = self.experiment.variant(name)
+            base = self.base_scorer if v.scorer == "model" else self._fallback
+            ranker = self.variant_rankers.get(name)
+            got = self._variant_scorers[name] = RankedScorer(base, ranker) if ranker is not None else base
+        return got
 
     # ---- the stages -------------------------------------------------------------------------------
     def process_batch(self, messages: list[InMessage]) -> BatchResult:
@@ -130,24 +156,53 @@ class Pipeline:
         if not events:
             return BatchResult([], dead, items=ing.items, timings=timings)
         triggers = {uid: snap.events[-1] for uid, snap in snaps.items()}
-        scorer = self.scorer          # read once: a hot swap lands between batches, never inside one
+        exp = self.experiment         # read once, like the scorer: a hot swap lands between batches
+        variant = {uid: exp.assign(uid) for uid in snaps} if exp is not None else {uid: None for uid in snaps}
+        scorers = ({v: self.variant_scorer(v) for v in sorted(set(variant.values()))} if exp is not None
+                   else {None: self.scorer})
         t = time.perf_counter
         t0 = t()
-        if scorer.ranker is not None or self.explorer is not None:
-            self.feedback(snaps, [scorer])   # what these events say about earlier recommendations
+        if any(sc.ranker is not None for sc in scorers.values()) or self.explorer is not None:
+            self.feedback(snaps, list(scorers.values()))   # what these events say about earlier recommendations
             timings["feedback"] = t() - t0
+        if self.outcomes is not None:
+            for uid, snap in snaps.items():
+                for ev in snap.fresh:
+                    self.outcomes.event(uid, ev.type, ev.item_id, ev.ts, ev.price)
         ctx, batch = self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
-        ranked = self._score_rank(ctx, batch, scorer, timings, triggers=triggers, record=True)
+        ranked = {}
+        for name, scorer in scorers.items():
+            users = [u for u in batch.users if variant[u] == name]
+            if not users:
+                continue
+            v = exp.variant(name) if exp is not None else None
+            part = batch if exp is None else batch.subset(users)
+            ranked[name] = self._score_rank(ctx, part, scorer, timings, triggers=triggers, record=True,
+                                            k=v.top_k if v else None, explore=v.explore if v else True)
         t4 = t()
-        versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
-        if scorer.ranker is not None:
-            versions["ranker"] = f"{scorer.ranker.cfg.model}@{scorer.ranker.n_learned}"
         now_ms = int(time.time() * 1000)
-        recs = [emit.build(uid, triggers[uid], items, feats, picked, comps, versions, now_ms)
-                for uid, (items, feats, picked, comps) in ranked.items()]
+        recs = []
+        for name, got in ranked.items():
+            scorer = scorers[name]
+            versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
+            if scorer.ranker is not None:
+                versions["ranker"] = f"{scorer.ranker.cfg.model}@{scorer.ranker.n_learned}"
+            for uid, (items, feats, picked, comps) in got.items():
+                rec = emit.build(uid, triggers[uid], items, feats, picked, comps, versions, now_ms, variant=name)
+                recs.append(rec)
+                if self.outcomes is not None and name is not None:
+                    self.outcomes.shown(uid, rec.recommendation_id, name, rec.event_ts,
+                                        [it.item_id for it in rec.items])
         timings["emit_build"] = t() - t4
         return BatchResult(recs, dead, events=len(events), applied=sum(s.applied for s in snaps.values()),
                            items=ing.items, timings=timings)
+
+    def publish(self, result: BatchResult, latest_ttl_s: int) -> None:
+        """After a batch was emitted: each user's list as their latest (what the HTTP API reads first),
+        and the experiment's outcome counts; one pipelined round-trip each."""
+        put_latest(self.client, self.prefix, result.recommendations, latest_ttl_s)
+        if self.outcomes is not None and self.experiment is not None:
+            add_outcomes(self.client, self.prefix, self.experiment.name, self.outcomes.drain())
 
     # ---- reading without applying -----------------------------------------------------------------
     def ask(self, users: list[str], now_ts: int, k: int | None = None,
@@ -187,7 +242,8 @@ class Pipeline:
         shown, and to the exploration slot. Returns the examples learned."""
         if self.explorer is not None:
             self.explorer.feedback(snaps)
-        return sum(sc.ranker.feedback(snaps) for sc in scorers or [self.scorer] if sc.ranker is not None)
+        rankers = {id(sc.ranker): sc.ranker for sc in scorers or [self.scorer] if sc.ranker is not None}
+        return sum(r.feedback(snaps) for r in rankers.values())
 
     # ---- stages 3-5 -------------------------------------------------------------------------------
     def _candidates(self, snaps: dict, now_ts: int, timings: dict, exclude: dict | None, triggers: dict | None):
@@ -198,7 +254,8 @@ class Pipeline:
         return out
 
     def _score_rank(self, ctx: BatchContext, batch: CandidateBatch, scorer: Scorer, timings: dict, *,
-                    k: int | None = None, triggers=None, record: bool = False, unexplored: dict | None = None):
+                    k: int | None = None, triggers=None, record: bool = False, unexplored: dict | None = None,
+                    explore: bool = True):
         """Scoring and ranking: user -> (items, feats, picked, components). With `record` and an online
         ranker, what is picked is recorded as shown, with the feature rows it was ranked with. `unexplored`
         receives user -> what was picked before the exploration slot was placed."""
@@ -229,7 +286,7 @@ class Pipeline:
             picked = top_k(items, scores[u], exclude=drop, category_of=cats, cfg=cfg)
             if unexplored is not None:
                 unexplored[uid] = picked
-            if self.explorer is not None and picked:
+            if self.explorer is not None and explore and picked:
                 j = self.explorer.choose(items, batch.features[u], pops, picked, drop)
                 if j is not None:
                     pos = min(len(picked), self.explore_position) - 1

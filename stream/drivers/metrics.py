@@ -42,6 +42,8 @@ class WorkerMetrics:
         self._n = 0
         self._rejected = 0
         self._lat: list[float] = []
+        self._recs_n = 0
+        self._status = {"t": time.monotonic(), "n": 0, "lat": [], "reasons": {}}
 
     def dependency(self, dep: str, up: bool) -> None:
         self.up.labels(dep).set(1 if up else 0)
@@ -59,7 +61,13 @@ class WorkerMetrics:
             self.latency.observe(x)
         self._n += result.events
         self._rejected += len(result.dead_letters)
+        self._recs_n += len(result.recommendations)
         self._lat.extend(latencies)
+        st = self._status
+        st["lat"].extend(latencies)
+        for d in result.dead_letters:    # by the field or check the reason names first ("user_id: ...")
+            why = d.reason.split(":", 1)[0][:40]
+            st["reasons"][why] = st["reasons"].get(why, 0) + 1
         now = time.monotonic()
         if now - self._t_last >= self.log_every_s:
             rate = (self._n - self._n_last) / (now - self._t_last)
@@ -67,3 +75,20 @@ class WorkerMetrics:
             log.info("%.0f events/s; %d events total; event->emit p50 %.1f ms p99 %.1f ms; rejects %d",
                      rate, self._n, np.percentile(lat, 50), np.percentile(lat, 99), self._rejected)
             self._t_last, self._n_last, self._lat = now, self._n, []
+
+    def status(self) -> dict:
+        """The numbers since the last call (a worker's heartbeat in Redis): events/s, event-to-emit
+        latency percentiles (ms), totals, dead letters by reason (cumulative), consumer lag."""
+        st, now = self._status, time.monotonic()
+        lat = np.array(st["lat"][-20_000:]) * 1000
+        out = {"events_per_s": round((self._n - st["n"]) / max(1e-9, now - st["t"]), 1), "events": self._n,
+               "rejected": self._rejected, "recommendations": self._recs_n,
+               "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+               "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+               "dead_letters": dict(st["reasons"]),
+               "lag": self._lag_total()}
+        st["t"], st["n"], st["lat"] = now, self._n, []
+        return out
+
+    def _lag_total(self) -> int:
+        return int(sum(s.value for m in self.lag.collect() for s in m.samples))

@@ -34,14 +34,15 @@ from stream.config.settings import Settings
 from stream.core.pipeline import Pipeline
 from stream.core.stages import Applied, BatchResult
 from stream.core.validate import InMessage
-from stream.drivers.emitter import Emitter
+from stream.core.storage.serving import put_status
+from stream.drivers.emitter import Emitter, worker_id
 from stream.drivers.isolation import at_edge, guarded
 from stream.drivers.kafka import REBALANCE_CODES, BrokerError, consumer_conf, producer_conf
 from stream.drivers.metrics import WorkerMetrics
 from stream.drivers.resilience import Health, Retrier, Stopping, stop_on_signals
 
 log = logging.getLogger("recstream.worker")
-
+STATUS_EVERY_S = 2.0                   # the worker's status in Redis (`{P}workers`): a heartbeat with numbers
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class ConfluentWorker:
         self.batches = 0
         self.health = Health(on_change=self.metrics.dependency)
         self.retry = Retrier(self.health, self.stop_event)
+        self._status_at = -STATUS_EVERY_S
 
     def install_signal_handlers(self) -> None:
         stop_on_signals(self.stop_event, log, "finishing the batch in hand, then committing and leaving the group")
@@ -244,9 +246,17 @@ class ConfluentWorker:
         t_emit = time.perf_counter()
         emitter.send(result)
         result.timings["emit"] = time.perf_counter() - t_emit
+        # each user's latest list (the HTTP API's cached read) and the experiment's outcome counts
+        self.retry.call("publish", lambda: at_edge("publish", lambda: self.pipeline.publish(result, self.s.latest_ttl_s)))
         done.put(job.offsets)
         now_ms = time.time() * 1000
         self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
+        if time.monotonic() - self._status_at >= STATUS_EVERY_S:   # the heartbeat readers (API, dashboard) see
+            self._status_at = time.monotonic()
+            status = {**self.metrics.status(), "scorer": self.pipeline.scorer.version, "group": self.group_id,
+                      "experiment": self.pipeline.experiment.name if self.pipeline.experiment else None}
+            self.retry.call("status", lambda: at_edge("status", lambda: put_status(
+                self.pipeline.client, self.s.key_prefix, worker_id(), status)))
         self.batches += 1
         if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
             self.retry.call("after batch", lambda: at_edge("after batch", lambda: self.on_batch(result)))

@@ -34,6 +34,16 @@ class CandidateBatch:
     content_sim: list | None = None                         # per user (C,) cosine to their content vector
     cache: dict = field(default_factory=dict)              # results per scorer, shared by the scorers of one batch
 
+    def subset(self, users: list[str]) -> CandidateBatch:
+        """These users' part of the batch (an experiment's variants score their own users); the item
+        tables are shared, the per-scorer cache is not."""
+        pos = {u: i for i, u in enumerate(self.users)}
+        idx = [pos[u] for u in users]
+        pick = (lambda xs: [xs[i] for i in idx] if xs else xs)
+        return CandidateBatch([self.users[i] for i in idx], pick(self.items), pick(self.features),
+                              pick(self.histories), pick(self.trigger_types), self.snapshots, self.now_ts,
+                              self.meta, self.item_stats, pick(self.content_sim))
+
 
 @dataclass(frozen=True)
 class Scored:
