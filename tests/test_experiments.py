@@ -1,0 +1,109 @@
+"""A/B experiments: sticky assignment, the outcome join, the statistics, and the closed-loop simulator
+judging variants (a truly better one is detected; an A/A split stays calm)."""
+import uuid
+
+import numpy as np
+import pytest
+
+from stream.core.abstats import ratio, significant, summarise
+from stream.core.experiments import HOLDOUT, Experiment, ExperimentError, OutcomeJoin, Variant
+
+
+def test_assignment_is_sticky_follows_shares_and_the_salt_reshuffles():
+    e = Experiment("e", "salt-1", (Variant("A", 1), Variant("B", 3)), holdout=0.1)
+    users = [f"u{i}" for i in range(20_000)]
+    got = [e.assign(u) for u in users]
+    assert got == [e.assign(u) for u in users]                       # sticky
+    share = {v: got.count(v) / len(got) for v in ("A", "B", HOLDOUT)}
+    assert abs(share[HOLDOUT] - 0.1) < 0.01 and abs(share["A"] - 0.225) < 0.015 and abs(share["B"] - 0.675) < 0.015
+    other = Experiment("e", "salt-2", e.variants, holdout=0.1)
+    moved = sum(a != other.assign(u) for a, u in zip(got, users)) / len(users)
+    assert 0.3 < moved < 0.7                                          # a new salt is a new split
+
+
+def test_experiment_file_errors_name_the_field(tmp_path):
+    p = tmp_path / "exp.toml"
+    p.write_text('name = "x"\n[[variant]]\nname = "A"\n[[variant]]\nname = "B"\nranker = "teleport"\n')
+    with pytest.raises(ExperimentError, match=r"variant\[1\]\.ranker"):
+        Experiment.load(str(p))
+    p.write_text('name = "x"\nholdout = 1.5\n[[variant]]\nname = "A"\n')
+    with pytest.raises(ExperimentError, match="holdout"):
+        Experiment.load(str(p))
+    p.write_text('name = "x"\n[[variant]]\nname = "A"\ncolour = 1\n')
+    with pytest.raises(ExperimentError, match=r"variant\[0\]\.colour"):
+        Experiment.load(str(p))
+    p.write_text('name = "x"\nsalt = "s"\nholdout = 0.05\n[[variant]]\nname = "A"\n[[variant]]\nname = "B"\n'
+                 'ranker = "off"\nscorer = "fallback"\nexplore = false\ntop_k = 5\n')
+    e = Experiment.load(str(p))
+    assert e.control == "A" and e.variant("B") == Variant("B", 1.0, "fallback", "off", False, 5)
+
+
+def test_outcome_join_counts_each_list_once_per_outcome_within_the_window():
+    j = OutcomeJoin(window_ms=1000)
+    j.shown("u", "r1", "A", 100, ["a", "b"])
+    j.shown("u", "r1", "A", 100, ["a", "b"])                          # redelivered: once
+    j.event("u", "view", "a", 50, None)                               # before it was shown: nothing
+    j.event("u", "view", "a", 200, None)
+    j.event("u", "click", "a", 210, None)                             # clicked once already
+    j.event("u", "purchase", "b", 300, 12.5)
+    j.event("u", "purchase", "b", 2000, 99.0)                         # past the window
+    j.event("v", "view", "a", 200, None)                              # another user
+    assert j.drain() == {("A", "u"): [1, 1, 0, 1, 12.5]}
+    assert j.drain() == {}
+
+
+def test_delta_method_interval_covers_the_truth_about_95_percent_with_clustered_users():
+    # users differ in their own click rate (clustered lists): the per-list binomial interval is too narrow,
+    # the delta method over users is right
+    rng = np.random.default_rng(0)
+    covered = naive_covered = 0
+    for _ in range(400):
+        n = rng.integers(1, 20, 300).astype(float)
+        p = rng.beta(0.5, 2.0, 300)
+        c = rng.binomial(n.astype(int), p).astype(float)
+        truth = 0.2
+        r, v = ratio(c, n)
+        covered += abs(r - truth) <= 1.96 * np.sqrt(v)
+        naive_covered += abs(r - truth) <= 1.96 * np.sqrt(r * (1 - r) / n.sum())
+    assert 0.92 <= covered / 400 <= 0.98 and naive_covered / 400 < 0.85
+
+
+def _run(redis_client, stack, variants, salt, cfg):
+    from stream.config.compose import assemble, attach_experiment
+    from stream.core.storage.serving import read_outcomes
+    from stream.ops.simulate import run_inprocess
+    prefix = f"rs:sim{uuid.uuid4().hex[:8]}:"
+    pipeline = assemble(redis_client, prefix)
+    exp = Experiment("sim", salt, variants)
+    attach_experiment(pipeline, exp)
+    try:
+        run_inprocess(pipeline, cfg)
+        return summarise(read_outcomes(redis_client, prefix, "sim"), exp.control)
+    finally:
+        for k in redis_client.scan_iter(f"{prefix}*", count=5000):
+            redis_client.delete(k)
+
+
+@pytest.mark.integration
+def test_simulator_detects_a_truly_better_variant(redis_client, stack):
+    from stream.ops.simulate import SimConfig
+    cfg = SimConfig(n_users=300, users_per_round=60, rounds=30, seed=3)
+    rows = _run(redis_client, stack, (Variant("short", top_k=2), Variant("full", top_k=10)), "better", cfg)
+    full = next(r for r in rows if r["variant"] == "full")
+    assert significant(full) and full["click_through"]["vs_control"]["diff"] > 0
+    assert sum(r["lists"] for r in rows) >= 1500                     # a bounded run: 30 rounds of 60 visits
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_aa_split_reports_no_difference_in_at_least_90_percent_of_20_runs(redis_client, stack):
+    # sized to about 200 users per arm: measured over 80 such runs (seeds 100-179), 6.3 % of A/A splits
+    # were significant at 5 % and the z-scores had a standard deviation of 1.00; at about 100 users per
+    # arm (skewed per-user click-through) 11 %: the normal approximation needs the users
+    from stream.ops.simulate import SimConfig
+    calm = 0
+    for seed in range(20):
+        cfg = SimConfig(n_users=400, users_per_round=100, rounds=12, seed=100 + seed)
+        rows = _run(redis_client, stack, (Variant("A1"), Variant("A2")), f"aa-{seed}", cfg)
+        calm += not significant(next(r for r in rows if r["variant"] == "A2"))
+    assert calm >= 18, f"only {calm} of 20 A/A runs were calm"
