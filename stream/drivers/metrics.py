@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -43,7 +44,8 @@ class WorkerMetrics:
         self._rejected = 0
         self._lat: list[float] = []
         self._recs_n = 0
-        self._status = {"t": time.monotonic(), "n": 0, "lat": [], "reasons": {}}
+        self._status = {"t": time.monotonic(), "n": 0, "reasons": {}}
+        self._recent = deque(maxlen=20_000)   # (monotonic time, latency s): the heartbeat's last 30 s
 
     def dependency(self, dep: str, up: bool) -> None:
         self.up.labels(dep).set(1 if up else 0)
@@ -63,8 +65,8 @@ class WorkerMetrics:
         self._rejected += len(result.dead_letters)
         self._recs_n += len(result.recommendations)
         self._lat.extend(latencies)
-        st = self._status
-        st["lat"].extend(latencies)
+        st, now = self._status, time.monotonic()
+        self._recent.extend((now, x) for x in latencies)
         for d in result.dead_letters:    # by the field or check the reason names first ("user_id: ...")
             why = d.reason.split(":", 1)[0][:40]
             st["reasons"][why] = st["reasons"].get(why, 0) + 1
@@ -77,17 +79,17 @@ class WorkerMetrics:
             self._t_last, self._n_last, self._lat = now, self._n, []
 
     def status(self) -> dict:
-        """The numbers since the last call (a worker's heartbeat in Redis): events/s, event-to-emit
-        latency percentiles (ms), totals, dead letters by reason (cumulative), consumer lag."""
+        """A worker's heartbeat in Redis: events/s since the last call, event-to-emit latency percentiles
+        (ms) over the last 30 s (None when idle), totals, dead letters by reason, consumer lag."""
         st, now = self._status, time.monotonic()
-        lat = np.array(st["lat"][-20_000:]) * 1000
+        lat = np.array([x for t, x in self._recent if now - t <= 30.0]) * 1000
         out = {"events_per_s": round((self._n - st["n"]) / max(1e-9, now - st["t"]), 1), "events": self._n,
                "rejected": self._rejected, "recommendations": self._recs_n,
                "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
                "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
                "dead_letters": dict(st["reasons"]),
                "lag": self._lag_total()}
-        st["t"], st["n"], st["lat"] = now, self._n, []
+        st["t"], st["n"] = now, self._n
         return out
 
     def _lag_total(self) -> int:

@@ -145,6 +145,7 @@ class ConfluentWorker:
         try:
             while not self.stop_event.is_set():
                 commit_done()
+                self._heartbeat()
                 if self.between_batches:
                     self.between_batches()
                 t_poll = time.perf_counter()
@@ -195,6 +196,19 @@ class ConfluentWorker:
                 log.info("worker stopped after %d batches", self.batches)
         if failure:
             raise failure[0]
+
+    def _heartbeat(self) -> None:
+        """Every STATUS_EVERY_S, busy or idle: this worker's numbers in Redis for the API's readiness and
+        the dashboard. A failed write is skipped (readers then see the heartbeat go stale: not ready)."""
+        if time.monotonic() - self._status_at < STATUS_EVERY_S:
+            return
+        self._status_at = time.monotonic()
+        status = {**self.metrics.status(), "scorer": self.pipeline.scorer.version, "group": self.group_id,
+                  "experiment": self.pipeline.experiment.name if self.pipeline.experiment else None}
+        try:
+            put_status(self.pipeline.client, self.s.key_prefix, worker_id(), status)
+        except Exception as exc:  # noqa: BLE001 - Redis away: the retrying stages report the outage
+            log.debug("heartbeat skipped: %s", exc)
 
     def _check_store(self, consumer: Consumer) -> None:
         """A store without its marker is new (mark it) unless this group already committed offsets on the
@@ -251,12 +265,7 @@ class ConfluentWorker:
         done.put(job.offsets)
         now_ms = time.time() * 1000
         self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
-        if time.monotonic() - self._status_at >= STATUS_EVERY_S:   # the heartbeat readers (API, dashboard) see
-            self._status_at = time.monotonic()
-            status = {**self.metrics.status(), "scorer": self.pipeline.scorer.version, "group": self.group_id,
-                      "experiment": self.pipeline.experiment.name if self.pipeline.experiment else None}
-            self.retry.call("status", lambda: at_edge("status", lambda: put_status(
-                self.pipeline.client, self.s.key_prefix, worker_id(), status)))
+
         self.batches += 1
         if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
             self.retry.call("after batch", lambda: at_edge("after batch", lambda: self.on_batch(result)))

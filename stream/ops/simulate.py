@@ -106,7 +106,10 @@ def run_inprocess(pipeline, cfg: SimConfig, *, on_round=None, ttl_s: int = 3600)
     """The loop with the pipeline core called directly (no Kafka, no worker process)."""
     from schemas import validate_item
     sim = Shoppers(cfg)
-    pipeline.catalog.upsert([validate_item(it) for it in sim.items])
+    items = [validate_item(it) for it in sim.items]
+    pipeline.catalog.upsert(items)
+    if pipeline.content is not None:
+        pipeline.content.upsert(items)
     latest: dict[str, list[str]] = {}
     for r in range(cfg.rounds):
         ts = cfg.start_ts + int(r * cfg.round_s * 1000)
