@@ -91,6 +91,7 @@ def test_cached_fresh_similar_and_event_ingest(served):
     assert ready.status_code == 200 and ready.json()["workers"] >= 1
     text = client.get("/metrics").text
     assert 'recstream_api_recommendations_total{via="cached"}' in text and "recstream_api_seconds_bucket" in text
+    assert "recstream_worker_events_per_second{worker=" in text and "recstream_worker_latency_p99_ms{" in text
     assert client.get("/docs").status_code == 200
 
 

@@ -62,6 +62,12 @@ def test_dashboard_renders_live_numbers_variants_and_a_users_list(settings, tmp_
         assert 'data-variant="A"' in dom and 'data-variant="B"' in dom and "…" in dom   # intervals drawn
         rows = re.findall(r"<tr><td>(\d+)</td><td>(i\d+)</td>", dom)         # the user's live list
         assert len(rows) >= 5 and rows[0][0] == "1"
+        # the same numbers for Prometheus (and the provisioned Grafana dashboard)
+        import httpx
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert re.search(r'recstream_ab_rate\{bound="value",experiment="dash",metric="click_through",variant="B"\} '
+                         r'[\d.e-]+', text)
+        assert 'recstream_ab_lists{experiment="dash",variant="A"}' in text
         ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
         ARTIFACT.unlink(missing_ok=True)
         _browse(chromium, f"http://127.0.0.1:{port}/dashboard?user=s1", "--hide-scrollbars", "--window-size=1280,1000",

@@ -43,6 +43,7 @@ from stream.core.storage.serving import (
     WORKERS, decode_latest, fresh_workers, latest_key, read_outcomes, store_now,
 )
 from stream.core.storage.store import connect
+from stream.drivers.api_metrics import StoreCollector
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.api")
@@ -70,6 +71,7 @@ class Api:
         self.latency = Histogram("recstream_api_seconds", "Request latency", ["route"], registry=r,
                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1))
         self.served = Counter("recstream_api_recommendations_total", "Lists served", ["via"], registry=r)
+        r.register(StoreCollector(self.pipeline.client, s.key_prefix, self.experiment))
 
     @property
     def producer(self):
