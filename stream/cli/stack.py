@@ -82,4 +82,6 @@ def register(sub) -> None:
     de.add_argument("--events", type=int, default=20_000)
     de.add_argument("--rate", type=float, default=1_000)
     de.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    de.add_argument("--api-port", type=int, default=8000, help="the HTTP API and dashboard (default 8000; a free "
+                                                                "port if taken)")
     de.set_defaults(fn=cmd_demo)

@@ -7,6 +7,10 @@ service, promoted if it wins -> the rest replayed, the worker now serving the tr
 few malformed messages -> recommendations consumed back -> summary (what flowed, per type, rejects, latency,
 recommendations per scorer version) and a few users' recommendations -> worker stopped with SIGTERM -> stack
 down (unless it was already running, or --keep).
+
+Beside it the HTTP API and the live dashboard run in this process (`recstream serve`; their URL is printed
+first), and the users are split between the variants of `experiments/example.toml`; the summary ends with
+a `curl` of one user's recommendations and the experiment's table.
 """
 from __future__ import annotations
 
@@ -87,8 +91,9 @@ def run_demo(base: Settings, args, retrain=None) -> int:
         print("  " + line)
     s = run_settings(base, "demo")
     own = Path(s.state_dir) / "demo" / s.group_id          # this run's registry and archive, removed after
-    s = replace(s, model_dir=str(own / "models"), archive_dir=str(own / "archive"))
-    worker = archiver = None
+    s = replace(s, model_dir=str(own / "models"), archive_dir=str(own / "archive"),
+                experiments=s.experiments or (str(EXAMPLE_EXPERIMENT) if EXAMPLE_EXPERIMENT.exists() else ""))
+    worker = archiver = api = None
     try:
         n = args.events
         shop = SynthShop(SynthConfig(n_users=max(100, n // 10), n_items=max(200, n // 20), n_events=n, seed=7))
@@ -102,6 +107,7 @@ def run_demo(base: Settings, args, retrain=None) -> int:
         worker = WorkerProcess(s, tied=not args.keep, log_every_s=5.0)
         archiver = Archiver(s, roll_s=1.0)
         threading.Thread(target=archiver.run, name="archive", daemon=True).start()
+        api = _serve(s, args)
         # ready when the worker has joined the group and applied the catalog (a group join takes
         # half the session timeout on the local broker)
         if not worker.wait_ready(shop.items[-1]["item_id"]):
@@ -164,10 +170,14 @@ def run_demo(base: Settings, args, retrain=None) -> int:
             print(f"  {uid} ({cnt} events; last: {' / '.join(map(str, hist))})")
             for it in rec["items"][:5]:
                 print(f"      {it['score']:.3f}  {titles.get(it['item_id'], it['item_id'])}  [{', '.join(it['sources'])}]")
+        if api is not None:
+            _show_api(api, busiest[0][0], s)
         ok = len(got.keys() & users) == len(users) and len(dlq) == len(BAD_MESSAGES)
         print("== done" if ok else "== done, but not every user got a recommendation in time")
         return 0 if ok else 1
     finally:
+        if api is not None:
+            api[0].should_exit = True
         if worker is not None:     # interrupted: let it finish its batch and checkpoint
             worker.stop(20)
         if archiver is not None:
@@ -178,6 +188,58 @@ def run_demo(base: Settings, args, retrain=None) -> int:
                 print("  " + line)
         elif args.keep:
             print(f"stack left running; topics {s.events_topic.rsplit('.', 1)[0]}.*; `recstream stack down` stops it")
+
+
+EXAMPLE_EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "example.toml"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _serve(s: Settings, args):
+    """The HTTP API and dashboard in a thread of this process, on --api-port (or a free port)."""
+    import uvicorn
+
+    from stream.drivers.api import create_app
+    port = getattr(args, "api_port", 0) or 0
+    if not port or not _port_free(port):
+        port = stack.free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="api", daemon=True).start()
+    print(f"== HTTP API on http://127.0.0.1:{port}  (live dashboard: http://127.0.0.1:{port}/dashboard, "
+          f"OpenAPI docs: /docs)")
+    return server, port
+
+
+def _show_api(api, user: str, s: Settings) -> None:
+    """One user's recommendations through the API, and the experiment's click-through per variant."""
+    import logging
+
+    import httpx
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    url = f"http://127.0.0.1:{api[1]}/v1/users/{user}/recommendations?k=3"
+    print(f"== asking the API: curl '{url}'")
+    try:
+        print("  " + httpx.get(url, timeout=10).text[:600])
+    except httpx.HTTPError as exc:
+        print(f"  the API did not answer: {exc}")
+    if not s.experiments:
+        return
+    from stream.core.abstats import summarise
+    from stream.core.experiments import Experiment
+    from stream.core.storage.serving import read_outcomes
+    exp = Experiment.load(s.experiments)
+    print(f"== experiment {exp.name!r} (users split by a salted hash; `recstream ab report` for the full table; "
+          "a replayed log's shoppers never saw these lists: `recstream simulate` closes the loop)")
+    for r in summarise(read_outcomes(connect(s.redis_url), s.key_prefix, exp.name), exp.control):
+        ct = r["click_through"]
+        vs = ct.get("vs_control")
+        print(f"  {r['variant']:<16} {r['lists']:>6} lists  click-through {100 * ct['value']:5.1f} % "
+              f"(95 % CI {100 * ct['ci95'][0]:.1f} … {100 * ct['ci95'][1]:.1f})"
+              + (f"  vs {exp.control}: {100 * vs['diff']:+.1f} points, p = {vs['p']:.2f}" if vs else "  (control)"))
 
 
 def _live(sent, total, recs, stop):
