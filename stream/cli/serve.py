@@ -41,8 +41,15 @@ def cmd_serve(s: Settings, args) -> int:
     import uvicorn
 
     from stream.drivers.api import create_app
+    # a thread back from a Redis round-trip waits for the GIL up to the switch interval (5 ms by default)
+    # while the event loop runs: the fresh ask makes about six round-trips (measured: bench/api.py)
+    sys.setswitchinterval(0.0005)
     print(f"recstream API on http://{args.host}:{args.port}  (docs /docs, dashboard /dashboard)", file=sys.stderr)
-    uvicorn.run(create_app(s), host=args.host, port=args.port, log_level="warning", access_log=False)
+    if args.workers > 1:     # processes sharing the port; each reads the same RECSTREAM_* settings
+        uvicorn.run("stream.drivers.api:app_from_env", factory=True, workers=args.workers, host=args.host,
+                    port=args.port, log_level="warning", access_log=False)
+    else:
+        uvicorn.run(create_app(s), host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 
@@ -100,6 +107,7 @@ def register(sub) -> None:
                         epilog="example: recstream serve --port 8000 & curl localhost:8000/v1/users/u1/recommendations")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     sv.add_argument("--port", type=int, default=8000, help="default 8000")
+    sv.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
     sv.set_defaults(fn=cmd_serve)
 
     ar = sub.add_parser("archive", help="keep every accepted event as date-partitioned Parquet (what retrains read)",
