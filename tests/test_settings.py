@@ -28,3 +28,10 @@ def test_settings_are_frozen_and_tabled():
         s.brokers = "x"
     names = [n for n, _ in env_table()]
     assert "RECSTREAM_BROKERS" in names and "RECSTREAM_REDIS_URL" in names and "RECSTREAM_GROUP_ID" in names
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    missing = [n for n, _ in env_table() if f"`{n}`" not in doc]
+    assert not missing, f"docs/settings.md lacks {missing}"

@@ -74,11 +74,11 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
         pipeline.attach_ranker(online)
     if s.experiments and ranker:
         attach_experiment(pipeline, Experiment.load(s.experiments), window_s=s.outcome_window_s,
-                          background_fit=True)
+                          attribution=s.outcome_attribution, background_fit=True)
     return pipeline
 
 
-def attach_experiment(pipeline: Pipeline, exp: Experiment, *, window_s: float = 1800.0,
+def attach_experiment(pipeline: Pipeline, exp: Experiment, *, window_s: float = 1800.0, attribution: str = "window",
                       background_fit: bool = False, seed: int = 0) -> None:
     """Split the pipeline's users between `exp`'s variants: a variant with no ranker named shares the
     deployment's (`pipeline.ranker`), "off" has none, any other spec gets its own, learning from its
@@ -89,4 +89,4 @@ def attach_experiment(pipeline: Pipeline, exp: Experiment, *, window_s: float = 
             rankers[v.name] = pipeline.ranker
         elif v.ranker != "off":
             rankers[v.name] = make_ranker(v.ranker, seed=seed, background_fit=background_fit)
-    pipeline.attach_experiment(exp, rankers, OutcomeJoin(int(window_s * 1000)))
+    pipeline.attach_experiment(exp, rankers, OutcomeJoin(int(window_s * 1000), attribution=attribution))

@@ -45,6 +45,7 @@ class Settings:
     ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
     experiments: str = ""                     # RECSTREAM_EXPERIMENTS: an A/B experiment file (TOML; empty = none)
     outcome_window_s: float = 1800.0          # RECSTREAM_OUTCOME_WINDOW_S: a shown list's outcomes count this long (event time)
+    outcome_attribution: str = "window"       # RECSTREAM_OUTCOME_ATTRIBUTION: window | tagged (events name their list in context.recommendation_id)
     latest_ttl_s: int = 86400                 # RECSTREAM_LATEST_TTL_S: each user's latest list kept in Redis (0 = not kept)
     api_fresh_after_s: float = 300.0          # RECSTREAM_API_FRESH_AFTER_S: the API asks afresh when the latest list is older
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
@@ -141,6 +142,8 @@ class Settings:
             except ValueError as e:
                 raise SettingsError(f"RECSTREAM_RANKER={self.ranker!r}: expected gbdt, lr, fm or off (lr and fm "
                                     f"optionally MODEL:WEIGHT or MODEL:learned): {e}") from None
+        if self.outcome_attribution not in ("window", "tagged"):
+            raise SettingsError(f"RECSTREAM_OUTCOME_ATTRIBUTION={self.outcome_attribution!r}: expected window or tagged")
         if self.experiments:
             from stream.core.experiments import Experiment, ExperimentError
             try:

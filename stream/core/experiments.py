@@ -20,9 +20,13 @@ A file:
     explore = false           # the exploration slot for fresh items
     top_k = 5
 
-Outcomes: a shown list is clicked when the user views or clicks one of its items within `window_ms` of
-event time after it was shown; carted and bought likewise (add_to_cart, purchase); revenue is the price
-of the bought shown items (the purchase event's price). Each list counts once per outcome.
+Outcomes, by one of two attribution rules:
+- "window" (any shop): a shown list is clicked when the user views or clicks one of its items within
+  `window_ms` of event time after it was shown; carted and bought likewise (add_to_cart, purchase).
+  A user who finds a listed item by browsing counts too, so the rates are higher than the lists' own share.
+- "tagged" (a shop whose pages send, with an event that came from a list, `context.recommendation_id`:
+  the id of that list): only events naming the list count for it, within the window.
+Revenue is the price of the bought shown items (the purchase event's price). Each list counts once per outcome.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 HOLDOUT = "holdout"
+ATTRIBUTIONS = ("window", "tagged")
 OUTCOMES = ("lists", "clicked", "carted", "bought", "revenue")
 _OUTCOME_OF = {"view": 1, "click": 1, "add_to_cart": 2, "purchase": 3}
 
@@ -172,8 +177,12 @@ class OutcomeJoin:
     least recently shown closes). `drain()` returns the increments since the last call:
     (variant, user) -> [lists, clicked, carted, bought, revenue]."""
 
-    def __init__(self, window_ms: int = 30 * 60_000, per_user: int = 4, max_users: int = 200_000):
+    def __init__(self, window_ms: int = 30 * 60_000, per_user: int = 4, max_users: int = 200_000,
+                 attribution: str = "window"):
+        if attribution not in ATTRIBUTIONS:
+            raise ValueError(f"attribution {attribution!r}: expected one of {', '.join(ATTRIBUTIONS)}")
         self.window_ms, self.per_user, self.max_users = window_ms, per_user, max_users
+        self.tagged = attribution == "tagged"
         self.open: OrderedDict[str, list[_Shown]] = OrderedDict()
         self.pending: dict[tuple[str, str], list[float]] = {}
 
@@ -192,7 +201,9 @@ class OutcomeJoin:
         while len(self.open) > self.max_users:
             self.open.popitem(last=False)
 
-    def event(self, user: str, etype: str, item: str | None, ts: int, price: float | None = None) -> None:
+    def event(self, user: str, etype: str, item: str | None, ts: int, price: float | None = None,
+              tag: str | None = None) -> None:
+        """One of the user's events; `tag`: the list it names (`context.recommendation_id`), if any."""
         lst = self.open.get(user)
         kind = _OUTCOME_OF.get(etype)
         if not lst or kind is None or not item:
@@ -203,6 +214,8 @@ class OutcomeJoin:
                 continue                            # its window closed
             keep.append(s)
             bit = 1 << (kind - 1)
+            if self.tagged and tag != s.key:
+                continue
             if ts >= s.ts and item in s.items and not s.got & bit:
                 s.got |= bit
                 self._add(s.variant, user, kind)

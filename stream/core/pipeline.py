@@ -168,7 +168,8 @@ class Pipeline:
         if self.outcomes is not None:
             for uid, snap in snaps.items():
                 for ev in snap.fresh:
-                    self.outcomes.event(uid, ev.type, ev.item_id, ev.ts, ev.price)
+                    tag = ev.context.get("recommendation_id") if ev.context else None
+                    self.outcomes.event(uid, ev.type, ev.item_id, ev.ts, ev.price, tag)
         ctx, batch = self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
         ranked = {}
         for name, scorer in scorers.items():

@@ -66,7 +66,7 @@ def plot(rows: list[dict], path: Path, series: list[dict] | None = None) -> None
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("rate per shown list")
     ax.set_title("outcomes per variant (95 % intervals)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     if series:
         ax2 = axes[0][1]
         for v, pts in sorted(windowed(series).items()):

@@ -59,34 +59,38 @@ class Shoppers:
         taste = self.shop._taste[u]
         return float(taste[self.shop._sub[int(item[1:])]] / taste.max())
 
-    def _event(self, u: int, item: int, etype: str, ts: int) -> dict:
+    def _event(self, u: int, item: int, etype: str, ts: int, tag: str | None) -> dict:
         self._n += 1
         ev = {"v": 1, "event_id": f"sim{self.cfg.seed}-{self._n}", "user_id": self.uid(u), "item_id": f"i{item}",
               "type": etype, "ts": ts, "price": self.items[item]["price"]}
+        if tag:                                # the shop's page says which list the click came from
+            ev["context"] = {"recommendation_id": tag}
         return ev
 
-    def _funnel(self, u: int, item: int, ts: int, clicked: bool) -> list[dict]:
-        out = [self._event(u, item, "view", ts)]
-        if clicked or self.rng.random() < FUNNEL["click"]:
-            out.append(self._event(u, item, "click", ts + 1))
+    def _funnel(self, u: int, item: int, ts: int, tag: str | None = None) -> list[dict]:
+        out = [self._event(u, item, "view", ts, tag)]
+        if tag or self.rng.random() < FUNNEL["click"]:
+            out.append(self._event(u, item, "click", ts + 1, tag))
             if self.rng.random() < FUNNEL["add_to_cart"]:
-                out.append(self._event(u, item, "add_to_cart", ts + 2))
+                out.append(self._event(u, item, "add_to_cart", ts + 2, tag))
                 if self.rng.random() < FUNNEL["purchase"]:
-                    out.append(self._event(u, item, "purchase", ts + 3))
+                    out.append(self._event(u, item, "purchase", ts + 3, tag))
         return out
 
-    def visit(self, u: int, shown: list[str] | None, ts: int) -> list[dict]:
+    def visit(self, u: int, shown: tuple[str, list[str]] | None, ts: int) -> list[dict]:
+        """`shown`: (recommendation id, items) of the user's latest list, or None."""
         cfg, rng, shop = self.cfg, self.rng, self.shop
         if rng.random() < cfg.drift:
             t = shop._taste[u]
             t *= 0.5
             t[rng.integers(len(t))] += 0.5
         out: list[dict] = []
-        for j, item in enumerate(shown or []):
+        rec_id, items = shown or (None, [])
+        for j, item in enumerate(items):
             if rng.random() >= cfg.examine_decay ** j:
                 continue
             if rng.random() < cfg.click_scale * self.match(u, item):
-                out += self._funnel(u, int(item[1:]), ts, clicked=True)
+                out += self._funnel(u, int(item[1:]), ts, tag=rec_id)
                 self.clicks_from_lists += 1
                 ts += 10_000
                 break
@@ -94,7 +98,7 @@ class Shoppers:
             s = int(rng.choice(len(shop.subcats), p=shop._taste[u]))
             item = shop._pick_in_sub(s, ts)
             if item is not None:
-                out += self._funnel(u, item, ts, clicked=False)
+                out += self._funnel(u, item, ts)
                 ts += 10_000
         return out
 
@@ -110,7 +114,7 @@ def run_inprocess(pipeline, cfg: SimConfig, *, on_round=None, ttl_s: int = 3600)
     pipeline.catalog.upsert(items)
     if pipeline.content is not None:
         pipeline.content.upsert(items)
-    latest: dict[str, list[str]] = {}
+    latest: dict[str, tuple[str, list[str]]] = {}
     for r in range(cfg.rounds):
         ts = cfg.start_ts + int(r * cfg.round_s * 1000)
         events = []
@@ -119,7 +123,7 @@ def run_inprocess(pipeline, cfg: SimConfig, *, on_round=None, ttl_s: int = 3600)
         result = pipeline.process_events([validate_event(e) for e in events])
         pipeline.publish(result, ttl_s)
         for rec in result.recommendations:
-            latest[rec.user_id] = [it.item_id for it in rec.items]
+            latest[rec.user_id] = (rec.recommendation_id, [it.item_id for it in rec.items])
         if on_round:
             on_round(r, sim)
     return sim
@@ -139,14 +143,14 @@ def run_kafka(s, cfg: SimConfig, *, on_round=None, wait_s: float = 30.0, progres
     from stream.ops.produce import produce_items
     sim = Shoppers(cfg)
     produce_items(sim.items, s.items_topic, s.brokers)
-    latest: dict[str, tuple[str, list[str]]] = {}
+    latest: dict[str, tuple[str, tuple[str, list[str]]]] = {}     # user -> (trigger event id, (list id, items))
     stop, ready = threading.Event(), threading.Event()
 
     def read():
         for rec in records(s.recs_topic, s.brokers, from_beginning=False, stop=stop.is_set, ready=ready):
             v = validate_recommendation(rec.value)
             if not hasattr(v, "reason"):
-                latest[v.user_id] = (v.trigger_event_id, [it.item_id for it in v.items])
+                latest[v.user_id] = (v.trigger_event_id, (v.recommendation_id, [it.item_id for it in v.items]))
     reader = threading.Thread(target=read, daemon=True, name="sim-lists")
     reader.start()
     ready.wait(30)
