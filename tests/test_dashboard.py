@@ -31,7 +31,7 @@ def _chromium() -> str:
 def _browse(chromium: str, url: str, *args: str) -> str:
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
            "--virtual-time-budget=8000", *args, url]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120).stdout
 
 
 def test_dashboard_renders_live_numbers_variants_and_a_users_list(settings, tmp_path):

@@ -43,7 +43,7 @@ def mean(x: np.ndarray) -> tuple[float, float]:
 
 
 def p_two_sided(z: float) -> float:
-    return math.erfc(abs(z) / math.sqrt(2)) if z == z else float("nan")
+    return float("nan") if math.isnan(z) else math.erfc(abs(z) / math.sqrt(2))
 
 
 def summarise(outcomes: dict[str, dict[str, list[float]]], control: str | None = None) -> list[dict]:
@@ -63,9 +63,9 @@ def summarise(outcomes: dict[str, dict[str, list[float]]], control: str | None =
         e = {name: ratio(a[:, col[c]], a[:, col["lists"]]) for name, c in RATES}
         e["revenue_per_user"] = mean(a[:, col["revenue"]])
         est[v] = e
-        row = {"variant": v, "users": int(len(a)), "lists": int(a[:, col["lists"]].sum())}
+        row = {"variant": v, "users": len(a), "lists": int(a[:, col["lists"]].sum())}
         for name, (m, var) in e.items():
-            half = Z95 * math.sqrt(var) if var == var else float("nan")
+            half = float("nan") if math.isnan(var) else Z95 * math.sqrt(var)
             row[name] = {"value": m, "ci95": [m - half, m + half]}
         rows.append(row)
     for row in rows:
@@ -74,8 +74,8 @@ def summarise(outcomes: dict[str, dict[str, list[float]]], control: str | None =
             continue
         for name in (*(n for n, _ in RATES), "revenue_per_user"):
             (m1, v1), (m0, v0) = est[v][name], est[control][name]
-            d, se = m1 - m0, math.sqrt(v1 + v0) if (v1 + v0) == (v1 + v0) else float("nan")
-            z = d / se if se and se == se else float("nan")
+            d, se = m1 - m0, math.sqrt(v1 + v0) if not math.isnan(v1 + v0) else float("nan")
+            z = d / se if se and not math.isnan(se) else float("nan")
             row[name]["vs_control"] = {"diff": d, "ci95": [d - Z95 * se, d + Z95 * se], "p": p_two_sided(z),
                                        "relative": d / m0 if m0 else float("nan")}
     return rows

@@ -226,6 +226,13 @@ class OutcomeJoin:
         else:
             del self.open[user]
 
+    def observe(self, snaps: dict) -> None:
+        """The users' newly applied events (profile snapshots' `fresh`), in each user's order."""
+        for uid, snap in snaps.items():
+            for ev in snap.fresh:
+                self.event(uid, ev.type, ev.item_id, ev.ts, ev.price,
+                           ev.context.get("recommendation_id") if ev.context else None)
+
     def drain(self) -> dict[tuple[str, str], list[float]]:
         out, self.pending = self.pending, {}
         return out

@@ -97,9 +97,8 @@ class Pipeline:
         self.scorer = scorer
 
     def attach_experiment(self, experiment, rankers: dict, outcomes) -> None:
-        """Split users between `experiment`'s variants (each with its scorer, ranker, exploration and
-        top-K; `rankers`: variant name -> its online ranker or None) and join what they were shown to what
-        they did next (`outcomes`, an OutcomeJoin; `publish` stores the counts)."""
+        """Split users between `experiment`'s variants (`rankers`: variant -> its online ranker or None) and
+        join what they were shown to what they did next (`outcomes`: an OutcomeJoin, stored by `publish`)."""
         self.experiment, self.variant_rankers, self.outcomes = experiment, rankers, outcomes
         self._variant_scorers = {}
 
@@ -158,18 +157,14 @@ class Pipeline:
         triggers = {uid: snap.events[-1] for uid, snap in snaps.items()}
         exp = self.experiment         # read once, like the scorer: a hot swap lands between batches
         variant = {uid: exp.assign(uid) for uid in snaps} if exp is not None else {uid: None for uid in snaps}
-        scorers = ({v: self.variant_scorer(v) for v in sorted(set(variant.values()))} if exp is not None
-                   else {None: self.scorer})
+        scorers = {v: self.variant_scorer(v) if exp else self.scorer for v in sorted(set(variant.values()), key=str)}
         t = time.perf_counter
         t0 = t()
         if any(sc.ranker is not None for sc in scorers.values()) or self.explorer is not None:
             self.feedback(snaps, list(scorers.values()))   # what these events say about earlier recommendations
             timings["feedback"] = t() - t0
         if self.outcomes is not None:
-            for uid, snap in snaps.items():
-                for ev in snap.fresh:
-                    tag = ev.context.get("recommendation_id") if ev.context else None
-                    self.outcomes.event(uid, ev.type, ev.item_id, ev.ts, ev.price, tag)
+            self.outcomes.observe(snaps)             # what these events say about the experiment's lists
         ctx, batch = self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
         ranked = {}
         for name, scorer in scorers.items():
@@ -199,8 +194,7 @@ class Pipeline:
                            items=ing.items, timings=timings)
 
     def publish(self, result: BatchResult, latest_ttl_s: int) -> None:
-        """After a batch was emitted: each user's list as their latest (what the HTTP API reads first),
-        and the experiment's outcome counts; one pipelined round-trip each."""
+        """After a batch was emitted: each user's latest list (the API's cached read), the outcome counts."""
         put_latest(self.client, self.prefix, result.recommendations, latest_ttl_s)
         if self.outcomes is not None and self.experiment is not None:
             add_outcomes(self.client, self.prefix, self.experiment.name, self.outcomes.drain())

@@ -3,6 +3,8 @@ worker's heartbeat numbers and, with an experiment configured, every variant's o
 intervals (so Prometheus and Grafana show what `recstream ab report` shows)."""
 from __future__ import annotations
 
+import math
+
 from prometheus_client.core import GaugeMetricFamily
 
 from stream.core.abstats import RATES, summarise
@@ -49,7 +51,7 @@ class StoreCollector:
             for metric in (*(m for m, _ in RATES), "revenue_per_user"):
                 m = r[metric]
                 for bound, v in (("value", m["value"]), ("low", m["ci95"][0]), ("high", m["ci95"][1])):
-                    if v == v:
+                    if not math.isnan(v):
                         rate.add_metric([exp.name, r["variant"], metric, bound], v)
         yield lists
         yield users

@@ -7,6 +7,7 @@ simulator) keeps in Redis; nothing here joins events itself.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from stream.core.abstats import RATES, significant
@@ -15,7 +16,7 @@ LABELS = {"click_through": "click-through", "add_to_cart": "add-to-cart", "purch
 
 
 def _pct(x: float) -> str:
-    return "–" if x != x else f"{100 * x:.2f} %"
+    return "–" if math.isnan(x) else f"{100 * x:.2f} %"
 
 
 def format_table(rows: list[dict], control: str) -> str:
