@@ -7,8 +7,9 @@ x -q requests/s each) for a fixed time. Rows:
   fresh ask     the same with RECSTREAM_API_FRESH_AFTER_S=0 on a second API process: every request runs the
                 read-only pipeline core (candidates from Redis, scoring)
   similar       GET /v1/items/I/similar
-Each at the rates given (default 1,000/s for reads; the fresh ask also at 100/s and 250/s), p50/p99 from hey's own
-latency distribution, achieved requests/s, and non-200 answers. The load generator shares this 2-core
+Each at the rates given (default 1,000/s for reads; the fresh ask also at 100/s and 250/s), spread over the
+10 busiest users (one hey process each), p50/p99 over every request, achieved requests/s, and the answers'
+status codes. The load generator shares this 2-core
 box with the API, Redis and the broker: the figures are an upper bound on what a dedicated box shows.
 """
 from __future__ import annotations
@@ -28,17 +29,29 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def hey(url: str, rate: int, seconds: int, workers: int = 10) -> dict:
-    """hey at `rate` requests/s in all (workers x per-worker rate) for `seconds`. hey's workers tick in step:
-    every 1/q s all `workers` send at once, so each request waits behind up to workers - 1 others. Fewer
-    workers, smaller bursts (at 1,000/s on the cached read: p99 13.6 ms with 10 workers, 15 ms with 20,
-    82 ms with 50, measured once each); each worker waits for its answer, so 1/q must exceed the latency."""
-    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(max(1, rate // workers)),
-                          "-t", "5", url], check=False, capture_output=True, text=True, timeout=seconds + 60).stdout
-    pct = {int(p): float(v) * 1000 for p, v in re.findall(r"(\d+)%% in ([\d.]+) secs".replace("%%", "%"), out)}
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
-    return {"p50_ms": pct.get(50), "p99_ms": pct.get(99), "rps": rps, "codes": codes}
+def hey(urls: list[str], rate: int, seconds: int, workers: int = 10) -> dict:
+    """`hey` at `rate` requests/s in all for `seconds`, spread over `urls` (one hey process per URL, each
+    at rate/len(urls) with workers/len(urls) workers or at least 1); latencies from every request (hey's
+    CSV output), so the percentiles are over all of them. hey's workers tick in step: every 1/q s all of a
+    process's workers send at once, so a request can wait behind the others of its burst. Fewer workers,
+    smaller bursts (at 1,000/s on the cached read of one user: p99 13.6 ms with 10 workers, 15 ms with 20,
+    82 ms with 50, one run each); each worker waits for its answer, so 1/q must exceed the latency."""
+    per = max(1, workers // len(urls))
+    q = rate / (len(urls) * per)
+    procs = [subprocess.Popen(["hey", "-z", f"{seconds}s", "-c", str(per), "-q", f"{q:.3f}", "-t", "5", "-o", "csv", u],
+                              stdout=subprocess.PIPE, text=True) for u in urls]
+    lat, codes = [], {}
+    for p in procs:
+        out, _ = p.communicate(timeout=seconds + 60)
+        for line in out.splitlines()[1:]:
+            f = line.split(",")
+            if len(f) >= 7:
+                lat.append(float(f[0]) * 1000)
+                codes[int(f[6])] = codes.get(int(f[6]), 0) + 1
+    import numpy as np
+    a = np.array(lat) if lat else np.zeros(1)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "rps": len(lat) / seconds, "codes": codes, "urls": len(urls)}
 
 
 def serve(s, port: int, **env) -> subprocess.Popen:
@@ -60,6 +73,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--rate", type=int, default=1000, help="requests/s for the reads (default 1000)")
+    ap.add_argument("--users", type=int, default=10, help="distinct users asked for, one hey process each (default 10)")
     ap.add_argument("--fresh-rates", default="100,250,1000", help="requests/s for the fresh ask (default 100,250,1000)")
     args = ap.parse_args(argv)
     if shutil.which("hey") is None:
@@ -88,25 +102,35 @@ def main(argv=None) -> int:
         worker = WorkerProcess(s, log=state / "worker.log")
         procs.append(worker.proc)
         produce_events(enumerate(events, 1), s.events_topic, s.brokers)
-        user, item = events[-1]["user_id"], events[-1]["item_id"]
+        by_user: dict[str, int] = {}
+        for e in events:
+            by_user[e["user_id"]] = by_user.get(e["user_id"], 0) + 1
+        users = sorted(by_user, key=lambda u: -by_user[u])[: args.users]   # the busiest: the longest histories
+        item = events[-1]["item_id"]
         r = connect(s.redis_url)
         deadline = time.time() + 120
-        while not r.exists(latest_key(s.key_prefix, user)) and time.time() < deadline:
+        while not all(r.exists(latest_key(s.key_prefix, u)) for u in users) and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(3)
         worker.stop()
         cached_port, fresh_port = stack.free_port(), stack.free_port()
         procs.append(serve(s, cached_port, RECSTREAM_API_FRESH_AFTER_S=str(10 ** 9)))
         procs.append(serve(s, fresh_port, RECSTREAM_API_FRESH_AFTER_S="0"))
-        base = f"http://127.0.0.1:{{}}/v1/users/{user}/recommendations"
-        runs = [("cached read", base.format(cached_port), args.rate),
-                ("similar items", f"http://127.0.0.1:{cached_port}/v1/items/{item}/similar", args.rate)]
-        runs += [("fresh ask", base.format(fresh_port), int(x)) for x in args.fresh_rates.split(",")]
-        print(f"{'endpoint':16s} {'target/s':>9s} {'achieved/s':>11s} {'p50 ms':>8s} {'p99 ms':>8s}  answers")
+        def recs(port):
+            return [f"http://127.0.0.1:{port}/v1/users/{u}/recommendations" for u in users]
+        # (name, urls, rate): a closed-loop hey worker sends at most 1/latency per second, so each row gets
+        # one worker per 25 requests/s (40 ms per request), at least 10
+        runs = [("cached read", recs(cached_port), args.rate),
+                ("similar items", [f"http://127.0.0.1:{cached_port}/v1/items/{item}/similar"], args.rate)]
+        runs += [("fresh ask", recs(fresh_port), int(x)) for x in args.fresh_rates.split(",")]
+        print(f"{'endpoint':16s} {'target/s':>9s} {'achieved/s':>11s} {'p50 ms':>8s} {'p99 ms':>8s}  answers "
+              f"({len(users)} users)")
         for name, url, rate in runs:
-            hey(url, min(rate, 200), 3)                         # warm-up
-            got = hey(url, rate, args.seconds)
-            rows.append({"name": name, "target_rps": rate, **got, "seconds": args.seconds, "url": url})
+            workers = max(10, rate // 25)
+            hey(url, min(rate, 200), 3, workers)                # warm-up
+            got = hey(url, rate, args.seconds, workers)
+            rows.append({"name": name, "target_rps": rate, **got, "seconds": args.seconds, "url": url[0],
+                         "hey_workers": workers})
             print(f"{name:16s} {rate:>9,d} {got['rps']:>11,.0f} {got['p50_ms']:>8.2f} {got['p99_ms']:>8.2f}  {got['codes']}",
                   flush=True)
     finally:

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -47,9 +46,9 @@ from stream.core.storage.serving import (
     fresh_workers,
     latest_key,
     read_outcomes,
-    store_now,
 )
 from stream.core.storage.store import connect
+from stream.drivers.api_batch import AskBatcher
 from stream.drivers.api_edge import Edge
 from stream.drivers.api_metrics import StoreCollector
 from stream.secrets import Pseudonymiser
@@ -72,9 +71,8 @@ class Api:
         if self.experiment is not None:
             self.pipeline.attach_experiment(self.experiment, {}, None)
         self.pseudo = Pseudonymiser(s.pseudonymise_key.encode()) if s.pseudonymise_key else None
-        # the fresh ask is CPU-bound Python under the GIL: one thread runs them in turn (more threads only
-        # contend: at 100 asks/s, p50 71 ms with anyio's pool of 40 against 8 ms with one; bench/api.py)
-        self.asker = ThreadPoolExecutor(1, thread_name_prefix="ask")
+        # fresh asks: concurrent requests answered together, on one thread (api_batch.py)
+        self.asker = AskBatcher(self.pipeline, s.key_prefix, experiment=self.experiment, before=self.watcher)
         self._producer = None
         self._broker_ok = (0.0, False)
         r = self.registry = CollectorRegistry()
@@ -104,7 +102,7 @@ class Api:
             got = await self.cached(user, uid, k)
             if got is not None:
                 return got
-        return await asyncio.get_running_loop().run_in_executor(self.asker, self.ask, user, uid, k, variant or assigned)
+        return await self.ask(user, uid, k, variant or assigned)
 
     async def cached(self, user: str, uid: str, k: int) -> dict | None:
         """The worker's latest list for the user, if there is one younger than the bound."""
@@ -117,19 +115,11 @@ class Api:
                 "age_ms": int(age), "variant": rec.get("variant"), "model_versions": rec["model_versions"],
                 "items": [_item(it) for it in rec["items"][:k]]}
 
-    def ask(self, user: str, uid: str, k: int, variant: str | None) -> dict:
-        self.watcher()
-        now = store_now(self.pipeline.client, self.s.key_prefix)
-        if variant is not None:
-            scorer = self.pipeline.variant_scorer(variant)
-            vk = self.experiment.variant(variant).top_k
-            items = self.pipeline.ask_variants([uid], now, {variant: scorer}, k=min(k, vk or k))[variant][uid]
-        else:
-            scorer = self.pipeline.scorer
-            items = self.pipeline.ask([uid], now, k=k)[uid]
+    async def ask(self, user: str, uid: str, k: int, variant: str | None) -> dict:
+        items, version = await self.asker.ask(uid, k, variant)
         self.served.labels("fresh").inc()
-        return {"user_id": user, "recommendation_id": emit.recommendation_id(uid, f"ask:{time.time_ns()}"), "via": "fresh",
-                "age_ms": 0, "variant": variant, "model_versions": {"scorer": scorer.version},
+        return {"user_id": user, "recommendation_id": emit.recommendation_id(uid, f"ask:{time.time_ns()}"),
+                "via": "fresh", "age_ms": 0, "variant": variant, "model_versions": {"scorer": version},
                 "items": [{"item_id": i} for i in items]}
 
     # ---- events ---------------------------------------------------------------------------------------
@@ -210,7 +200,7 @@ def create_app(s: Settings) -> Edge:
         if api._producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, api._producer.flush, 5)
             api._producer = None           # dropped: librdkafka's threads stop with it
-        api.asker.shutdown(wait=False)
+        api.asker.close()
 
     app = FastAPI(title="recstream", version="1", description=__doc__.split("\n\n")[0], lifespan=lifespan)
     app.state.api = api
