@@ -134,3 +134,33 @@ def _pings(url):
     except redis.RedisError:
         time.sleep(0.1)
         return False
+
+
+def test_concurrent_fresh_asks_are_answered_together_and_the_same_as_alone(redis_client, stack):
+    import asyncio
+    import uuid
+
+    from schemas import validate_event, validate_item
+    from stream.config.compose import assemble
+    from stream.drivers.api_batch import AskBatcher
+    prefix = f"rs:batch{uuid.uuid4().hex[:6]}:"
+    pipeline = assemble(redis_client, prefix)
+    sh = SynthShop(SynthConfig(n_users=40, n_items=100, n_events=1500, seed=4))
+    pipeline.catalog.upsert([validate_item(it) for it in sh.items])
+    events = [validate_event(e) for e in sh.events()]
+    pipeline.process_events(events)
+    users = sorted({e.user_id for e in events})[:30]
+    batcher = AskBatcher(pipeline, prefix)
+    try:
+        alone = {u: batcher.answer([(u, 5, None)])[0] for u in users}
+
+        async def together():
+            return await asyncio.gather(*(batcher.ask(u, 5, None) for u in users))
+        before = batcher.batches
+        got = asyncio.run(together())
+        assert dict(zip(users, got)) == alone and all(len(items) == 5 for items, _ in got)
+        assert batcher.batches - before < len(users)          # waiting requests were answered together
+    finally:
+        batcher.close()
+        for k in redis_client.scan_iter(f"{prefix}*", count=5000):
+            redis_client.delete(k)
