@@ -54,10 +54,10 @@ def hey(urls: list[str], rate: int, seconds: int, workers: int = 10) -> dict:
             "rps": len(lat) / seconds, "codes": codes, "urls": len(urls)}
 
 
-def serve(s, port: int, **env) -> subprocess.Popen:
+def serve(s, port: int, workers: int = 1, **env) -> subprocess.Popen:
     e = {**os.environ, **s.to_env(), **env, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--port", str(port)], env=e, cwd=ROOT,
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--port", str(port), "--workers", str(workers)],
+                         env=e, cwd=ROOT, stderr=subprocess.DEVNULL)
     import httpx
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--rate", type=int, default=1000, help="requests/s for the reads (default 1000)")
+    ap.add_argument("--api-workers", type=int, default=1, help="recstream serve --workers (default 1)")
     ap.add_argument("--users", type=int, default=10, help="distinct users asked for, one hey process each (default 10)")
     ap.add_argument("--fresh-rates", default="100,250,1000", help="requests/s for the fresh ask (default 100,250,1000)")
     args = ap.parse_args(argv)
@@ -114,8 +115,8 @@ def main(argv=None) -> int:
         time.sleep(3)
         worker.stop()
         cached_port, fresh_port = stack.free_port(), stack.free_port()
-        procs.append(serve(s, cached_port, RECSTREAM_API_FRESH_AFTER_S=str(10 ** 9)))
-        procs.append(serve(s, fresh_port, RECSTREAM_API_FRESH_AFTER_S="0"))
+        procs.append(serve(s, cached_port, args.api_workers, RECSTREAM_API_FRESH_AFTER_S=str(10 ** 9)))
+        procs.append(serve(s, fresh_port, args.api_workers, RECSTREAM_API_FRESH_AFTER_S="0"))
         def recs(port):
             return [f"http://127.0.0.1:{port}/v1/users/{u}/recommendations" for u in users]
         # (name, urls, rate): a closed-loop hey worker sends at most 1/latency per second, so each row gets
@@ -139,9 +140,11 @@ def main(argv=None) -> int:
             p.wait(20)
         list(stack.down(cfg))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "api.json").write_text(json.dumps({"rows": rows, "machine": f"{os.cpu_count()} cores",
-                                                  "load_generator": "hey (Debian)"}, indent=1))
-    print(f"wrote {RESULTS / 'api.json'}")
+    name = "api.json" if args.api_workers == 1 else f"api-{args.api_workers}-workers.json"
+    (RESULTS / name).write_text(json.dumps({"rows": rows, "machine": f"{os.cpu_count()} cores",
+                                                  "load_generator": "hey (Debian)",
+                                            "api_workers": args.api_workers}, indent=1))
+    print(f"wrote {RESULTS / name}")
     return 0
 
 
