@@ -120,3 +120,22 @@ def test_an_aa_split_reports_no_difference_in_at_least_90_percent_of_20_runs(red
         rows = _run(redis_client, stack, (Variant("A1"), Variant("A2")), f"aa-{seed}", cfg)
         calm += not significant(next(r for r in rows if r["variant"] == "A2"))
     assert calm >= 18, f"only {calm} of 20 A/A runs were calm"
+
+
+@pytest.mark.integration
+def test_a_variants_own_ranker_is_checkpointed_and_restored(settings, tmp_path):
+    from dataclasses import replace
+
+    from stream.config.compose import build_pipeline
+    from stream.ops.simulate import SimConfig, run_inprocess
+    exp = tmp_path / "exp.toml"
+    exp.write_text('name = "ck"\n[[variant]]\nname = "A"\n[[variant]]\nname = "B"\nranker = "lr"\n')
+    s = replace(settings, experiments=str(exp), ranker="off", encoder_dir="")
+    pipeline = build_pipeline(s)
+    assert pipeline.variant_rankers["A"] is None
+    run_inprocess(pipeline, SimConfig(n_users=100, users_per_round=40, rounds=8, seed=5))
+    learned = pipeline.variant_rankers["B"].n_learned
+    assert learned > 0
+    pipeline.keeper.save()
+    again = build_pipeline(s)                       # a restarted worker
+    assert again.variant_rankers["B"].n_learned == learned

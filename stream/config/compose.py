@@ -14,11 +14,11 @@ from stream.config.settings import Settings
 from stream.core.content import ContentEncoder, ContentStore
 from stream.core.experiments import HOLDOUT_VARIANT, Experiment, OutcomeJoin
 from stream.core.pipeline import Pipeline
-from stream.core.ranking.checkpoint import RankerCheckpoint, RankerKeeper
+from stream.core.ranking.checkpoint import Keepers, RankerCheckpoint, RankerKeeper
 from stream.core.ranking.rank import RankConfig
 from stream.core.ranking.ranker import OnlineRanker, RankerConfig
 from stream.core.scoring.transformer import load_promoted
-from stream.core.storage.store import connect
+from stream.core.storage.store import connect, key_part
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.compose")
@@ -73,8 +73,18 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
         pipeline.keeper.restore()
         pipeline.attach_ranker(online)
     if s.experiments and ranker:
-        attach_experiment(pipeline, Experiment.load(s.experiments), window_s=s.outcome_window_s,
-                          attribution=s.outcome_attribution, background_fit=True)
+        exp = Experiment.load(s.experiments)
+        attach_experiment(pipeline, exp, window_s=s.outcome_window_s, attribution=s.outcome_attribution,
+                          background_fit=True)
+        # a variant's own ranker is checkpointed beside the deployment's, under the variant's name
+        own = [RankerKeeper(r, RankerCheckpoint(pipeline.client, s.key_prefix,
+                                                f"{group_id or s.group_id}.{key_part(exp.name)}.{key_part(v)}",
+                                                r.cfg.model), s.ranker_checkpoint_s)
+               for v, r in sorted(pipeline.variant_rankers.items()) if r is not None and r is not pipeline.ranker]
+        for k in own:
+            k.restore()
+        if own:
+            pipeline.keeper = Keepers(([pipeline.keeper] if pipeline.keeper else []) + own)
     return pipeline
 
 

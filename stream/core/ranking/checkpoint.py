@@ -90,3 +90,22 @@ class RankerKeeper:
     def save(self) -> None:
         self.checkpoint.save(self.ranker)
         self._saved_at = self.ranker.n_learned
+
+
+class Keepers:
+    """Several keepers as one, with RankerKeeper's interface: the deployment's ranker and an
+    experiment's variant rankers, each under its own checkpoint key."""
+
+    def __init__(self, keepers: list[RankerKeeper]):
+        self.keepers = keepers
+
+    def restore(self) -> bool:
+        return all([k.restore() for k in self.keepers])
+
+    def maybe_save(self, result=None) -> None:
+        for k in self.keepers:
+            k.maybe_save(result)
+
+    def save(self) -> None:
+        for k in self.keepers:
+            k.save()
