@@ -18,9 +18,11 @@ ids are pseudonymised before any lookup and the caller's id is what the answer n
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -73,6 +75,7 @@ class Api:
         self.pseudo = Pseudonymiser(s.pseudonymise_key.encode()) if s.pseudonymise_key else None
         # fresh asks: concurrent requests answered together, on one thread (api_batch.py)
         self.asker = AskBatcher(self.pipeline, s.key_prefix, experiment=self.experiment, before=self.watcher)
+        self.similar_pool = ThreadPoolExecutor(1, thread_name_prefix="similar")   # one thread, as for asks
         self._producer = None
         self._broker_ok = (0.0, False)
         r = self.registry = CollectorRegistry()
@@ -195,12 +198,19 @@ def create_app(s: Settings) -> Edge:
 
     @asynccontextmanager
     async def lifespan(app):
+        # as the worker does: long-lived objects (clients, the pipeline, the catalog cache) frozen out of the
+        # collector's scans, young collections less often. Fresh ask at 100/s, p99 over two runs each:
+        # 26.8 and 21.3 ms with it, 109.7 and 47.4 ms without (the cached read's p99 was level)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 50)
         yield
         await api.redis.aclose()
         if api._producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, api._producer.flush, 5)
             api._producer = None           # dropped: librdkafka's threads stop with it
         api.asker.close()
+        api.similar_pool.shutdown(wait=False)
 
     app = FastAPI(title="recstream", version="1", description=__doc__.split("\n\n")[0], lifespan=lifespan)
     app.state.api = api
@@ -214,7 +224,8 @@ def create_app(s: Settings) -> Edge:
 
     @app.get("/v1/items/{item_id}/similar", summary="Items like this one")
     async def similar(item_id: str, k: int = Query(10, ge=1, le=100)):
-        items = await run_in_threadpool(similar_items, api.pipeline.client, s.key_prefix, item_id, k,
+        items = await asyncio.get_running_loop().run_in_executor(api.similar_pool, similar_items,
+                                                                 api.pipeline.client, s.key_prefix, item_id, k,
                                         api.pipeline.content)
         return _json({"item_id": item_id, "items": items})
 
