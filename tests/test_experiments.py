@@ -139,3 +139,26 @@ def test_a_variants_own_ranker_is_checkpointed_and_restored(settings, tmp_path):
     pipeline.keeper.save()
     again = build_pipeline(s)                       # a restarted worker
     assert again.variant_rankers["B"].n_learned == learned
+
+
+@pytest.mark.integration
+def test_simulate_and_ab_report_commands_write_the_table_and_plot(settings, tmp_path, monkeypatch, capsys):
+    import json
+
+    from stream.cli import main
+    exp = tmp_path / "exp.toml"
+    exp.write_text('name = "cli"\n[[variant]]\nname = "A"\n[[variant]]\nname = "B"\ntop_k = 3\n')
+    for k, v in {**settings.to_env(), "RECSTREAM_ENCODER_DIR": "", "RECSTREAM_RANKER": "off",
+                 "RECSTREAM_OUTCOME_ATTRIBUTION": "tagged"}.items():
+        monkeypatch.setenv(k, v)
+    out = tmp_path / "sim"
+    assert main(["simulate", "--experiment", str(exp), "--inprocess", "--users", "80", "--per-round", "30",
+                 "--rounds", "6", "--snapshot-every", "2", "--out", str(out)]) == 0
+    sim = json.loads((out / "ab.json").read_text())
+    assert [r["variant"] for r in sim["variants"]] == ["A", "B"] and [s["round"] for s in sim["series"]] == [2, 4, 6]
+    assert (out / "ab.png").stat().st_size > 10_000
+    report = tmp_path / "report"
+    assert main(["ab", "report", "--experiment", str(exp), "--out", str(report), "--series", str(out / "ab.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| A |" in table and "| B |" in table and "(control)" in table
+    assert json.loads((report / "ab.json").read_text())["variants"] == sim["variants"]
