@@ -21,7 +21,7 @@ def _experiment(s: Settings, args) -> tuple[Settings, Experiment] | None:
 
 def cmd_simulate(s: Settings, args) -> int:
     from stream.core.abstats import summarise
-    from stream.core.storage.serving import fresh_workers, read_outcomes
+    from stream.core.storage.serving import WORKERS, fresh_workers, read_outcomes
     from stream.ops.simulate import SimConfig, run_inprocess, run_kafka
     got = _experiment(s, args)
     if got is None:
@@ -33,12 +33,12 @@ def cmd_simulate(s: Settings, args) -> int:
 
     if args.inprocess:
         from stream.config.compose import build_pipeline
-        pipeline = build_pipeline(replace(s, ranker=s.ranker))
+        pipeline = build_pipeline(s)
         client = pipeline.client
     else:
         from stream.core.storage.store import connect
         client = connect(s.redis_url)
-        workers = fresh_workers(client.hgetall(s.key_prefix + "workers"))
+        workers = fresh_workers(client.hgetall(s.key_prefix + WORKERS))
         names = {w.get("experiment") for w in workers.values()}
         if not workers:
             print("recstream simulate: no worker heartbeat in Redis: start `recstream worker` with "
@@ -60,23 +60,25 @@ def cmd_simulate(s: Settings, args) -> int:
         run_inprocess(pipeline, cfg, on_round=snapshot)
     else:
         run_kafka(s, cfg, on_round=snapshot, progress=sys.stderr.isatty())
-    rows = summarise(read_outcomes(client, s.key_prefix, exp.name), exp.control)
+    _report(args, exp, summarise(read_outcomes(client, s.key_prefix, exp.name), exp.control), series,
+            {"sim": cfg.__dict__})
+    return 0
+
+
+def _report(args, exp: Experiment, rows: list[dict], series: list[dict] | None, extra: dict | None = None) -> None:
+    """The table on stdout; with --out, also report.md, ab.json and ab.png there."""
+    from stream.evaluation.ab import format_table, write_report
     if args.out:
-        from stream.evaluation.ab import write_report
-        table = write_report(Path(args.out), exp.name, exp.control, rows, series, {"sim": cfg.__dict__})
-        print(table)
+        print(write_report(Path(args.out), exp.name, exp.control, rows, series, extra))
         print(f"wrote {args.out}/report.md, ab.json, ab.png")
     else:
-        from stream.evaluation.ab import format_table
         print(format_table(rows, exp.control))
-    return 0
 
 
 def cmd_ab_report(s: Settings, args) -> int:
     from stream.core.abstats import summarise
     from stream.core.storage.serving import read_outcomes
     from stream.core.storage.store import connect
-    from stream.evaluation.ab import format_table, write_report
     got = _experiment(s, args)
     if got is None:
         return 2
@@ -86,12 +88,7 @@ def cmd_ab_report(s: Settings, args) -> int:
         print(f"recstream ab report: no outcomes recorded for experiment {exp.name!r} under prefix "
               f"{s.key_prefix!r} yet", file=sys.stderr)
         return 1
-    series = json.loads(Path(args.series).read_text()).get("series") if args.series else None
-    if args.out:
-        print(write_report(Path(args.out), exp.name, exp.control, rows, series))
-        print(f"wrote {args.out}/report.md, ab.json, ab.png")
-    else:
-        print(format_table(rows, exp.control))
+    _report(args, exp, rows, json.loads(Path(args.series).read_text()).get("series") if args.series else None)
     return 0
 
 

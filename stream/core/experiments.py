@@ -116,7 +116,7 @@ class Experiment:
             return ExperimentError(f"{where}: {field}: {why}")
         unknown = set(raw) - {"name", "salt", "holdout", "variant"}
         if unknown:
-            raise bad(sorted(unknown)[0], "unknown field (expected name, salt, holdout, variant)")
+            raise bad(min(unknown), "unknown field (expected name, salt, holdout, variant)")
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise bad("name", "a non-empty string is required")
@@ -133,7 +133,7 @@ class Experiment:
                 raise bad(at, "expected a table")
             extra = set(v) - {"name", "share", "scorer", "ranker", "explore", "top_k"}
             if extra:
-                raise bad(f"{at}.{sorted(extra)[0]}", "unknown field (expected name, share, scorer, ranker, "
+                raise bad(f"{at}.{min(extra)}", "unknown field (expected name, share, scorer, ranker, "
                           "explore, top_k)")
             vname = v.get("name")
             if not isinstance(vname, str) or not vname or vname == HOLDOUT or vname in seen:
@@ -200,6 +200,13 @@ class OutcomeJoin:
         del lst[:-self.per_user]
         while len(self.open) > self.max_users:
             self.open.popitem(last=False)
+
+    def shown_all(self, recs) -> None:
+        """A batch's Recommendations (those of an experiment's variants) as shown."""
+        for rec in recs:
+            if rec.variant is not None:
+                self.shown(rec.user_id, rec.recommendation_id, rec.variant, rec.event_ts,
+                           [it.item_id for it in rec.items])
 
     def event(self, user: str, etype: str, item: str | None, ts: int, price: float | None = None,
               tag: str | None = None) -> None:

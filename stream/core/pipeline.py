@@ -183,21 +183,21 @@ class Pipeline:
             versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
             if scorer.ranker is not None:
                 versions["ranker"] = f"{scorer.ranker.cfg.model}@{scorer.ranker.n_learned}"
-            for uid, (items, feats, picked, comps) in got.items():
-                rec = emit.build(uid, triggers[uid], items, feats, picked, comps, versions, now_ms, variant=name)
-                recs.append(rec)
-                if self.outcomes is not None and name is not None:
-                    self.outcomes.shown(uid, rec.recommendation_id, name, rec.event_ts,
-                                        [it.item_id for it in rec.items])
+            recs += [emit.build(uid, triggers[uid], items, feats, picked, comps, versions, now_ms, variant=name)
+                     for uid, (items, feats, picked, comps) in got.items()]
+        if self.outcomes is not None:
+            self.outcomes.shown_all(recs)
         timings["emit_build"] = t() - t4
         return BatchResult(recs, dead, events=len(events), applied=sum(s.applied for s in snaps.values()),
                            items=ing.items, timings=timings)
 
     def publish(self, result: BatchResult, latest_ttl_s: int) -> None:
         """After a batch was emitted: each user's latest list (the API's cached read), the outcome counts."""
-        put_latest(self.client, self.prefix, result.recommendations, latest_ttl_s)
+        pipe = self.client.pipeline(transaction=False)
+        put_latest(pipe, self.prefix, result.recommendations, latest_ttl_s)
         if self.outcomes is not None and self.experiment is not None:
-            add_outcomes(self.client, self.prefix, self.experiment.name, self.outcomes.drain())
+            add_outcomes(pipe, self.prefix, self.experiment.name, self.outcomes.drain())
+        pipe.execute()                              # nothing queued: no round-trip
 
     # ---- reading without applying -----------------------------------------------------------------
     def ask(self, users: list[str], now_ts: int, k: int | None = None,

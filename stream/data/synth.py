@@ -89,7 +89,7 @@ class SynthShop:
             self.items.append({"item_id": f"i{i}", "title": title, "category": [top, leaf],
                                "brand": _BRANDS[brand[i]], "price": float(price[i]),
                                "created_at": int(created[i])})
-        self._sub, self._brand, self._created = sub, brand, created
+        self.item_sub, self._brand, self._created = sub, brand, created
         # per sub-category: items ordered by creation, Zipf popularity, cumulative weights
         self._by_sub = []
         for s in range(n_sub):
@@ -99,7 +99,7 @@ class SynthShop:
             self._by_sub.append((idx, created[idx], np.cumsum(w)))
         # users: taste over sub-categories (a few favourites), activity level
         self._n_users = cfg.n_users
-        self._taste = rng.dirichlet(np.full(n_sub, 0.08), cfg.n_users)
+        self.taste = rng.dirichlet(np.full(n_sub, 0.08), cfg.n_users)   # user -> weights over sub-categories
         self._activity = rng.pareto(1.5, cfg.n_users) + 1.0
         self._trends = [(int(rng.integers(cfg.start_ts, end)), int(rng.integers(cfg.n_items)))
                         for _ in range(cfg.n_trends)]
@@ -108,7 +108,8 @@ class SynthShop:
         """Items created up to `until_ts` (all by default)."""
         return [it for it in self.items if until_ts is None or it["created_at"] <= until_ts]
 
-    def _pick_in_sub(self, s: int, ts: int) -> int | None:
+    def pick_in_sub(self, s: int, ts: int) -> int | None:
+        """An item of sub-category `s` created by `ts`, by its popularity (None if there is none yet)."""
         idx, created, cum = self._by_sub[s]
         n = int(np.searchsorted(created, ts, side="right"))
         if n == 0:
@@ -116,9 +117,15 @@ class SynthShop:
         j = int(np.searchsorted(cum[:n], self._rng.random() * cum[n - 1]))
         return int(idx[min(j, n - 1)])
 
+    def drift(self, user: int, rng) -> None:
+        """The user's taste moves half-way towards a sub-category drawn at random."""
+        t = self.taste[user]
+        t *= 0.5
+        t[rng.integers(len(t))] += 0.5
+
     def _related(self, item: int, ts: int) -> int | None:
         """Same sub-category; half the time the same brand."""
-        s = self._sub[item]
+        s = self.item_sub[item]
         idx, created, _ = self._by_sub[s]
         n = int(np.searchsorted(created, ts, side="right"))
         if self._rng.random() < 0.5:
@@ -139,12 +146,10 @@ class SynthShop:
         rng, cfg = self._rng, self.cfg
         # drift: occasionally the user's taste moves towards a new sub-category
         if rng.random() < 0.05:
-            t = self._taste[user]
-            t *= 0.5
-            t[rng.integers(len(t))] += 0.5
-        s = int(rng.choice(len(self.subcats), p=self._taste[user]))
+            self.drift(user, rng)
+        s = int(rng.choice(len(self.subcats), p=self.taste[user]))
         trend = self._trending_item(ts)
-        first = trend if trend is not None and rng.random() < 0.3 else self._pick_in_sub(s, ts)
+        first = trend if trend is not None and rng.random() < 0.3 else self.pick_in_sub(s, ts)
         if first is None:
             return []
         uid = f"u{user}"
@@ -171,7 +176,7 @@ class SynthShop:
                         out.append({"user_id": uid, "item_id": f"i{item}", "type": "purchase", "ts": ts,
                                     "session_id": sid, "price": price, "quantity": 1})
                         break
-            nxt = self._related(item, ts) if rng.random() < 0.7 else self._pick_in_sub(s, ts)
+            nxt = self._related(item, ts) if rng.random() < 0.7 else self.pick_in_sub(s, ts)
             item = nxt if nxt is not None else item
         return out
 

@@ -1,4 +1,4 @@
-"""The HTTP API's outermost layer: per-route metrics, and the cached read answered before FastAPI."""
+"""The HTTP API's outermost layer: per-route metrics, and a user's recommendations answered before FastAPI."""
 from __future__ import annotations
 
 import time
@@ -8,11 +8,11 @@ import orjson
 
 class Edge:
     """A plain ASGI wrapper around the app (Starlette's `BaseHTTPMiddleware` costs a task and a
-    stream per request): request count and latency per route, and the hot path. A cached read (GET
-    /v1/users/U/recommendations with at most `k`, no `variant`, a latest list younger than the bound) is
-    answered here, before FastAPI's routing and parameter models, which cost most of its CPU: measured in
-    bench/api.py. Anything else (a miss, a fresh ask, a bad `k`) goes on to the FastAPI route, which
-    declares the endpoint, documents it and answers the same way."""
+    stream per request): request count and latency per route, and the hot path. GET
+    /v1/users/U/recommendations with at most `k` and no `variant` is answered here (the cached list, or a
+    fresh ask when there is none), before FastAPI's routing and parameter models, which cost most of a
+    cached read's CPU: measured in bench/api.py. Anything else (`variant`, a bad `k`, another parameter)
+    goes on to the FastAPI route, which declares the endpoint, documents it and answers the same way."""
 
     def __init__(self, app, api):
         self.app, self.api = app, api
@@ -57,5 +57,4 @@ class Edge:
             if name != b"k" or not value.isdigit() or not 1 <= int(value) <= 100:
                 return None                       # anything else: the FastAPI route decides
             k = int(value)
-        got = await self.api.cached(user, self.api.stored_id(user), k)
-        return orjson.dumps(got) if got is not None else None
+        return orjson.dumps(await self.api.recommendations(user, k, None))   # cached, or asked afresh

@@ -69,6 +69,7 @@ def build_app(s: Settings, pipeline: Pipeline, group_id: str | None = None, on_b
             t = time.perf_counter()
             await emit(result)
             result.timings["emit"] = time.perf_counter() - t
+            pipeline.publish(result, s.latest_ttl_s)   # the API's cached read and the experiment's counts
             if on_batch:
                 on_batch(result)
 

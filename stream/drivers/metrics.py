@@ -65,12 +65,11 @@ class WorkerMetrics:
         self._rejected += len(result.dead_letters)
         self._recs_n += len(result.recommendations)
         self._lat.extend(latencies)
-        st, now = self._status, time.monotonic()
+        now, reasons = time.monotonic(), self._status["reasons"]
         self._recent.extend((now, x) for x in latencies)
         for d in result.dead_letters:    # by the field or check the reason names first ("user_id: ...")
             why = d.reason.split(":", 1)[0][:40]
-            st["reasons"][why] = st["reasons"].get(why, 0) + 1
-        now = time.monotonic()
+            reasons[why] = reasons.get(why, 0) + 1
         if now - self._t_last >= self.log_every_s:
             rate = (self._n - self._n_last) / (now - self._t_last)
             lat = np.array(self._lat) * 1000 if self._lat else np.zeros(1)

@@ -33,8 +33,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from stream.config.settings import Settings
 from stream.core.pipeline import Pipeline
 from stream.core.stages import Applied, BatchResult
-from stream.core.validate import InMessage
 from stream.core.storage.serving import put_status
+from stream.core.validate import InMessage
 from stream.drivers.emitter import Emitter, worker_id
 from stream.drivers.isolation import at_edge, guarded
 from stream.drivers.kafka import REBALANCE_CODES, BrokerError, consumer_conf, producer_conf
@@ -265,7 +265,6 @@ class ConfluentWorker:
         done.put(job.offsets)
         now_ms = time.time() * 1000
         self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
-
         self.batches += 1
         if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
             self.retry.call("after batch", lambda: at_edge("after batch", lambda: self.on_batch(result)))

@@ -193,19 +193,13 @@ def run_demo(base: Settings, args, retrain=None) -> int:
 EXAMPLE_EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "example.toml"
 
 
-def _port_free(port: int) -> bool:
-    import socket
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
 def _serve(s: Settings, args):
     """The HTTP API and dashboard in a thread of this process, on --api-port (or a free port)."""
     import uvicorn
 
     from stream.drivers.api import create_app
     port = getattr(args, "api_port", 0) or 0
-    if not port or not _port_free(port):
+    if not port or stack.port_open("127.0.0.1", port):
         port = stack.free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, name="api", daemon=True).start()

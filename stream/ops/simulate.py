@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from schemas import validate_event
 from stream.data.synth import FUNNEL, SynthConfig, SynthShop
@@ -50,14 +51,13 @@ class Shoppers:
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.items = self.shop.items
         self._n = 0
-        self.clicks_from_lists = 0
 
     def uid(self, u: int) -> str:
         return f"s{u}"
 
     def match(self, u: int, item: str) -> float:
-        taste = self.shop._taste[u]
-        return float(taste[self.shop._sub[int(item[1:])]] / taste.max())
+        taste = self.shop.taste[u]
+        return float(taste[self.shop.item_sub[int(item[1:])]] / taste.max())
 
     def _event(self, u: int, item: int, etype: str, ts: int, tag: str | None) -> dict:
         self._n += 1
@@ -81,9 +81,7 @@ class Shoppers:
         """`shown`: (recommendation id, items) of the user's latest list, or None."""
         cfg, rng, shop = self.cfg, self.rng, self.shop
         if rng.random() < cfg.drift:
-            t = shop._taste[u]
-            t *= 0.5
-            t[rng.integers(len(t))] += 0.5
+            shop.drift(u, rng)
         out: list[dict] = []
         rec_id, items = shown or (None, [])
         for j, item in enumerate(items):
@@ -91,12 +89,11 @@ class Shoppers:
                 continue
             if rng.random() < cfg.click_scale * self.match(u, item):
                 out += self._funnel(u, int(item[1:]), ts, tag=rec_id)
-                self.clicks_from_lists += 1
                 ts += 10_000
                 break
         for _ in range(int(rng.integers(*cfg.organic_views))):
-            s = int(rng.choice(len(shop.subcats), p=shop._taste[u]))
-            item = shop._pick_in_sub(s, ts)
+            s = int(rng.choice(len(shop.subcats), p=shop.taste[u]))
+            item = shop.pick_in_sub(s, ts)
             if item is not None:
                 out += self._funnel(u, item, ts)
                 ts += 10_000
@@ -155,7 +152,6 @@ def run_kafka(s, cfg: SimConfig, *, on_round=None, wait_s: float = 30.0, progres
     reader.start()
     ready.wait(30)
     producer = Producer(producer_conf(s.brokers))
-    import orjson
     try:
         for r in range(cfg.rounds):
             ts = cfg.start_ts + int(r * cfg.round_s * 1000)

@@ -15,6 +15,7 @@ import time
 
 import orjson
 
+from stream.core.experiments import OUTCOMES
 from stream.core.storage.store import Keys, key_part
 
 LATEST = ":latest"
@@ -31,16 +32,14 @@ def latest_key(prefix: str, user: str) -> str:
     return Keys(prefix).user(user) + LATEST
 
 
-def put_latest(client, prefix: str, recs, ttl_s: int) -> None:
-    """Store each recommendation as its user's latest (one pipelined round-trip per batch); the
-    producer's order is kept, so a batch's list replaces an older one."""
+def put_latest(pipe, prefix: str, recs, ttl_s: int) -> None:
+    """Queue on `pipe` each recommendation as its user's latest (the producer's order is kept, so a
+    batch's list replaces an older one) and the newest event time."""
     if not recs or ttl_s <= 0:
         return
-    pipe = client.pipeline(transaction=False)
     for rec in recs:
         pipe.set(latest_key(prefix, rec.user_id), rec.to_json(), ex=ttl_s)
     pipe.zadd(prefix + CLOCK, {"events": max(rec.event_ts for rec in recs)}, gt=True)
-    pipe.execute()
 
 
 def store_now(client, prefix: str) -> int:
@@ -77,13 +76,11 @@ def _ab_key(prefix: str, experiment: str, variant: str) -> str:
     return f"{prefix}ab:{key_part(experiment)}:{key_part(variant)}"
 
 
-def add_outcomes(client, prefix: str, experiment: str, increments: dict) -> None:
-    """Add an `OutcomeJoin.drain()` to the experiment's per-variant hashes (field `<user>|<outcome>`),
-    in one pipelined round-trip."""
-    from stream.core.experiments import OUTCOMES
+def add_outcomes(pipe, prefix: str, experiment: str, increments: dict) -> None:
+    """Queue on `pipe` an `OutcomeJoin.drain()` added to the experiment's per-variant hashes (field
+    `<user>|<outcome>`)."""
     if not increments:
         return
-    pipe = client.pipeline(transaction=False)
     variants = set()
     for (variant, user), row in increments.items():
         key = _ab_key(prefix, experiment, variant)
@@ -96,17 +93,19 @@ def add_outcomes(client, prefix: str, experiment: str, increments: dict) -> None
                 else:
                     pipe.hincrby(key, f"{u}|{name}", int(v))
     pipe.sadd(f"{prefix}ab:{key_part(experiment)}", *sorted(variants))
-    pipe.execute()
 
 
 def read_outcomes(client, prefix: str, experiment: str) -> dict[str, dict[str, list[float]]]:
-    """variant -> user (as stored) -> [lists, clicked, carted, bought, revenue]."""
-    from stream.core.experiments import OUTCOMES
+    """variant -> user (as stored) -> [lists, clicked, carted, bought, revenue]; two round-trips."""
     col = {n: i for i, n in enumerate(OUTCOMES)}
+    variants = sorted(x.decode() for x in client.smembers(f"{prefix}ab:{key_part(experiment)}"))
+    pipe = client.pipeline(transaction=False)
+    for v in variants:
+        pipe.hgetall(_ab_key(prefix, experiment, v))
     out = {}
-    for v in sorted(x.decode() for x in client.smembers(f"{prefix}ab:{key_part(experiment)}")):
+    for v, fields in zip(variants, pipe.execute()):
         users: dict[str, list[float]] = {}
-        for field, val in client.hgetall(_ab_key(prefix, experiment, v)).items():
+        for field, val in fields.items():
             user, _, name = field.decode().rpartition("|")
             users.setdefault(user, [0.0] * len(OUTCOMES))[col[name]] = float(val)
         out[v] = users
