@@ -66,6 +66,7 @@ class Pipeline:
         self.experiment = None      # stream.core.experiments.Experiment: users split between variants
         self.variant_rankers: dict = {}   # variant name -> its online ranker (None: none)
         self.outcomes = None        # OutcomeJoin: what the experiment's shown lists led to
+        self.observers: list = []   # .observe(snapshots) each batch: the search re-ranker's learner
         self._fallback = FallbackScorer()
         self._variant_scorers: dict = {}
 
@@ -117,8 +118,7 @@ class Pipeline:
         """All stages for one batch of consumed messages."""
         return self.recommend(self.apply(self.ingest(messages)))
 
-    def process_events(self, events: list) -> BatchResult:
-        """All stages after validation, for events already parsed."""
+    def process_events(self, events: list) -> BatchResult:      # all stages after validation
         return self.recommend(self.apply(Ingested.of_events(events)))
 
     def ingest(self, messages: list[InMessage]) -> Ingested:
@@ -163,8 +163,8 @@ class Pipeline:
         if any(sc.ranker is not None for sc in scorers.values()) or self.explorer is not None:
             self.feedback(snaps, list(scorers.values()))   # what these events say about earlier recommendations
             timings["feedback"] = t() - t0
-        if self.outcomes is not None:
-            self.outcomes.observe(snaps)             # what these events say about the experiment's lists
+        for obs in ([self.outcomes] if self.outcomes is not None else []) + self.observers:
+            obs.observe(snaps)                       # what these events say about lists and pages shown
         ctx, batch = self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
         ranked = {}
         for name, scorer in scorers.items():

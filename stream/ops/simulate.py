@@ -59,22 +59,24 @@ class Shoppers:
         taste = self.shop.taste[u]
         return float(taste[self.shop.item_sub[int(item[1:])]] / taste.max())
 
-    def _event(self, u: int, item: int, etype: str, ts: int, tag: str | None) -> dict:
+    def _event(self, u: int, item: int, etype: str, ts: int, context: dict | None) -> dict:
         self._n += 1
         ev = {"v": 1, "event_id": f"sim{self.cfg.seed}-{self._n}", "user_id": self.uid(u), "item_id": f"i{item}",
               "type": etype, "ts": ts, "price": self.items[item]["price"]}
-        if tag:                                # the shop's page says which list the click came from
-            ev["context"] = {"recommendation_id": tag}
+        if context:                            # the shop's page says which list the click came from
+            ev["context"] = context
         return ev
 
-    def _funnel(self, u: int, item: int, ts: int, tag: str | None = None) -> list[dict]:
-        out = [self._event(u, item, "view", ts, tag)]
-        if tag or self.rng.random() < FUNNEL["click"]:
-            out.append(self._event(u, item, "click", ts + 1, tag))
+    def funnel(self, u: int, item: int, ts: int, context: dict | None = None) -> list[dict]:
+        """View, then (always when it came from a page named by `context`, else with the shop's funnel
+        probability) click, add to cart, purchase."""
+        out = [self._event(u, item, "view", ts, context)]
+        if context or self.rng.random() < FUNNEL["click"]:
+            out.append(self._event(u, item, "click", ts + 1, context))
             if self.rng.random() < FUNNEL["add_to_cart"]:
-                out.append(self._event(u, item, "add_to_cart", ts + 2, tag))
+                out.append(self._event(u, item, "add_to_cart", ts + 2, context))
                 if self.rng.random() < FUNNEL["purchase"]:
-                    out.append(self._event(u, item, "purchase", ts + 3, tag))
+                    out.append(self._event(u, item, "purchase", ts + 3, context))
         return out
 
     def visit(self, u: int, shown: tuple[str, list[str]] | None, ts: int) -> list[dict]:
@@ -88,14 +90,19 @@ class Shoppers:
             if rng.random() >= cfg.examine_decay ** j:
                 continue
             if rng.random() < cfg.click_scale * self.match(u, item):
-                out += self._funnel(u, int(item[1:]), ts, tag=rec_id)
+                out += self.funnel(u, int(item[1:]), ts, {"recommendation_id": rec_id} if rec_id else None)
                 ts += 10_000
                 break
-        for _ in range(int(rng.integers(*cfg.organic_views))):
-            s = int(rng.choice(len(shop.subcats), p=shop.taste[u]))
-            item = shop.pick_in_sub(s, ts)
+        return out + self.browse(u, ts)
+
+    def browse(self, u: int, ts: int) -> list[dict]:
+        """Organic views: items drawn from the user's tastes."""
+        out = []
+        for _ in range(int(self.rng.integers(*self.cfg.organic_views))):
+            s = int(self.rng.choice(len(self.shop.subcats), p=self.shop.taste[u]))
+            item = self.shop.pick_in_sub(s, ts)
             if item is not None:
-                out += self._funnel(u, item, ts)
+                out += self.funnel(u, item, ts)
                 ts += 10_000
         return out
 
