@@ -18,6 +18,8 @@ from stream.core.ranking.checkpoint import Keepers, RankerCheckpoint, RankerKeep
 from stream.core.ranking.rank import RankConfig
 from stream.core.ranking.ranker import OnlineRanker, RankerConfig
 from stream.core.scoring.transformer import load_promoted
+from stream.core.search.learn import SearchFeedback
+from stream.core.search.rerank import RerankConfig
 from stream.core.storage.store import connect, key_part
 from stream.secrets import Pseudonymiser
 
@@ -72,6 +74,9 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
                                                                 online.cfg.model), s.ranker_checkpoint_s)
         pipeline.keeper.restore()
         pipeline.attach_ranker(online)
+    if s.search_learn and ranker:              # what users click after a search teaches the re-ranker
+        pipeline.observers.append(SearchFeedback(pipeline.client, s.key_prefix, pipeline.profiles.keys,
+                                                 RerankConfig(window_s=s.search_window_s)))
     if s.experiments and ranker:
         exp = Experiment.load(s.experiments)
         attach_experiment(pipeline, exp, window_s=s.outcome_window_s, attribution=s.outcome_attribution,

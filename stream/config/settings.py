@@ -48,6 +48,13 @@ class Settings:
     outcome_attribution: str = "window"       # RECSTREAM_OUTCOME_ATTRIBUTION: window | tagged (events name their list in context.recommendation_id)
     latest_ttl_s: int = 86400                 # RECSTREAM_LATEST_TTL_S: each user's latest list kept in Redis (0 = not kept)
     api_fresh_after_s: float = 300.0          # RECSTREAM_API_FRESH_AFTER_S: the API asks afresh when the latest list is older
+    search_learn: int = 1                     # RECSTREAM_SEARCH_LEARN: 1 = the worker teaches the search re-ranker with the clicks after a search
+    search_window_s: float = 600.0            # RECSTREAM_SEARCH_WINDOW_S: a result page's clicks count this long (event time)
+    search_requests_topic: str = "recstream.search.requests"  # RECSTREAM_SEARCH_REQUESTS_TOPIC (re-rank requests, Kafka-only shops)
+    search_results_topic: str = "recstream.search.results"    # RECSTREAM_SEARCH_RESULTS_TOPIC (the re-ranked pages, keyed by user)
+    trends_topic: str = "recstream.trends"    # RECSTREAM_TRENDS_TOPIC (`recstream trends run` publishes here)
+    trends_window_s: float = 3600.0           # RECSTREAM_TRENDS_WINDOW_S: a trend's window (event time)
+    trends_every_s: float = 10.0              # RECSTREAM_TRENDS_EVERY_S: how often trends are published
     session_timeout_ms: int = 6000            # RECSTREAM_SESSION_TIMEOUT_MS (Tansu: join waits half of it)
     metrics_port: int = 9108                  # RECSTREAM_METRICS_PORT (0 = off)
     log_every_s: float = 10.0                 # RECSTREAM_LOG_EVERY_S
@@ -132,6 +139,9 @@ class Settings:
     def check(self) -> None:
         if self.driver not in ("confluent", "faust"):
             raise SettingsError(f"RECSTREAM_DRIVER={self.driver!r}: expected confluent or faust")
+        for name in ("search_window_s", "trends_window_s", "trends_every_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be > 0 (seconds)")
         for name in ("partitions", "batch_size", "top_k"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be >= 1")

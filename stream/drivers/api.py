@@ -9,6 +9,7 @@
     GET  /healthz  /readyz  /metrics                      process up; Redis, broker and a fresh worker
                                                           heartbeat; Prometheus text
     GET  /dashboard  /v1/dashboard                        the live page and the numbers it draws
+    POST /v1/search/rerank   GET /v1/trends               the search side (stream/drivers/api_search.py)
 
 The cached read is one async Redis GET. The fresh ask runs the pipeline core (candidates and the scorer
 of the promoted model, or of the user's variant) in a thread; it does not apply anything and has no
@@ -53,6 +54,7 @@ from stream.core.storage.store import connect
 from stream.drivers.api_batch import AskBatcher
 from stream.drivers.api_edge import Edge
 from stream.drivers.api_metrics import StoreCollector
+from stream.drivers.api_search import add_search_routes
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.api")
@@ -250,6 +252,8 @@ def create_app(s: Settings) -> Edge:
         if left:
             return _problem(503, "broker", f"{left} events not acknowledged by the broker; send them again")
         return {"accepted": len(out)}
+
+    add_search_routes(app, api)
 
     @app.get("/healthz", summary="The process is up")
     async def healthz():

@@ -32,7 +32,7 @@ ARMS = ("rerank", "engine")
 
 @dataclass(frozen=True)
 class SearchSimConfig:
-    sim: SimConfig = SimConfig(n_users=600, n_items=1000, users_per_round=60, rounds=60)
+    sim: SimConfig = SimConfig(n_users=600, n_items=1000, users_per_round=60, rounds=60, round_s=600.0)
     search_share: float = 0.7         # visits that start with a search
     page_size: int = 20
     rerank_share: float = 0.5         # users whose pages are re-ranked; the others see the engine's order

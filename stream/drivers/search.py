@@ -1,0 +1,204 @@
+"""The search side's processes: re-ranking by request/reply over Kafka, and the trends publisher.
+
+`recstream search-service`: a consumer group on the requests topic (`RECSTREAM_SEARCH_REQUESTS_TOPIC`);
+each request (schemas/search.py, `request_id` required) is re-ranked by the same `SearchReranker` as
+`POST /v1/search/rerank` and answered on the results topic, keyed by user, carrying the request id. A bad
+request is answered with `{"request_id", "error": {"loc", "msg"}}` naming the field when its id can be
+read, and dead-lettered (reason in the headers) otherwise. Offsets are committed after the replies were
+acknowledged: a crash answers a request again (the shop keeps the first reply per request id).
+
+`recstream trends run`: a consumer group of its own on the events topic feeds a `TrendTracker` (event
+time; stream/core/search/trends.py) and publishes its snapshot every `RECSTREAM_TRENDS_EVERY_S` seconds
+to the trends topic and to Redis (`{P}trends`, what `GET /v1/trends` serves). The tracker's state is
+checkpointed in Redis *with the input offsets it covers*, in one write, and a restarted process seeks to
+those offsets: every event is counted exactly once across restarts (the Kafka Streams way of tying state
+to input offsets; the group's committed offsets are only for monitoring).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from schemas import Rejected, validate_search_request
+from stream.config.compose import assemble
+from stream.config.settings import Settings
+from stream.core.search.rerank import RerankConfig, SearchReranker
+from stream.core.search.trends import TrendTracker
+from stream.core.storage.catalog import Catalog
+from stream.core.storage.serving import store_now
+from stream.core.storage.store import connect
+from stream.core.validate import InMessage, validate_with_origins
+from stream.drivers.kafka import BrokerError, consumer_conf, producer_conf
+from stream.drivers.resilience import stop_on_signals
+
+log = logging.getLogger("recstream.search")
+TRENDS_KEY = "trends"
+TRENDS_STATE = "trends:state"
+
+
+def read_only_reranker(s: Settings) -> SearchReranker:
+    """A re-ranker over the store as the worker keeps it (the API and the search service build this)."""
+    pipeline = assemble(connect(s.redis_url), s.key_prefix, encoder_dir=s.encoder_dir, explore=False,
+                        model_dir=s.model_dir, init_store=False, guard=False)
+    return SearchReranker(pipeline, RerankConfig(window_s=s.search_window_s))
+
+
+def rerank_request(reranker: SearchReranker, req, prefix: str) -> dict:
+    """Answer one validated request (the store's clock is the search's event time when it names none)."""
+    now = req.ts or store_now(reranker.p.client, prefix) or int(time.time() * 1000)
+    out = reranker.rerank(req.user_id, req.query, req.items, req.engine_scores, req.k, now_ts=now)
+    if req.request_id is not None:
+        out["request_id"] = req.request_id
+    return out
+
+
+def _fatal(msgs) -> list:
+    good = []
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            good.append(m)
+        elif err.code() != KafkaError._PARTITION_EOF and err.fatal():
+            raise BrokerError(f"{m.topic()}[{m.partition()}]: fatal: {err}")
+    return good
+
+
+class SearchService:
+    def __init__(self, s: Settings, reranker: SearchReranker | None = None):
+        self.s, self.stop_event = s, threading.Event()
+        self.reranker = reranker or read_only_reranker(s)
+        self.answered = self.refused = 0
+
+    def install_signal_handlers(self) -> None:
+        stop_on_signals(self.stop_event, log, "answering the requests in hand, leaving the group")
+
+    def answer(self, value: bytes | None) -> tuple[str, bytes | None, bytes, str | None]:
+        """(topic, key, reply, dead-letter reason or None) for one request message."""
+        req = validate_search_request(value, need_id=True)
+        if isinstance(req, Rejected):
+            self.refused += 1
+            try:
+                obj = orjson.loads(value or b"")
+                rid, user = obj.get("request_id"), obj.get("user_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                rid = user = None
+            if isinstance(rid, str) and rid:
+                err = {"request_id": rid, "error": {"loc": ["body", *req.field.split(".")], "msg": req.reason}}
+                return self.s.search_results_topic, str(user).encode() if user else None, orjson.dumps(err), None
+            return self.s.dlq_topic, None, value or b"", req.reason
+        self.answered += 1
+        out = rerank_request(self.reranker, req, self.s.key_prefix)
+        return self.s.search_results_topic, req.user_id.encode(), orjson.dumps(out), None
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        s = self.s
+        consumer = Consumer(consumer_conf(s.brokers, f"{s.group_id}-search", session_timeout_ms=s.session_timeout_ms))
+        producer = Producer(producer_conf(s.brokers))
+        consumer.subscribe([s.search_requests_topic])
+        log.info("answering re-rank requests on %s -> %s", s.search_requests_topic, s.search_results_topic)
+        last = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                msgs = _fatal(consumer.consume(200, 0.1))
+                if not msgs:
+                    if max_idle_s is not None and time.monotonic() - last > max_idle_s:
+                        break
+                    continue
+                last = time.monotonic()
+                for m in msgs:
+                    topic, key, reply, reason = self.answer(m.value())
+                    headers = [("recstream.reason", reason.encode()), ("recstream.source.topic", m.topic().encode()),
+                               ("recstream.source.offset", str(m.offset()).encode())] if reason else None
+                    producer.produce(topic, reply, key, headers=headers)
+                if producer.flush(30):
+                    raise BrokerError(f"replies to {s.search_results_topic} not acknowledged in 30 s")
+                consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            raise BrokerError(f"search service on {s.search_requests_topic} at {s.brokers}: {exc}") from exc
+        finally:
+            consumer.close()
+            log.info("search service stopped: %d answered, %d refused", self.answered, self.refused)
+
+
+class TrendsPublisher:
+    """One per deployment (its state is one Redis key)."""
+
+    def __init__(self, s: Settings, *, n: int = 20):
+        self.s, self.n, self.stop_event = s, n, threading.Event()
+        self.client = connect(s.redis_url)
+        self.tracker = TrendTracker(window_s=s.trends_window_s)
+        self.offsets: dict[str, int] = {}              # "topic:partition" -> next offset, saved with the state
+        self.published = 0
+        self.catalog = Catalog(self.client, s.key_prefix)
+        raw = self.client.get(s.key_prefix + TRENDS_STATE)
+        if raw:
+            saved = orjson.loads(raw)
+            self.tracker.load(saved["tracker"])
+            self.offsets = saved["offsets"]
+            log.info("trends restored at event time %d, offsets %s", self.tracker.now, self.offsets)
+
+    def install_signal_handlers(self) -> None:
+        stop_on_signals(self.stop_event, log, "publishing and checkpointing the trends")
+
+    def category_of(self, item: str) -> str | None:
+        return self.catalog.meta([item])[item][0]
+
+    def publish(self, producer: Producer | None) -> dict:
+        snap = self.tracker.snapshot(self.n)
+        body = orjson.dumps(snap)
+        state = orjson.dumps({"tracker": self.tracker.state(), "offsets": self.offsets}, option=orjson.OPT_SERIALIZE_NUMPY)
+        pipe = self.client.pipeline(transaction=True)          # the snapshot, the state and its offsets: one write
+        pipe.set(self.s.key_prefix + TRENDS_KEY, body)
+        pipe.set(self.s.key_prefix + TRENDS_STATE, state)
+        pipe.execute()
+        if producer is not None:
+            producer.produce(self.s.trends_topic, body, b"trends")
+            producer.flush(10)
+        self.published += 1
+        return snap
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        s = self.s
+        consumer = Consumer(consumer_conf(s.brokers, f"{s.group_id}-trends", session_timeout_ms=s.session_timeout_ms))
+        producer = Producer(producer_conf(s.brokers))
+
+        def on_assign(c, parts):               # resume where the checkpointed state ends, not where the group did
+            for p in parts:
+                p.offset = self.offsets.get(f"{p.topic}:{p.partition}", p.offset)
+            c.assign(parts)
+
+        consumer.subscribe([s.events_topic], on_assign=on_assign)
+        log.info("trends of %s every %.0fs (window %.0fs) -> %s and Redis %s%s", s.events_topic, s.trends_every_s,
+                 s.trends_window_s, s.trends_topic, s.key_prefix, TRENDS_KEY)
+        due, last = time.monotonic() + s.trends_every_s, time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                msgs = _fatal(consumer.consume(1000, 0.2))
+                if msgs:
+                    last = time.monotonic()
+                    batch = [InMessage(m.value(), m.key(), m.topic(), m.partition(), m.offset(), "event") for m in msgs]
+                    events, _, _, _ = validate_with_origins(batch)
+                    self.tracker.observe(events, self.category_of)
+                    for m in msgs:
+                        self.offsets[f"{m.topic()}:{m.partition()}"] = m.offset() + 1
+                if time.monotonic() >= due:
+                    self.publish(producer)
+                    due = time.monotonic() + s.trends_every_s
+                if not msgs and max_idle_s is not None and time.monotonic() - last > max_idle_s:
+                    break
+        except KafkaException as exc:
+            raise BrokerError(f"trends on {s.events_topic} at {s.brokers}: {exc}") from exc
+        finally:
+            self.publish(producer)
+            if self.offsets:                   # for monitoring only: the state's own offsets are what counts
+                parts = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), o) for k, o in self.offsets.items()]
+                try:
+                    consumer.commit(offsets=parts, asynchronous=False)
+                except KafkaException as exc:
+                    log.warning("group offsets not committed (%s); the checkpoint has them", exc)
+            consumer.close()
+            log.info("trends stopped: published %d times, event time %d", self.published, self.tracker.now)
