@@ -98,14 +98,20 @@ class SearchService:
         s = self.s
         consumer = Consumer(consumer_conf(s.brokers, f"{s.group_id}-search", session_timeout_ms=s.session_timeout_ms))
         producer = Producer(producer_conf(s.brokers))
-        consumer.subscribe([s.search_requests_topic])
+        last, assigned = time.monotonic(), []
+
+        def on_assign(c, parts):
+            nonlocal last
+            assigned.append(1)
+            last = time.monotonic()            # --max-idle counts from the group join
+
+        consumer.subscribe([s.search_requests_topic], on_assign=on_assign)
         log.info("answering re-rank requests on %s -> %s", s.search_requests_topic, s.search_results_topic)
-        last = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 msgs = _fatal(consumer.consume(200, 0.1))
                 if not msgs:
-                    if max_idle_s is not None and time.monotonic() - last > max_idle_s:
+                    if assigned and max_idle_s is not None and time.monotonic() - last > max_idle_s:
                         break
                     continue
                 last = time.monotonic()
@@ -166,10 +172,15 @@ class TrendsPublisher:
         consumer = Consumer(consumer_conf(s.brokers, f"{s.group_id}-trends", session_timeout_ms=s.session_timeout_ms))
         producer = Producer(producer_conf(s.brokers))
 
+        assigned = []
+
         def on_assign(c, parts):               # resume where the checkpointed state ends, not where the group did
+            nonlocal last
             for p in parts:
                 p.offset = self.offsets.get(f"{p.topic}:{p.partition}", p.offset)
             c.assign(parts)
+            assigned.append(1)
+            last = time.monotonic()            # --max-idle counts from the group join
 
         consumer.subscribe([s.events_topic], on_assign=on_assign)
         log.info("trends of %s every %.0fs (window %.0fs) -> %s and Redis %s%s", s.events_topic, s.trends_every_s,
@@ -188,12 +199,15 @@ class TrendsPublisher:
                 if time.monotonic() >= due:
                     self.publish(producer)
                     due = time.monotonic() + s.trends_every_s
-                if not msgs and max_idle_s is not None and time.monotonic() - last > max_idle_s:
+                if not msgs and assigned and max_idle_s is not None and time.monotonic() - last > max_idle_s:
                     break
         except KafkaException as exc:
             raise BrokerError(f"trends on {s.events_topic} at {s.brokers}: {exc}") from exc
         finally:
-            self.publish(producer)
+            try:
+                self.publish(producer)
+            except Exception:  # noqa: BLE001 - the last checkpoint stands; the consumer must still leave the group
+                log.exception("trends: the final publish failed; the last checkpoint stands")
             if self.offsets:                   # for monitoring only: the state's own offsets are what counts
                 parts = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), o) for k, o in self.offsets.items()]
                 try:

@@ -10,7 +10,7 @@ example, labelled at the next boundary with the events it actually got in that w
 fit (ridge) over the last `memory` boundaries' examples (the keys with `min_support`: those it ranks), kept as sums (X'X, X'y: a few floats, so the
 model is checkpointed with the counts) predicts the next count from (1, short, fast, slow / B). Until a
 first boundary is labelled the rise is the Poisson-style excess (fast - slow / B) / sqrt(slow / B + 1).
-A key rises only with `min_support` events in its fast count: two views are not a trend. Keys whose
+A key rises only with `min_support` events in its fast count (two views are not a trend) and a positive rise. Keys whose
 counts decayed below `prune_below` are forgotten.
 
 >>> t = TrendTracker(window_s=60, baseline_windows=6, min_support=3)
@@ -49,6 +49,7 @@ class TrendTracker:
         self._pending: dict[str, dict[str, list[float]]] = defaultdict(dict)   # features at the last boundary
         self._sums: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.memory))  # per boundary (X'X, X'y)
         self.weights: dict[str, np.ndarray] = {}
+        self.counted: dict[str, float] = defaultdict(float)             # kind -> events counted, ever
 
     # ---- counting -------------------------------------------------------------------------------------------
     def advance(self, ts: int) -> None:
@@ -61,6 +62,8 @@ class TrendTracker:
 
     def add(self, kind: str, key: str, ts: int, weight: float = 1.0) -> None:
         self.advance(ts)
+        self.now = max(self.now, ts)
+        self.counted[kind] += weight
         c = self._c[kind].get(key)
         if c is None:
             self._c[kind][key] = [weight, weight, weight, ts, weight]
@@ -74,7 +77,6 @@ class TrendTracker:
             for n, tau in enumerate(self.taus):
                 c[n] += weight * math.exp(dt / tau)
         c[4] += weight
-        self.now = max(self.now, ts)
 
     def observe(self, events, category_of=None) -> None:
         """Events (schemas.Event): every event with an item counts for the item and its category
@@ -123,8 +125,9 @@ class TrendTracker:
             x = self._at(c, now)
             if x[2] < self.min_support:
                 continue
-            rise = float(x @ w) - x[3] if w is not None else (x[2] - x[3]) / math.sqrt(x[3] + 1.0)
-            out.append((key, rise, float(x[2]), float(x[3])))
+            rise = float(x @ w - x[3]) if w is not None else float((x[2] - x[3]) / math.sqrt(x[3] + 1.0))
+            if rise > 0:                       # a key predicted to fall is not rising, however busy
+                out.append((key, rise, float(x[2]), float(x[3])))
         out.sort(key=lambda r: (-r[1], r[0]))
         return out[:n]
 
@@ -153,12 +156,13 @@ class TrendTracker:
                    for kind in KINDS}}
 
     def state(self) -> dict:
-        return {"now": self.now, "boundary": self.boundary, "counts": {k: dict(v) for k, v in self._c.items()},
+        return {"now": self.now, "boundary": self.boundary, "counted": dict(self.counted), "counts": {k: dict(v) for k, v in self._c.items()},
                 "pending": {k: dict(v) for k, v in self._pending.items()},
                 "sums": {k: [(a.tolist(), b.tolist()) for a, b in v] for k, v in self._sums.items()}}
 
     def load(self, state: dict) -> None:
         self.now, self.boundary = int(state["now"]), state["boundary"]
+        self.counted = defaultdict(float, state.get("counted", {}))
         self._c = defaultdict(dict, {k: {key: list(c) for key, c in v.items()} for k, v in state["counts"].items()})
         self._pending = defaultdict(dict, {k: dict(v) for k, v in state["pending"].items()})
         self._sums = defaultdict(lambda: deque(maxlen=self.memory))
