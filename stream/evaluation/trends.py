@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from stream.core.search.trends import TrendTracker
+from stream.core.search.trends import TrendTracker, category_key
 
 
 METRICS = ("rising_p", "popular_p", "rising_p_last", "popular_p_last", "rising_growth", "popular_growth")
@@ -48,7 +48,7 @@ def backtest_trends(events, *, window_s: float, baseline_windows: int = 6, min_s
     first, t_end = events[0].ts // W, events[-1].ts
     counts: dict[int, Counter] = defaultdict(Counter)         # window index -> key -> events
     for ev in events:
-        key = ev.item_id if kind == "item" else (category_of(ev.item_id) if category_of else None)
+        key = ev.item_id if kind == "item" else category_key(ev, category_of)
         if key:
             counts[ev.ts // W][key] += 1
     tracker = TrendTracker(window_s=window_s, baseline_windows=baseline_windows, min_support=min_support)

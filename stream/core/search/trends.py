@@ -36,6 +36,12 @@ def normalise_query(q: str) -> str:
     return _SPACE.sub(" ", q.strip().lower())[:200]
 
 
+def category_key(ev, category_of=None) -> str | None:
+    """An event's category: the one its context names, else the catalog's (`category_of(item)`)."""
+    cat = (ev.context or {}).get("category") or (category_of(ev.item_id) if category_of and ev.item_id else None)
+    return str(cat) if cat else None
+
+
 class TrendTracker:
     def __init__(self, window_s: float = 3600.0, baseline_windows: int = 6, min_support: float = 3.0,
                  prune_below: float = 0.05, memory: int = 48, ridge: float = 1.0):
@@ -86,9 +92,9 @@ class TrendTracker:
                 self.add("query", normalise_query(ev.query), ev.ts)
             elif ev.item_id:
                 self.add("item", ev.item_id, ev.ts)
-                cat = (ev.context or {}).get("category") or (category_of(ev.item_id) if category_of else None)
+                cat = category_key(ev, category_of)
                 if cat:
-                    self.add("category", str(cat), ev.ts)
+                    self.add("category", cat, ev.ts)
 
     def _at(self, c: list[float], now: int) -> np.ndarray:
         dt = max(0.0, now - c[3])
