@@ -25,7 +25,9 @@ from stream.secrets import install_redaction, redact_text  # noqa: E402
 
 EPILOG = """examples:
   recstream stack up                       # local broker (Tansu, memory-only) + redis-server
-  recstream topics create                  # events, items, recommendations, DLQ topics
+  recstream topics create                  # events, items, recommendations, DLQ, trends, search topics
+  recstream trends run                     # beside the worker: rising items, categories, queries (GET /v1/trends)
+  recstream search-service                 # search result pages re-ranked over Kafka (also POST /v1/search/rerank)
   recstream synth --events 20000 --out data/   # synthetic catalog + events (JSONL)
   recstream produce data/items.jsonl --items
   recstream produce data/events.jsonl --rate 2000

@@ -4,11 +4,12 @@ from __future__ import annotations
 from stream.config.settings import Settings
 
 TOPIC_ALIASES = {"events": "events_topic", "items": "items_topic", "recommendations": "recs_topic",
-                 "recs": "recs_topic", "dlq": "dlq_topic"}
+                 "recs": "recs_topic", "dlq": "dlq_topic", "trends": "trends_topic",
+                 "search-requests": "search_requests_topic", "search-results": "search_results_topic"}
 
 
 def topic_of(s: Settings, name: str) -> str:
-    """A topic name, or an alias of one of the four the settings name.
+    """A topic name, or an alias of one the settings name.
 
     >>> from stream.config.settings import Settings
     >>> topic_of(Settings(), "dlq"), topic_of(Settings(), "other")

@@ -44,7 +44,8 @@ def cmd_topics(s: Settings, args) -> int:
         for name, t in sorted(md.topics.items()):
             print(f"{name}\t{len(t.partitions)} partitions")
         return 0
-    names = [topic_of(s, t) for t in args.topics] or [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic]
+    names = [topic_of(s, t) for t in args.topics] or [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic,
+                                                        s.trends_topic, s.search_requests_topic, s.search_results_topic]
     for topic, state in create_topics(s.brokers, names, args.partitions or s.partitions).items():
         print(f"{topic}: {state}")
     return 0
@@ -73,7 +74,7 @@ def register(sub) -> None:
 
     tp = sub.add_parser("topics", help="create (idempotent) or list topics")
     tp.add_argument("action", choices=["create", "list"])
-    tp.add_argument("topics", nargs="*", help="names or aliases (events, items, recommendations, dlq); default all four")
+    tp.add_argument("topics", nargs="*", help="names or aliases (events, items, recommendations, dlq, trends, search-requests, search-results); default all")
     tp.add_argument("--partitions", type=int, help="partition count (default RECSTREAM_PARTITIONS); final: the broker "
                                                    "cannot add partitions later")
     tp.set_defaults(fn=cmd_topics)

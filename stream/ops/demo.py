@@ -30,6 +30,7 @@ from stream.config.settings import Settings
 from stream.core.storage.store import Keys, connect
 from stream.data.synth import SynthConfig, SynthShop
 from stream.drivers.archiver import Archiver
+from stream.ops.demo_search import show_search, start_trends
 from stream.ops import stack
 from stream.ops.harness import Listener, WorkerProcess, run_settings
 from stream.ops.produce import produce_events, produce_items
@@ -93,7 +94,7 @@ def run_demo(base: Settings, args, retrain=None) -> int:
     own = Path(s.state_dir) / "demo" / s.group_id          # this run's registry and archive, removed after
     s = replace(s, model_dir=str(own / "models"), archive_dir=str(own / "archive"),
                 experiments=s.experiments or (str(EXAMPLE_EXPERIMENT) if EXAMPLE_EXPERIMENT.exists() else ""))
-    worker = archiver = api = None
+    worker = archiver = api = trends = None
     try:
         n = args.events
         shop = SynthShop(SynthConfig(n_users=max(100, n // 10), n_items=max(200, n // 20), n_events=n, seed=7))
@@ -107,6 +108,7 @@ def run_demo(base: Settings, args, retrain=None) -> int:
         worker = WorkerProcess(s, tied=not args.keep, log_every_s=5.0)
         archiver = Archiver(s, roll_s=1.0)
         threading.Thread(target=archiver.run, name="archive", daemon=True).start()
+        trends = start_trends(s)
         api = _serve(s, args)
         # ready when the worker has joined the group and applied the catalog (a group join takes
         # half the session timeout on the local broker)
@@ -172,6 +174,7 @@ def run_demo(base: Settings, args, retrain=None) -> int:
                 print(f"      {it['score']:.3f}  {titles.get(it['item_id'], it['item_id'])}  [{', '.join(it['sources'])}]")
         if api is not None:
             _show_api(api, busiest[0][0], s)
+            show_search(api[1], busiest[0][0], events, shop.items, titles)
         ok = len(got.keys() & users) == len(users) and len(dlq) == len(BAD_MESSAGES)
         print("== done" if ok else "== done, but not every user got a recommendation in time")
         return 0 if ok else 1
@@ -182,6 +185,8 @@ def run_demo(base: Settings, args, retrain=None) -> int:
             worker.stop(20)
         if archiver is not None:
             archiver.stop_event.set()
+        if trends is not None:
+            trends.stop_event.set()
         shutil.rmtree(own, ignore_errors=True)
         if not (already or args.keep):
             for line in stack.down(cfg):

@@ -37,9 +37,10 @@ def run_settings(base: Settings, tag: str, **overrides) -> Settings:
     """`base` with topics `{tag}.{run}.*`, group and key prefix unique to this run; the topics created."""
     run = f"{tag}.{uuid.uuid4().hex[:6]}"
     s = replace(base, events_topic=f"{run}.events", items_topic=f"{run}.items", recs_topic=f"{run}.recommendations",
-                dlq_topic=f"{run}.dlq", group_id=run.replace(".", "-"), key_prefix=f"rs:{run.replace('.', ':')}:",
-                **overrides)
-    create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic], s.partitions)
+                dlq_topic=f"{run}.dlq", trends_topic=f"{run}.trends", search_requests_topic=f"{run}.search.requests",
+                search_results_topic=f"{run}.search.results", group_id=run.replace(".", "-"),
+                key_prefix=f"rs:{run.replace('.', ':')}:", **overrides)
+    create_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic, s.trends_topic], s.partitions)
     return s
 
 
