@@ -9,7 +9,7 @@ import pytest
 from schemas import Rejected, validate_event, validate_item, validate_search_request
 from stream.config.compose import assemble
 from stream.core.search.learn import SearchFeedback
-from stream.core.search.model import FEATURES, SearchModel
+from stream.core.search.model import FEATURES, RATES, SearchModel
 from stream.core.search.rerank import RerankConfig, SearchReranker, pages_key
 from stream.core.search.trends import TrendTracker
 from stream.data.synth import SynthConfig, SynthShop
@@ -52,7 +52,8 @@ def test_a_cold_user_and_an_untrained_model_keep_the_engine_order(shop):
 def test_a_trained_model_reorders_a_permutation_with_reasons_and_keeps_order_for_the_control(shop, redis_client):
     p, rr, _, sh = shop
     # a model that learned "the user's category matters": the page's items of the user's category come first
-    redis_client.hset(rr.model.key, mapping={"category": 3.0, "engine_rank": 0.5, "n": 100})
+    r = RATES[0]                      # before any loss is measured, the first rate's copy serves
+    redis_client.hset(rr.model.key, mapping={f"{r}:category": 3.0, f"{r}:engine_rank": 0.5, "n": 100})
     by_cat = {}
     for it in sh.items:
         by_cat.setdefault(tuple(it["category"]), []).append(it["item_id"])
@@ -91,8 +92,9 @@ def test_clicks_after_a_search_close_the_page_and_teach_the_model(shop, redis_cl
     p.process_events([_ev("u3", 11, "i50", "view", T0 + 200_000)])
     assert fb.pages_closed == 1 and fb.pages_clicked == 1 and fb.examples == 10
     assert redis_client.hlen(key) == 0 and rr.model.examples() == 10
-    w = rr.model.read(fresh=True)
-    assert set(FEATURES) <= set(w) and w["pos"] != 0.0
+    raw = rr.model.read(fresh=True)
+    assert rr.model.params(raw)["pos"] != 0.0 and rr.model.chosen(raw) in RATES
+    assert all(raw[f"{r}:loss"] > 0 for r in RATES)                  # every copy scored on the examples
     # a new search for something else closes the open page at once; a redelivered event teaches nothing twice
     rr.rerank("u3", "sofa", page, now_ts=T0 + 300_000)
     p.process_events([_ev("u3", 12, None, "search", T0 + 301_000, query="kite")])

@@ -73,7 +73,8 @@ def simulate_report(redis_url: str, cfg, *, encoder_dir: str | None = None, out:
     _, stats = run_search_inprocess(pipeline, reranker, cfg, on_round=on_round)
     bar.close()
     res = {"all": stats.compare(), "cold": stats.compare(cold=True), "seconds": time.perf_counter() - t0,
-           "weights": {k: v for k, v in reranker.model.read(fresh=True).items() if not k.startswith("g2:")},
+           "weights": reranker.model.params(reranker.model.read(fresh=True)),
+           "rate": reranker.model.chosen(reranker.model.read(fresh=True)),
            "pages_learned": learner.pages_closed, "config": repr(cfg), "series": series}
     rows = []
     for seg in ("all", "cold"):

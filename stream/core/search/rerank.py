@@ -164,7 +164,7 @@ class SearchReranker:
                 "reasons": self._reasons(contrib[i], X[i])} for i in order]
         self._record(user, sid, query, now_ts, [items[i] for i in order], X[order])
         return {"search_id": sid, "user_id": user, "query": query, "rule": rule, "model_examples": learned,
-                "items": out}
+                "model_rate": self.model.chosen(w), "items": out}
 
     def _reasons(self, contrib: np.ndarray, x: np.ndarray) -> list[dict]:
         top = [j for j in np.argsort(-contrib, kind="stable")[: self.cfg.reasons] if contrib[j] > 1e-6]
