@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import Event, Item, Rejected, validate_event, validate_item, validate_recommendation
+from schemas import Event, Item, Rejected, SearchRequest, validate_event, validate_item, validate_recommendation, \
+    validate_search_request
 from schemas._check import MAX_ID_CHARS, MAX_PRICE, MAX_QUANTITY, MAX_REASON_CHARS
 
 GOOD = {"v": 1, "event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "add_to_cart", "ts": 1730000000000,
@@ -33,7 +34,7 @@ def check_total(got) -> None:
         assert got.reason and len(got.reason) <= MAX_REASON_CHARS
         assert ":" in got.reason, got.reason
     else:
-        assert isinstance(got, (Event, Item)) or got.__class__.__name__ == "Recommendation"
+        assert isinstance(got, (Event, Item, SearchRequest)) or got.__class__.__name__ == "Recommendation"
 
 
 def check_event_bounds(ev: Event) -> None:
@@ -55,7 +56,7 @@ def check_event_bounds(ev: Event) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_never_raise(raw):
-    for fn in (validate_event, validate_item, validate_recommendation):
+    for fn in (validate_event, validate_item, validate_recommendation, validate_search_request):
         check_total(fn(raw))
 
 
@@ -66,7 +67,7 @@ def test_any_json_value_never_raises(value):
         raw = orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
         return
-    for fn in (validate_event, validate_item, validate_recommendation):
+    for fn in (validate_event, validate_item, validate_recommendation, validate_search_request):
         check_total(fn(raw))
     if isinstance(value, dict):
         check_total(validate_event(value))   # the dict path (adapters) too
@@ -84,6 +85,36 @@ def test_mutated_events_are_rejected_or_within_bounds(patch):
     check_total(got)
     if isinstance(got, Event):
         check_event_bounds(got)
+
+
+SEARCH = {"request_id": "r1", "user_id": "u1", "query": "running shoe", "k": 2, "ts": 1730000000000,
+          "items": [{"item_id": "i1", "engine_score": 2.5}, {"item_id": "i2"}]}
+item_values = st.dictionaries(st.sampled_from(["item_id", "engine_score", "other"]), json_values | nasty_text, max_size=3)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(SEARCH) + ["extra"]), json_values | nasty_text, max_size=4),
+       st.lists(item_values | json_values, max_size=4))
+def test_mutated_search_requests_are_rejected_or_a_permutable_page(patch, items):
+    """A search request with any field replaced, or any item list, is refused naming a field, or is a page
+    whose ids are unique, bounded and clean, whose scores are finite, and whose k fits it."""
+    for obj in ({**SEARCH, **patch}, {**SEARCH, "items": items}):
+        got = validate_search_request(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS) if _dumpable(obj) else b"{")
+        check_total(got)
+        if isinstance(got, SearchRequest):
+            assert len(set(got.items)) == len(got.items) >= 1 and 1 <= got.k <= len(got.items)
+            assert all(1 <= len(i) <= MAX_ID_CHARS for i in got.items)
+            assert all(s is None or math.isfinite(s) for s in got.engine_scores)
+        else:
+            assert got.field.split(".")[0] in set(SEARCH) | {"extra", "message", "v"}, got.reason
+
+
+def _dumpable(obj) -> bool:
+    try:
+        orjson.dumps(obj)
+        return True
+    except (TypeError, orjson.JSONEncodeError):
+        return False
 
 
 @settings(max_examples=300, deadline=None)
