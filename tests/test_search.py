@@ -92,6 +92,8 @@ def test_clicks_after_a_search_close_the_page_and_teach_the_model(shop, redis_cl
     p.process_events([_ev("u3", 11, "i50", "view", T0 + 200_000)])
     assert fb.pages_closed == 1 and fb.pages_clicked == 1 and fb.examples == 10
     assert redis_client.hlen(key) == 0 and rr.model.examples() == 10
+    outcomes = redis_client.hgetall(p.prefix + "search:pages")
+    assert outcomes == {b"learning:shown": b"1", b"learning:clicked": b"1"}     # ordered while learning
     raw = rr.model.read(fresh=True)
     assert rr.model.params(raw)["pos"] != 0.0 and rr.model.chosen(raw) in RATES
     assert all(raw[f"{r}:loss"] > 0 for r in RATES)                  # every copy scored on the examples
@@ -99,6 +101,7 @@ def test_clicks_after_a_search_close_the_page_and_teach_the_model(shop, redis_cl
     rr.rerank("u3", "sofa", page, now_ts=T0 + 300_000)
     p.process_events([_ev("u3", 12, None, "search", T0 + 301_000, query="kite")])
     assert fb.pages_closed == 2 and rr.model.examples() == 20
+    assert redis_client.hget(p.prefix + "search:pages", "reranked:shown") == b"1"
     p.process_events([_ev("u3", 12, None, "search", T0 + 301_000, query="kite")])
     assert rr.model.examples() == 20
 

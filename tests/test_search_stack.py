@@ -75,6 +75,8 @@ def test_rerank_over_http_and_kafka_learning_through_the_worker_and_trends(searc
             assert client.post("/v1/events", content=orjson.dumps(follow)).status_code == 202
             model = SearchModel(r, s.key_prefix, ttl_s=0)
             wait_for(lambda: model.examples() == 12, 30, what="the worker learning from the closed page")
+            text = client.get("/metrics").text
+            assert 'recstream_search_pages{outcome="clicked",rule="learning"} 1.0' in text, text[-800:]
 
             # trends: published by the publisher beside the worker, served by the API; a bad kind names the field
             got = wait_for(lambda: (lambda x: x if x.status_code == 200 and x.json()["popular"] else None)(

@@ -8,6 +8,7 @@ import math
 from prometheus_client.core import GaugeMetricFamily
 
 from stream.core.abstats import RATES, summarise
+from stream.core.search.rerank import PAGES_OUTCOMES
 from stream.core.storage.serving import WORKERS, fresh_workers, read_outcomes
 
 WORKER_GAUGES = (("events_per_s", "recstream_worker_events_per_second", "Events/s over the last heartbeat"),
@@ -36,6 +37,12 @@ class StoreCollector:
             for reason, n in sorted((st.get("dead_letters") or {}).items()):
                 dl.add_metric([wid, reason], float(n))
         yield dl
+        pages = GaugeMetricFamily("recstream_search_pages", "Search result pages closed (shown) and clicked, by the "
+                                  "rule that ordered them (reranked, cold, learning, control)", labels=["rule", "outcome"])
+        for field, n in sorted(self.client.hgetall(self.prefix + PAGES_OUTCOMES).items()):
+            rule, _, outcome = field.decode().partition(":")
+            pages.add_metric([rule, outcome], float(n))
+        yield pages
         if self.experiment is None:
             return
         exp = self.experiment

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from stream.core.search.model import SearchModel
-from stream.core.search.rerank import RerankConfig, pages_key
+from stream.core.search.rerank import PAGES_OUTCOMES, RerankConfig, pages_key
 
 CLICKS = ("click", "add_to_cart", "purchase")
 
@@ -43,6 +43,10 @@ class SearchFeedback:
             for pg in closed:
                 examples += self.page_examples(pg)
                 pipe.hdel(key, pg["id"])
+                rule = pg.get("rule", "learning")
+                pipe.hincrby(self.prefix + PAGES_OUTCOMES, f"{rule}:shown", 1)
+                if pg["clicked"]:
+                    pipe.hincrby(self.prefix + PAGES_OUTCOMES, f"{rule}:clicked", 1)
             for pg in changed:
                 pipe.hset(key, pg["id"], orjson.dumps(pg))
         pipe.execute()

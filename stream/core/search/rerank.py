@@ -43,6 +43,20 @@ class RerankConfig:
     reasons: int = 3                 # reasons given per item
 
 
+PAGES_OUTCOMES = "search:pages"        # {P}search:pages: "<rule>:shown|clicked" -> pages closed, by the rule that ordered them
+
+
+def rule_code(rule: str) -> str:
+    """The short name of an answer's rule: reranked, cold, learning or control.
+
+    >>> [rule_code(r) for r in ("re-ranked", "engine order: no history", "engine order: control")]
+    ['reranked', 'cold', 'control']
+    """
+    if rule == "re-ranked":
+        return "reranked"
+    return {"no history": "cold", "control": "control"}.get(rule.split(":", 1)[-1].strip(), "learning")
+
+
 def pages_key(prefix: str, user_key: str) -> str:
     """The user's open search pages: a hash (page id -> record) in the user's hash slot."""
     return f"{user_key}:sp"
@@ -162,7 +176,7 @@ class SearchReranker:
         contrib = (X - X.mean(axis=0)) * weights if n else X
         out = [{"item_id": items[i], "engine_rank": i, "score": round(float(score[i]), 4),
                 "reasons": self._reasons(contrib[i], X[i])} for i in order]
-        self._record(user, sid, query, now_ts, [items[i] for i in order], X[order])
+        self._record(user, sid, query, now_ts, [items[i] for i in order], X[order], rule_code(rule))
         return {"search_id": sid, "user_id": user, "query": query, "rule": rule, "model_examples": learned,
                 "model_rate": self.model.chosen(w), "items": out}
 
@@ -171,9 +185,10 @@ class SearchReranker:
         return [{"feature": FEATURES[j], "value": round(float(x[j]), 4), "contribution": round(float(contrib[j]), 4)}
                 for j in top]
 
-    def _record(self, user: str, sid: str, query: str, ts: int, shown: list[str], X: np.ndarray) -> None:
+    def _record(self, user: str, sid: str, query: str, ts: int, shown: list[str], X: np.ndarray, code: str) -> None:
         m = self.cfg.learn_top
-        rec = {"id": sid, "ts": ts, "q": query, "items": shown[:m], "x": np.round(X[:m], 5).tolist(), "clicked": []}
+        rec = {"id": sid, "ts": ts, "q": query, "items": shown[:m], "x": np.round(X[:m], 5).tolist(), "clicked": [],
+               "rule": code}
         key = pages_key(self.p.prefix, self.p.profiles.keys.user(user))
         pipe = self.p.client.pipeline(transaction=False)
         pipe.hset(key, sid, orjson.dumps(rec))
