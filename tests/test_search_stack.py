@@ -133,3 +133,39 @@ def test_trends_count_every_event_once_across_a_restart(search_settings):
     n_query = sum(1 for e in events if e["type"] == "search")
     assert resumed.counted["item"] == once.counted["item"] == n_item          # each event counted once
     assert resumed.counted["query"] == once.counted["query"] == n_query > 0
+
+
+def test_trends_count_every_event_once_through_a_storm_of_sigkills(search_settings, tmp_path):
+    """`recstream trends run` killed at random moments while events arrive, restarted each time: the state
+    and the input offsets it covers are one write, so the last run has counted each event exactly once."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, worker_env
+
+    from stream.core.search.trends import TrendTracker
+    from stream.drivers.search import TRENDS_STATE
+    s = search_settings
+    events = list(SynthShop(SynthConfig(n_users=60, n_items=200, n_events=6000, seed=8)).events())
+    cmd = [sys.executable, "-m", "stream.cli", "trends", "run"]
+    rnd = random.Random(3)
+    log = open(tmp_path / "trends.log", "ab")
+    kills = 0
+    for part in range(6):                         # events arrive in six bursts; the process dies during each
+        produce_events(enumerate(events[part * 1000:(part + 1) * 1000], part * 1000 + 1), s.events_topic, s.brokers)
+        proc = subprocess.Popen(cmd, env=worker_env(s), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(rnd.uniform(1.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+    done = subprocess.run(cmd + ["--max-idle", "3"], env=worker_env(s), cwd=ROOT, stdout=log,
+                          stderr=subprocess.STDOUT, timeout=120)
+    assert done.returncode == 0 and kills == 6
+    t = TrendTracker(window_s=s.trends_window_s)
+    t.load(orjson.loads(connect(s.redis_url).get(s.key_prefix + TRENDS_STATE))["tracker"])
+    assert t.counted["item"] == sum(1 for e in events if e.get("item_id"))
+    assert t.counted["query"] == sum(1 for e in events if e["type"] == "search")
+    assert t.now == max(e["ts"] for e in events)
