@@ -184,3 +184,23 @@ def test_trend_backtest_runs_on_a_synthetic_shop_with_trending_bursts():
     r = backtest_trends(events, window_s=3600)
     assert r["boundaries"] >= 10 and 0.0 <= r["rising_p"] <= 1.0 and 0.0 <= r["popular_p"] <= 1.0
     assert all(len(row["called"]) <= 10 for row in r["rows"])
+
+
+def test_the_search_service_looks_users_up_by_pseudonym_and_answers_with_the_callers_id(settings, redis_client):
+    from dataclasses import replace
+
+    from stream.drivers.search import SearchService
+    s = replace(settings, pseudonymise_key="a-test-key-of-16+chars")
+    p = assemble(redis_client, s.key_prefix, explore=False, pseudonymise_key=s.pseudonymise_key)
+    p.process_events(p.pseudonymiser.events([_ev("alice", n, f"i{n}") for n in range(3)]))   # as ingest does
+    assert not p.profiles.read(["alice"])["alice"].recent          # stored under the pseudonym only
+    svc = SearchService(s, SearchReranker(p))
+    topic, key, reply, reason = svc.answer(orjson.dumps({"request_id": "r1", "user_id": "alice", "query": "lamp",
+                                                          "items": [{"item_id": "i1"}, {"item_id": "i2"}]}))
+    out = orjson.loads(reply)
+    assert topic == s.search_results_topic and key == b"alice" and reason is None
+    assert out["user_id"] == "alice" and out["request_id"] == "r1" and out["rule"] != "engine order: no history"
+    topic, _, reply, _ = svc.answer(b'{"request_id": "r2", "user_id": "alice", "query": "lamp", "items": []}')
+    assert orjson.loads(reply)["error"]["loc"] == ["body", "items"]
+    topic, key, raw, reason = svc.answer(b"\xff not json")
+    assert topic == s.dlq_topic and raw == b"\xff not json" and reason.startswith("message:")

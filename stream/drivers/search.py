@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -34,6 +35,7 @@ from stream.core.storage.store import connect
 from stream.core.validate import InMessage, validate_with_origins
 from stream.drivers.kafka import BrokerError, consumer_conf, producer_conf
 from stream.drivers.resilience import stop_on_signals
+from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.search")
 TRENDS_KEY = "trends"
@@ -71,6 +73,7 @@ class SearchService:
     def __init__(self, s: Settings, reranker: SearchReranker | None = None):
         self.s, self.stop_event = s, threading.Event()
         self.reranker = reranker or read_only_reranker(s)
+        self.pseudo = Pseudonymiser(s.pseudonymise_key.encode()) if s.pseudonymise_key else None
         self.answered = self.refused = 0
 
     def install_signal_handlers(self) -> None:
@@ -91,8 +94,11 @@ class SearchService:
                 return self.s.search_results_topic, str(user).encode() if user else None, orjson.dumps(err), None
             return self.s.dlq_topic, None, value or b"", req.reason
         self.answered += 1
-        out = rerank_request(self.reranker, req, self.s.key_prefix)
-        return self.s.search_results_topic, req.user_id.encode(), orjson.dumps(out), None
+        user = req.user_id
+        if self.pseudo is not None:            # profiles are kept under pseudonyms; the reply names the caller's id
+            req = replace(req, user_id=self.pseudo.user(user))
+        out = {**rerank_request(self.reranker, req, self.s.key_prefix), "user_id": user}
+        return self.s.search_results_topic, user.encode("utf-8", "surrogatepass"), orjson.dumps(out), None
 
     def run(self, max_idle_s: float | None = None) -> None:
         s = self.s
