@@ -204,3 +204,18 @@ def test_the_search_service_looks_users_up_by_pseudonym_and_answers_with_the_cal
     assert orjson.loads(reply)["error"]["loc"] == ["body", "items"]
     topic, key, raw, reason = svc.answer(b"\xff not json")
     assert topic == s.dlq_topic and raw == b"\xff not json" and reason.startswith("message:")
+
+
+def test_the_holdout_share_keeps_the_engine_order_for_a_sticky_set_of_users(shop, redis_client):
+    from dataclasses import replace as dc_replace
+
+    from stream.core.search.rerank import in_share
+    p, rr, _, sh = shop
+    rr.cfg = dc_replace(rr.cfg, holdout=0.5)
+    redis_client.hset(rr.model.key, mapping={f"{RATES[0]}:category": 3.0, "n": 100})
+    users = [f"h{n}" for n in range(12)]
+    p.process_events([_ev(u, n, f"i{n}") for u in users for n in range(2)])
+    page = [f"i{n}" for n in range(30, 40)]
+    rules = {u: rr.rerank(u, "x", page, now_ts=T0 + 5000)["rule"] for u in users}
+    assert {u for u, r in rules.items() if r == "engine order: control"} == {u for u in users if in_share(u, 0.5, "search")}
+    assert set(rules.values()) == {"engine order: control", "re-ranked"}

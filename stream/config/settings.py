@@ -49,6 +49,7 @@ class Settings:
     latest_ttl_s: int = 86400                 # RECSTREAM_LATEST_TTL_S: each user's latest list kept in Redis (0 = not kept)
     api_fresh_after_s: float = 300.0          # RECSTREAM_API_FRESH_AFTER_S: the API asks afresh when the latest list is older
     search_learn: int = 1                     # RECSTREAM_SEARCH_LEARN: 1 = the worker teaches the search re-ranker with the clicks after a search
+    search_holdout: float = 0.0               # RECSTREAM_SEARCH_HOLDOUT: share of users kept on the engine's order (the control; by a salted hash)
     search_window_s: float = 600.0            # RECSTREAM_SEARCH_WINDOW_S: a result page's clicks count this long (event time)
     search_requests_topic: str = "recstream.search.requests"  # RECSTREAM_SEARCH_REQUESTS_TOPIC (re-rank requests, Kafka-only shops)
     search_results_topic: str = "recstream.search.results"    # RECSTREAM_SEARCH_RESULTS_TOPIC (the re-ranked pages, keyed by user)
@@ -139,6 +140,8 @@ class Settings:
     def check(self) -> None:
         if self.driver not in ("confluent", "faust"):
             raise SettingsError(f"RECSTREAM_DRIVER={self.driver!r}: expected confluent or faust")
+        if not 0.0 <= self.search_holdout <= 1.0:
+            raise SettingsError(f"RECSTREAM_SEARCH_HOLDOUT={self.search_holdout}: expected a share in 0..1")
         for name in ("search_window_s", "trends_window_s", "trends_every_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be > 0 (seconds)")

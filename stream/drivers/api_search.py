@@ -23,7 +23,7 @@ from stream.drivers.search import TRENDS_KEY, rerank_request
 
 def add_search_routes(app: FastAPI, api) -> None:
     pool = ThreadPoolExecutor(1, thread_name_prefix="rerank")
-    reranker = SearchReranker(api.pipeline, RerankConfig(window_s=api.s.search_window_s))
+    reranker = SearchReranker(api.pipeline, RerankConfig(window_s=api.s.search_window_s, holdout=api.s.search_holdout))
 
     @app.post("/v1/search/rerank", summary="A search result page reordered for the user")
     async def rerank(request: Request):

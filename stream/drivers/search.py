@@ -46,7 +46,7 @@ def read_only_reranker(s: Settings) -> SearchReranker:
     """A re-ranker over the store as the worker keeps it (the API and the search service build this)."""
     pipeline = assemble(connect(s.redis_url), s.key_prefix, encoder_dir=s.encoder_dir, explore=False,
                         model_dir=s.model_dir, init_store=False, guard=False)
-    return SearchReranker(pipeline, RerankConfig(window_s=s.search_window_s))
+    return SearchReranker(pipeline, RerankConfig(window_s=s.search_window_s, holdout=s.search_holdout))
 
 
 def rerank_request(reranker: SearchReranker, req, prefix: str) -> dict:

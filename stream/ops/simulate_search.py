@@ -16,7 +16,6 @@ delta-method interval over users, for all pages and for the pages of cold users 
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from schemas import validate_event, validate_item
 from stream.core.abstats import Z95, ratio
+from stream.core.search.rerank import in_share
 from stream.ops.search_engine import LexicalEngine
 from stream.ops.simulate import Shoppers, SimConfig
 
@@ -71,8 +71,7 @@ class SearchStats:
 
 
 def arm_of(user: str, salt: str, share: float) -> str:
-    h = int.from_bytes(hashlib.blake2b(f"{salt}\x00{user}".encode(), digest_size=8).digest(), "big")
-    return "rerank" if h / 2 ** 64 < share else "engine"
+    return "rerank" if in_share(user, share, salt) else "engine"
 
 
 class SearchingShoppers(Shoppers):

@@ -8,7 +8,8 @@ Rules, in this order (the answer's `rule` says which one decided):
      request's items (only the first `k` places are re-ranked; the rest follow in the engine's order);
   2. a user with no history (no profile, no affinity) gets the engine's order: a cold user is never worse off;
   3. until the model has learned from `min_examples` shown items it keeps the engine's order;
-  4. `keep_order` (the control of an experiment) keeps the engine's order;
+  4. the control keeps the engine's order: users in the `holdout` share (RECSTREAM_SEARCH_HOLDOUT, by a salted
+     hash, sticky) or a caller's `keep_order`;
   5. otherwise: by the learned score, ties in the engine's order.
 
 Features per item (`model.FEATURES`): the engine's rank and score, the query-item text match (cosine of the
@@ -36,6 +37,8 @@ _WORD = re.compile(r"\w+")
 @dataclass(frozen=True)
 class RerankConfig:
     min_examples: int = 200          # shown items learned from before the model may reorder a page
+    holdout: float = 0.0             # share of users (a salted hash) kept on the engine's order: the control
+    salt: str = "search"
     window_s: float = 600.0          # a page's clicks count within this much event time after it was shown
     max_pages: int = 5               # open pages kept per user
     page_ttl_s: int = 3600
@@ -55,6 +58,19 @@ def rule_code(rule: str) -> str:
     if rule == "re-ranked":
         return "reranked"
     return {"no history": "cold", "control": "control"}.get(rule.split(":", 1)[-1].strip(), "learning")
+
+
+def in_share(user: str, share: float, salt: str) -> bool:
+    """Whether `user` falls in the first `share` of users by a salted BLAKE2b hash (sticky, as experiments
+    assign): the engine-order control, or an arm of the search simulator.
+
+    >>> sum(in_share(f"u{n}", 0.25, "s") for n in range(4000)) / 4000
+    0.2445
+    """
+    if share <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(f"{salt}\x00{user}".encode(), digest_size=8).digest(), "big")
+    return h / 2 ** 64 < share
 
 
 def pages_key(prefix: str, user_key: str) -> str:
@@ -162,7 +178,7 @@ class SearchReranker:
             rule = "engine order: no history"
         elif learned < self.cfg.min_examples:
             rule = f"engine order: the model has learned from {learned} of {self.cfg.min_examples} shown items"
-        elif keep_order:
+        elif keep_order or in_share(user, self.cfg.holdout, self.cfg.salt):
             rule = "engine order: control"
         else:
             rule = "re-ranked"
