@@ -1,5 +1,5 @@
-"""The candidate-source contract: every source (co-visitation, the user's history, trending, category,
-content, the transformer's own top items) passes the same checks on a real redis-server: a fresh store
+"""The candidate-source contract: every source (co-visitation, co-occurrence, the user's history, trending,
+category, content, the transformer's own top items) passes the same checks on a real redis-server: a fresh store
 proposes nothing; the same state gives the same candidates; no users, no candidates; a replayed batch
 changes nothing; scores are in (0, 1] and land in the source's own column only."""
 import random
@@ -9,7 +9,8 @@ import pytest
 from conftest import register_model
 
 from schemas import Event, validate_item
-from stream.core.candidates import SOURCE_NAMES, BatchContext, CategoryPopular, CoVisitation, Trending, UserHistory
+from stream.core.candidates import (SOURCE_NAMES, BatchContext, CategoryPopular, CoOccurrence, CoVisitation, Trending,
+                                   UserHistory)
 from stream.core.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,7 @@ SOURCES = {
     "category": lambda ctx: CategoryPopular(ctx["prefix"]),
     "content": lambda ctx: _content(ctx["client"], ctx["prefix"], ctx["encoder_dir"]),
     "model": lambda ctx: _model(ctx["tiny"], ctx["tmp"]),
+    "cooccur": lambda ctx: CoOccurrence(ctx["prefix"]),
 }
 
 
