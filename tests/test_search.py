@@ -106,6 +106,16 @@ def test_clicks_after_a_search_close_the_page_and_teach_the_model(shop, redis_cl
     assert rr.model.examples() == 20
 
 
+def test_an_unreadable_page_record_is_dropped_not_fatal(shop, redis_client):
+    p, rr, fb, _ = shop
+    p.process_events([_ev("u9", 0, "i1")])
+    key = pages_key(p.prefix, p.profiles.keys.user("u9"))
+    redis_client.hset(key, mapping={"bad": b"{not json", "odd": orjson.dumps({"id": 3, "ts": "x"})})
+    rr.rerank("u9", "lamp", ["i1", "i2"], now_ts=T0 + 1000)
+    p.process_events([_ev("u9", 1, "i2", "click", T0 + 2000)])
+    assert fb.unreadable == 2 and redis_client.hkeys(key) != [] and b"bad" not in redis_client.hkeys(key)
+
+
 def test_the_learner_joins_by_window_without_a_tag_and_keeps_at_most_max_pages(shop):
     _, _, fb, _ = shop
     pages = [{"id": f"p{n}", "ts": T0 + n * 1000, "q": "q", "items": ["a", "b"], "x": [[0.0] * len(FEATURES)] * 2,

@@ -26,7 +26,7 @@ class SearchFeedback:
     def __init__(self, client, prefix: str, keys, cfg: RerankConfig = RerankConfig(), model: SearchModel | None = None):
         self.client, self.prefix, self.keys, self.cfg = client, prefix, keys, cfg
         self.model = model or SearchModel(client, prefix)
-        self.pages_closed = self.pages_clicked = self.examples = 0
+        self.pages_closed = self.pages_clicked = self.examples = self.unreadable = 0
 
     def observe(self, snaps: dict) -> int:
         """Join the snapshots' applied events to their users' open pages; learn from the pages that closed."""
@@ -38,7 +38,17 @@ class SearchFeedback:
         for uid, key, raw in zip(users, keys, self._read(keys)):
             if not raw:
                 continue
-            pages = sorted((orjson.loads(v) for v in raw.values()), key=lambda pg: (pg["ts"], pg["id"]))
+            pages = []
+            for field, value in raw.items():
+                try:
+                    pg = orjson.loads(value)
+                    if not (isinstance(pg["ts"], int) and isinstance(pg["id"], str) and len(pg["items"]) == len(pg["x"])):
+                        raise ValueError("fields")
+                    pages.append(pg)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    pipe.hdel(key, field)              # a record we cannot read teaches nothing and must not wedge
+                    self.unreadable += 1
+            pages.sort(key=lambda pg: (pg["ts"], pg["id"]))
             closed, changed = self.join(pages, snaps[uid].fresh)
             for pg in closed:
                 examples += self.page_examples(pg)
