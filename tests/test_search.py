@@ -229,3 +229,24 @@ def test_the_holdout_share_keeps_the_engine_order_for_a_sticky_set_of_users(shop
     rules = {u: rr.rerank(u, "x", page, now_ts=T0 + 5000)["rule"] for u in users}
     assert {u for u, r in rules.items() if r == "engine order: control"} == {u for u in users if in_share(u, 0.5, "search")}
     assert set(rules.values()) == {"engine order: control", "re-ranked"}
+
+
+def test_the_search_service_waits_out_a_redis_outage_instead_of_dying():
+    import redis as redis_py
+
+    from stream.config.settings import Settings
+    from stream.drivers.search import SearchService
+
+    class FlakyReranker:                    # the store fails twice, then answers (pure retry logic: no stack)
+        calls = 0
+
+        def rerank(self, user, query, items, scores, k, now_ts):
+            self.calls += 1
+            if self.calls <= 2:
+                raise redis_py.exceptions.ConnectionError("connection refused")
+            return {"search_id": "s", "user_id": user, "rule": "engine order: no history", "items": items}
+    svc = SearchService(Settings(), reranker=FlakyReranker())
+    topic, key, reply, reason = svc.answer_retrying(orjson.dumps(
+        {"request_id": "r", "user_id": "u", "query": "q", "items": [{"item_id": "a"}], "ts": T0}))
+    assert reason is None and orjson.loads(reply)["request_id"] == "r" and svc.reranker.calls == 3
+    assert svc.retrier.health.down == {}                     # recovered

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from schemas import Rejected, validate_search_request
 from stream.core.search.rerank import RerankConfig, SearchReranker
 from stream.drivers.search import TRENDS_KEY, rerank_request
+from stream.errors import TRANSIENT_REDIS
 
 
 def add_search_routes(app: FastAPI, api) -> None:
@@ -34,7 +35,10 @@ def add_search_routes(app: FastAPI, api) -> None:
         user = req.user_id
         if api.pseudo is not None:
             req = replace(req, user_id=api.stored_id(user))
-        out = await asyncio.get_running_loop().run_in_executor(pool, rerank_request, reranker, req, api.s.key_prefix)
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(pool, rerank_request, reranker, req, api.s.key_prefix)
+        except TRANSIENT_REDIS as exc:
+            return JSONResponse({"detail": f"the store is unavailable ({type(exc).__name__}); try again"}, 503)
         out["user_id"] = user
         return Response(orjson.dumps(out), media_type="application/json")
 

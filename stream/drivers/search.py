@@ -34,7 +34,8 @@ from stream.core.storage.serving import store_now
 from stream.core.storage.store import connect
 from stream.core.validate import InMessage, validate_with_origins
 from stream.drivers.kafka import BrokerError, consumer_conf, producer_conf
-from stream.drivers.resilience import stop_on_signals
+from stream.drivers.resilience import Health, Retrier, stop_on_signals
+from stream.errors import TRANSIENT_REDIS, translate_redis
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.search")
@@ -74,10 +75,20 @@ class SearchService:
         self.s, self.stop_event = s, threading.Event()
         self.reranker = reranker or read_only_reranker(s)
         self.pseudo = Pseudonymiser(s.pseudonymise_key.encode()) if s.pseudonymise_key else None
+        self.retrier = Retrier(Health(), self.stop_event)
         self.answered = self.refused = 0
 
     def install_signal_handlers(self) -> None:
         stop_on_signals(self.stop_event, log, "answering the requests in hand, leaving the group")
+
+    def answer_retrying(self, value: bytes | None):
+        """`answer`, waiting out a Redis outage with backoff (nothing is committed meanwhile)."""
+        def once():
+            try:
+                return self.answer(value)
+            except TRANSIENT_REDIS as exc:
+                raise translate_redis(exc, "search re-rank") from exc
+        return self.retrier.call("re-rank", once)
 
     def answer(self, value: bytes | None) -> tuple[str, bytes | None, bytes, str | None]:
         """(topic, key, reply, dead-letter reason or None) for one request message."""
@@ -122,7 +133,7 @@ class SearchService:
                     continue
                 last = time.monotonic()
                 for m in msgs:
-                    topic, key, reply, reason = self.answer(m.value())
+                    topic, key, reply, reason = self.answer_retrying(m.value())
                     headers = [("recstream.reason", reason.encode()), ("recstream.source.topic", m.topic().encode()),
                                ("recstream.source.offset", str(m.offset()).encode())] if reason else None
                     producer.produce(topic, reply, key, headers=headers)
@@ -145,6 +156,7 @@ class TrendsPublisher:
         self.tracker = TrendTracker(window_s=s.trends_window_s)
         self.offsets: dict[str, int] = {}              # "topic:partition" -> next offset, saved with the state
         self.published = 0
+        self.retrier = Retrier(Health(), self.stop_event)
         self.catalog = Catalog(self.client, s.key_prefix)
         raw = self.client.get(s.key_prefix + TRENDS_STATE)
         if raw:
@@ -158,6 +170,16 @@ class TrendsPublisher:
 
     def category_of(self, item: str) -> str | None:
         return self.catalog.meta([item])[item][0]
+
+    def publish_retrying(self, producer: Producer | None) -> dict:
+        """`publish`, waiting out a Redis outage with backoff (the events read meanwhile stay in memory, the
+        checkpoint is written once Redis is back)."""
+        def once():
+            try:
+                return self.publish(producer)
+            except TRANSIENT_REDIS as exc:
+                raise translate_redis(exc, "trends checkpoint") from exc
+        return self.retrier.call("trends", once)
 
     def publish(self, producer: Producer | None) -> dict:
         snap = self.tracker.snapshot(self.n)
@@ -203,7 +225,7 @@ class TrendsPublisher:
                     for m in msgs:
                         self.offsets[f"{m.topic()}:{m.partition()}"] = m.offset() + 1
                 if time.monotonic() >= due:
-                    self.publish(producer)
+                    self.publish_retrying(producer)
                     due = time.monotonic() + s.trends_every_s
                 if not msgs and assigned and max_idle_s is not None and time.monotonic() - last > max_idle_s:
                     break
