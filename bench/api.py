@@ -54,10 +54,11 @@ def hey(urls: list[str], rate: int, seconds: int, workers: int = 10) -> dict:
             "rps": len(lat) / seconds, "codes": codes, "urls": len(urls)}
 
 
-def serve(s, port: int, workers: int = 1, **env) -> subprocess.Popen:
+def serve(s, port: int, workers: int = 1, cpus: set[int] | None = None, **env) -> subprocess.Popen:
     e = {**os.environ, **s.to_env(), **env, "PYTHONUNBUFFERED": "1"}
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     p = subprocess.Popen([sys.executable, "-m", "stream.cli", "serve", "--port", str(port), "--workers", str(workers)],
-                         env=e, cwd=ROOT, stderr=subprocess.DEVNULL)
+                         env=e, cwd=ROOT, stderr=subprocess.DEVNULL, preexec_fn=pin)
     import httpx
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -76,7 +77,15 @@ def main(argv=None) -> int:
     ap.add_argument("--api-workers", type=int, default=1, help="recstream serve --workers (default 1)")
     ap.add_argument("--users", type=int, default=10, help="distinct users asked for, one hey process each (default 10)")
     ap.add_argument("--fresh-rates", default="100,250,1000", help="requests/s for the fresh ask (default 100,250,1000)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the API on CPU 0 alone; this process, the broker, Redis, the worker and hey on the others "
+                         "(what a load generator on another machine would leave the API)")
     args = ap.parse_args(argv)
+    api_cpus = None
+    if args.pin:
+        cpus = os.sched_getaffinity(0)
+        api_cpus = {min(cpus)}
+        os.sched_setaffinity(0, cpus - api_cpus)          # inherited by the stack, the worker and hey
     if shutil.which("hey") is None:
         print("bench.api needs Debian's `hey` load generator: apt-get install hey", file=sys.stderr)
         return 2
@@ -115,8 +124,8 @@ def main(argv=None) -> int:
         time.sleep(3)
         worker.stop()
         cached_port, fresh_port = stack.free_port(), stack.free_port()
-        procs.append(serve(s, cached_port, args.api_workers, RECSTREAM_API_FRESH_AFTER_S=str(10 ** 9)))
-        procs.append(serve(s, fresh_port, args.api_workers, RECSTREAM_API_FRESH_AFTER_S="0"))
+        procs.append(serve(s, cached_port, args.api_workers, api_cpus, RECSTREAM_API_FRESH_AFTER_S=str(10 ** 9)))
+        procs.append(serve(s, fresh_port, args.api_workers, api_cpus, RECSTREAM_API_FRESH_AFTER_S="0"))
         def recs(port):
             return [f"http://127.0.0.1:{port}/v1/users/{u}/recommendations" for u in users]
         # (name, urls, rate): a closed-loop hey worker sends at most 1/latency per second, so each row gets
@@ -141,9 +150,11 @@ def main(argv=None) -> int:
         list(stack.down(cfg))
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "api.json" if args.api_workers == 1 else f"api-{args.api_workers}-workers.json"
+    if args.pin:
+        name = name.replace(".json", "-pinned.json")
     (RESULTS / name).write_text(json.dumps({"rows": rows, "machine": f"{os.cpu_count()} cores",
                                                   "load_generator": "hey (Debian)",
-                                            "api_workers": args.api_workers}, indent=1))
+                                            "api_workers": args.api_workers, "pinned": args.pin}, indent=1))
     print(f"wrote {RESULTS / name}")
     return 0
 
