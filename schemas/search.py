@@ -15,7 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas._check import (
-    Rejected, _Bad, _type_name, check_unknown, check_version, ident, integer, load_object, number, req, text,
+    Rejected,
+    _Bad,
+    _type_name,
+    check_unknown,
+    check_version,
+    ident,
+    integer,
+    load_object,
+    number,
+    req,
+    text,
     timestamp_ms,
 )
 

@@ -9,8 +9,15 @@ import pytest
 from conftest import register_model
 
 from schemas import Event, validate_item
-from stream.core.candidates import (SOURCE_NAMES, BatchContext, CategoryPopular, CoOccurrence, CoVisitation, Trending,
-                                   UserHistory)
+from stream.core.candidates import (
+    SOURCE_NAMES,
+    BatchContext,
+    CategoryPopular,
+    CoOccurrence,
+    CoVisitation,
+    Trending,
+    UserHistory,
+)
 from stream.core.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import Event, Item, Rejected, SearchRequest, validate_event, validate_item, validate_recommendation, \
-    validate_search_request
+from schemas import (
+    Event,
+    Item,
+    Rejected,
+    SearchRequest,
+    validate_event,
+    validate_item,
+    validate_recommendation,
+    validate_search_request,
+)
 from schemas._check import MAX_ID_CHARS, MAX_PRICE, MAX_QUANTITY, MAX_REASON_CHARS
 
 GOOD = {"v": 1, "event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "add_to_cart", "ts": 1730000000000,

@@ -79,8 +79,10 @@ def test_rerank_over_http_and_kafka_learning_through_the_worker_and_trends(searc
             assert 'recstream_search_pages{outcome="clicked",rule="learning"} 1.0' in text, text[-800:]
 
             # trends: published by the publisher beside the worker, served by the API; a bad kind names the field
-            got = wait_for(lambda: (lambda x: x if x.status_code == 200 and x.json()["popular"] else None)(
-                client.get("/v1/trends", params={"kind": "item", "n": 5})), 30, what="published trends")
+            def published():
+                x = client.get("/v1/trends", params={"kind": "item", "n": 5})
+                return x if x.status_code == 200 and x.json()["popular"] else None
+            got = wait_for(published, 30, what="published trends")
             assert 1 <= len(got.json()["popular"]) <= 5
             assert client.get("/v1/trends", params={"kind": "brand"}).json()["detail"][0]["loc"] == ["query", "kind"]
             assert _read(s.trends_topic, s.brokers, 1)[0].value
@@ -152,17 +154,18 @@ def test_trends_count_every_event_once_through_a_storm_of_sigkills(search_settin
     events = list(SynthShop(SynthConfig(n_users=60, n_items=200, n_events=6000, seed=8)).events())
     cmd = [sys.executable, "-m", "stream.cli", "trends", "run"]
     rnd = random.Random(3)
-    log = open(tmp_path / "trends.log", "ab")
     kills = 0
-    for part in range(6):                         # events arrive in six bursts; the process dies during each
-        produce_events(enumerate(events[part * 1000:(part + 1) * 1000], part * 1000 + 1), s.events_topic, s.brokers)
-        proc = subprocess.Popen(cmd, env=worker_env(s), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        time.sleep(rnd.uniform(1.5, 4.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        kills += 1
-    done = subprocess.run(cmd + ["--max-idle", "3"], env=worker_env(s), cwd=ROOT, stdout=log,
-                          stderr=subprocess.STDOUT, timeout=120)
+    with open(tmp_path / "trends.log", "ab") as log:
+        for part in range(6):                     # events arrive in six bursts; the process dies during each
+            produce_events(enumerate(events[part * 1000:(part + 1) * 1000], part * 1000 + 1), s.events_topic,
+                           s.brokers)
+            proc = subprocess.Popen(cmd, env=worker_env(s), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            time.sleep(rnd.uniform(1.5, 4.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills += 1
+        done = subprocess.run(cmd + ["--max-idle", "3"], env=worker_env(s), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, timeout=120, check=False)
     assert done.returncode == 0 and kills == 6
     t = TrendTracker(window_s=s.trends_window_s)
     t.load(orjson.loads(connect(s.redis_url).get(s.key_prefix + TRENDS_STATE))["tracker"])

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Literal
 
 import orjson

@@ -234,7 +234,7 @@ class TrendsPublisher:
         finally:
             try:
                 self.publish(producer)
-            except Exception:  # noqa: BLE001 - the last checkpoint stands; the consumer must still leave the group
+            except Exception:  # the last checkpoint stands; the consumer must still leave the group
                 log.exception("trends: the final publish failed; the last checkpoint stands")
             if self.offsets:                   # for monitoring only: the state's own offsets are what counts
                 parts = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), o) for k, o in self.offsets.items()]

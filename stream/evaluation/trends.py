@@ -17,7 +17,6 @@ from collections import Counter, defaultdict
 
 from stream.core.search.trends import TrendTracker, category_key
 
-
 METRICS = ("rising_p", "popular_p", "rising_p_last", "popular_p_last", "rising_growth", "popular_growth")
 
 

@@ -30,8 +30,8 @@ from stream.config.settings import Settings
 from stream.core.storage.store import Keys, connect
 from stream.data.synth import SynthConfig, SynthShop
 from stream.drivers.archiver import Archiver
-from stream.ops.demo_search import show_search, start_trends
 from stream.ops import stack
+from stream.ops.demo_search import show_search, start_trends
 from stream.ops.harness import Listener, WorkerProcess, run_settings
 from stream.ops.produce import produce_events, produce_items
 

@@ -32,7 +32,8 @@ ARMS = ("rerank", "engine")
 
 @dataclass(frozen=True)
 class SearchSimConfig:
-    sim: SimConfig = SimConfig(n_users=600, n_items=1000, users_per_round=60, rounds=60, round_s=600.0)
+    sim: SimConfig = field(default_factory=lambda: SimConfig(n_users=600, n_items=1000, users_per_round=60, rounds=60,
+                                                            round_s=600.0))
     search_share: float = 0.7         # visits that start with a search
     page_size: int = 20
     rerank_share: float = 0.5         # users whose pages are re-ranked; the others see the engine's order
@@ -60,7 +61,7 @@ class SearchStats:
             rows = np.array(list(table[arm].values()), dtype=float).reshape(-1, 2)
             r, v = ratio(rows[:, 1], rows[:, 0])
             out[arm] = {"users": len(rows), "pages": int(rows[:, 0].sum()), "clicked": int(rows[:, 1].sum()),
-                        "ctr": r, "ci": (r - Z95 * math.sqrt(v), r + Z95 * math.sqrt(v)) if v == v else (r, r)}
+                        "ctr": r, "ci": (r, r) if math.isnan(v) else (r - Z95 * math.sqrt(v), r + Z95 * math.sqrt(v))}
         a, b = out["rerank"], out["engine"]
         lift = a["ctr"] / b["ctr"] if b["ctr"] else float("nan")
         va = (a["ci"][1] - a["ctr"]) / Z95
