@@ -172,3 +172,20 @@ def test_trends_count_every_event_once_through_a_storm_of_sigkills(search_settin
     assert t.counted["item"] == sum(1 for e in events if e.get("item_id"))
     assert t.counted["query"] == sum(1 for e in events if e["type"] == "search")
     assert t.now == max(e["ts"] for e in events)
+
+
+def test_one_trends_process_at_a_time_holds_the_lease(search_settings):
+    from stream.drivers.search import TRENDS_STATE, LeaseLost, TrendsPublisher
+    s = search_settings
+    a, b = TrendsPublisher(s), TrendsPublisher(s)
+    assert a.acquire() and not b.acquire()
+    a.tracker.add("item", "i1", T0)
+    a.publish(None)
+    with pytest.raises(LeaseLost):
+        b.publish(None)                                    # a second process never overwrites the state
+    state = orjson.loads(connect(s.redis_url).get(s.key_prefix + TRENDS_STATE))
+    assert state["tracker"]["counted"] == {"item": 1.0}
+    a.release()
+    assert b.acquire()
+    b.restore()
+    assert b.tracker.counted["item"] == 1.0

@@ -17,8 +17,10 @@ to input offsets; the group's committed offsets are only for monitoring).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from dataclasses import replace
 
 import orjson
@@ -41,6 +43,7 @@ from stream.secrets import Pseudonymiser
 log = logging.getLogger("recstream.search")
 TRENDS_KEY = "trends"
 TRENDS_STATE = "trends:state"
+TRENDS_LEASE = "trends:lease"
 
 
 def read_only_reranker(s: Settings) -> SearchReranker:
@@ -147,8 +150,24 @@ class SearchService:
             log.info("search service stopped: %d answered, %d refused", self.answered, self.refused)
 
 
+# the snapshot and the state (with its offsets) written only by the lease's holder, which extends it
+_PUBLISH = """
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+redis.call("SET", KEYS[2], ARGV[3])
+redis.call("SET", KEYS[3], ARGV[4])
+return 1
+"""
+
+
+class LeaseLost(RuntimeError):
+    """Another trends process holds the lease: this one must not write (it was paused past the lease)."""
+
+
 class TrendsPublisher:
-    """One per deployment (its state is one Redis key)."""
+    """One per deployment: its state is one Redis key, so a lease (`{P}trends:lease`, extended at every
+    publish, `max(2 s, 3 x RECSTREAM_TRENDS_EVERY_S)`) lets only one process count and write; a second one
+    waits for it, and a holder that lost it (paused past the lease) stops without writing."""
 
     def __init__(self, s: Settings, *, n: int = 20):
         self.s, self.n, self.stop_event = s, n, threading.Event()
@@ -158,7 +177,24 @@ class TrendsPublisher:
         self.published = 0
         self.retrier = Retrier(Health(), self.stop_event)
         self.catalog = Catalog(self.client, s.key_prefix)
-        raw = self.client.get(s.key_prefix + TRENDS_STATE)
+        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lease_ms = int(max(2.0, 3 * s.trends_every_s) * 1000)
+        self._publish = self.client.register_script(_PUBLISH)
+
+    def acquire(self) -> bool:
+        """Take the lease if it is free (or ours already)."""
+        key = self.s.key_prefix + TRENDS_LEASE
+        return bool(self.client.set(key, self.holder, nx=True, px=self.lease_ms)) or \
+            self.client.get(key) == self.holder.encode()
+
+    def release(self) -> None:
+        key = self.s.key_prefix + TRENDS_LEASE
+        if self.client.get(key) == self.holder.encode():
+            self.client.delete(key)
+
+    def restore(self) -> None:
+        """The checkpointed state and the offsets it covers (read after the lease is held)."""
+        raw = self.client.get(self.s.key_prefix + TRENDS_STATE)
         if raw:
             saved = orjson.loads(raw)
             self.tracker.load(saved["tracker"])
@@ -185,10 +221,10 @@ class TrendsPublisher:
         snap = self.tracker.snapshot(self.n)
         body = orjson.dumps(snap)
         state = orjson.dumps({"tracker": self.tracker.state(), "offsets": self.offsets}, option=orjson.OPT_SERIALIZE_NUMPY)
-        pipe = self.client.pipeline(transaction=True)          # the snapshot, the state and its offsets: one write
-        pipe.set(self.s.key_prefix + TRENDS_KEY, body)
-        pipe.set(self.s.key_prefix + TRENDS_STATE, state)
-        pipe.execute()
+        p = self.s.key_prefix                                   # the snapshot, the state and its offsets: one write
+        if not self._publish(keys=[p + TRENDS_LEASE, p + TRENDS_KEY, p + TRENDS_STATE],
+                             args=[self.holder, self.lease_ms, body, state]):
+            raise LeaseLost(f"{p}{TRENDS_LEASE} is held by another trends process; this one stops without writing")
         if producer is not None:
             producer.produce(self.s.trends_topic, body, b"trends")
             producer.flush(10)
@@ -197,6 +233,15 @@ class TrendsPublisher:
 
     def run(self, max_idle_s: float | None = None) -> None:
         s = self.s
+        waited = False
+        while not self.acquire():
+            if not waited:
+                log.warning("another trends process holds %s%s: waiting for it (one per deployment)",
+                            s.key_prefix, TRENDS_LEASE)
+                waited = True
+            if self.stop_event.wait(0.5):
+                return
+        self.restore()
         consumer = Consumer(consumer_conf(s.brokers, f"{s.group_id}-trends", session_timeout_ms=s.session_timeout_ms))
         producer = Producer(producer_conf(s.brokers))
 
@@ -234,6 +279,7 @@ class TrendsPublisher:
         finally:
             try:
                 self.publish(producer)
+                self.release()
             except Exception:  # the last checkpoint stands; the consumer must still leave the group
                 log.exception("trends: the final publish failed; the last checkpoint stands")
             if self.offsets:                   # for monitoring only: the state's own offsets are what counts
