@@ -81,7 +81,7 @@ def test_clicks_after_a_search_close_the_page_and_teach_the_model(shop, redis_cl
     p.process_events([_ev("u3", n, f"i{n}") for n in range(3)])
     page = [f"i{n}" for n in range(10, 20)]
     shown = rr.rerank("u3", "lamp", page, now_ts=T0 + 10_000)
-    key = pages_key(p.prefix, p.profiles.keys.user("u3"))
+    key = pages_key(p.profiles.keys.user("u3"))
     assert redis_client.hlen(key) == 1
     sid = shown["search_id"]
     # a click on the page's 4th item, naming the page: marked, the page stays open inside its window
@@ -109,7 +109,7 @@ def test_clicks_after_a_search_close_the_page_and_teach_the_model(shop, redis_cl
 def test_an_unreadable_page_record_is_dropped_not_fatal(shop, redis_client):
     p, rr, fb, _ = shop
     p.process_events([_ev("u9", 0, "i1")])
-    key = pages_key(p.prefix, p.profiles.keys.user("u9"))
+    key = pages_key(p.profiles.keys.user("u9"))
     redis_client.hset(key, mapping={"bad": b"{not json", "odd": orjson.dumps({"id": 3, "ts": "x"})})
     rr.rerank("u9", "lamp", ["i1", "i2"], now_ts=T0 + 1000)
     p.process_events([_ev("u9", 1, "i2", "click", T0 + 2000)])

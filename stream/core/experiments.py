@@ -58,6 +58,12 @@ class Variant:
 HOLDOUT_VARIANT = Variant(HOLDOUT, 0.0, scorer="fallback", ranker="off", explore=False)
 
 
+def unit_hash(salt: str, user: str) -> float:
+    """A user's sticky place in [0, 1) under `salt` (BLAKE2b): how experiments and shares assign users."""
+    h = hashlib.blake2b(f"{salt}\x00{user}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2 ** 64
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
@@ -72,8 +78,7 @@ class Experiment:
         >>> e.assign("u1") == e.assign("u1"), sorted({e.assign(f"u{i}") for i in range(50)})
         (True, ['A', 'B'])
         """
-        h = hashlib.blake2b(f"{self.salt}\x00{user}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        x = int.from_bytes(h, "big") / 2 ** 64
+        x = unit_hash(self.salt, user)
         if x < self.holdout:
             return HOLDOUT
         x = (x - self.holdout) / (1 - self.holdout)

@@ -204,9 +204,6 @@ class TrendsPublisher:
     def install_signal_handlers(self) -> None:
         stop_on_signals(self.stop_event, log, "publishing and checkpointing the trends")
 
-    def category_of(self, item: str) -> str | None:
-        return self.catalog.meta([item])[item][0]
-
     def publish_retrying(self, producer: Producer | None) -> dict:
         """`publish`, waiting out a Redis outage with backoff (the events read meanwhile stay in memory, the
         checkpoint is written once Redis is back)."""
@@ -266,7 +263,8 @@ class TrendsPublisher:
                     last = time.monotonic()
                     batch = [InMessage(m.value(), m.key(), m.topic(), m.partition(), m.offset(), "event") for m in msgs]
                     events, _, _, _ = validate_with_origins(batch)
-                    self.tracker.observe(events, self.category_of)
+                    meta = self.catalog.meta({ev.item_id for ev in events if ev.item_id})   # one read per batch
+                    self.tracker.observe(events, lambda item: meta[item][0])
                     for m in msgs:
                         self.offsets[f"{m.topic()}:{m.partition()}"] = m.offset() + 1
                 if time.monotonic() >= due:
@@ -283,7 +281,8 @@ class TrendsPublisher:
             except Exception:  # the last checkpoint stands; the consumer must still leave the group
                 log.exception("trends: the final publish failed; the last checkpoint stands")
             if self.offsets:                   # for monitoring only: the state's own offsets are what counts
-                parts = [TopicPartition(k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]), o) for k, o in self.offsets.items()]
+                parts = [TopicPartition(topic, int(part), o)
+                         for (topic, _, part), o in ((k.rpartition(":"), o) for k, o in self.offsets.items())]
                 try:
                     consumer.commit(offsets=parts, asynchronous=False)
                 except KafkaException as exc:

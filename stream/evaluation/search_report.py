@@ -6,12 +6,16 @@ import json
 import time
 from pathlib import Path
 
+from schemas import Rejected, validate_item
 from stream.evaluation.trends import backtest_trends
 
 
 def _log_arg(arg: str) -> tuple[str, str | None]:
-    path, _, fmt = arg.rpartition(":") if ":" in arg and not Path(arg).exists() else (arg, "", "")
-    return (path, fmt or None) if path else (arg, None)
+    """LOG or LOG:FORMAT (a path that exists as written is only a path)."""
+    if ":" not in arg or Path(arg).exists():
+        return arg, None
+    path, _, fmt = arg.rpartition(":")
+    return path, fmt or None
 
 
 def trends_report(logs: list[str], *, window_s: float, baseline_windows: int = 6, min_support: float = 3.0,
@@ -22,8 +26,7 @@ def trends_report(logs: list[str], *, window_s: float, baseline_windows: int = 6
         path, fmt = _log_arg(arg)
         t0 = time.perf_counter()
         events, items = load_events(path, fmt)
-        cats = {it["item_id"]: "/".join(it["category"]) if isinstance(it.get("category"), list) else it.get("category")
-                for it in items}
+        cats = {v.item_id: v.category_key for v in map(validate_item, items) if not isinstance(v, Rejected)}
         for kind in ("item", "category"):
             r = backtest_trends(events, window_s=window_s, baseline_windows=baseline_windows, min_support=min_support,
                                 n=n, kind=kind, category_of=cats.get)

@@ -90,6 +90,11 @@ class SearchingShoppers(Shoppers):
         words = it["title"].split()[1:] + [it["category"][1]]
         return " ".join(self.rng.choice(words, size=min(2, len(words)), replace=False))
 
+    def search_event(self, u: int, query: str, ts: int) -> dict:
+        self._n += 1
+        return {"v": 1, "event_id": f"sim{self.cfg.seed}-{self._n}", "user_id": self.uid(u), "type": "search",
+                "ts": ts, "query": query}
+
     def read_page(self, u: int, page: list[str], ts: int, sid: str) -> list[dict]:
         for j, item in enumerate(page):
             if self.rng.random() < self.cfg.examine_decay ** j and self.rng.random() < self.cfg.click_scale * self.match(u, item):
@@ -118,9 +123,7 @@ def run_search_inprocess(pipeline, reranker, cfg: SearchSimConfig = SearchSimCon
                 arm = arm_of(uid, cfg.salt, cfg.rerank_share)
                 page = reranker.rerank(uid, q, [i for i, _ in hits], [s for _, s in hits], now_ts=t,
                                        keep_order=arm == "engine", snap=snaps[uid])
-                sim._n += 1
-                events.append({"v": 1, "event_id": f"sim{cfg.sim.seed}-{sim._n}", "user_id": uid, "type": "search",
-                               "ts": t, "query": q})
+                events.append(sim.search_event(u, q, t))
                 got = sim.read_page(u, [it["item_id"] for it in page["items"]], t + 1000, page["search_id"])
                 stats.add(arm, uid, bool(got), page["rule"] == "engine order: no history")
                 events += got

@@ -33,7 +33,7 @@ class SearchFeedback:
         users = [uid for uid, s in snaps.items() if s.fresh and not s.bot]
         if not users:
             return 0
-        keys = [pages_key(self.prefix, self.keys.user(u)) for u in users]
+        keys = [pages_key(self.keys.user(u)) for u in users]
         examples, pipe = [], self.client.pipeline(transaction=False)
         for uid, key, raw in zip(users, keys, self._read(keys)):
             if not raw:

@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 
 from stream.core.candidates.gather import item_stats
+from stream.core.experiments import unit_hash
 from stream.core.search.model import FEATURES, SearchModel
 
 _WORD = re.compile(r"\w+")
@@ -49,15 +50,8 @@ class RerankConfig:
 PAGES_OUTCOMES = "search:pages"        # {P}search:pages: "<rule>:shown|clicked" -> pages closed, by the rule that ordered them
 
 
-def rule_code(rule: str) -> str:
-    """The short name of an answer's rule: reranked, cold, learning or control.
-
-    >>> [rule_code(r) for r in ("re-ranked", "engine order: no history", "engine order: control")]
-    ['reranked', 'cold', 'control']
-    """
-    if rule == "re-ranked":
-        return "reranked"
-    return {"no history": "cold", "control": "control"}.get(rule.split(":", 1)[-1].strip(), "learning")
+RULES = {"cold": "engine order: no history", "learning": "engine order: the model has learned from {} of {} shown items",
+         "control": "engine order: control", "reranked": "re-ranked"}   # the decision's code -> the answer's `rule`
 
 
 def in_share(user: str, share: float, salt: str) -> bool:
@@ -67,13 +61,10 @@ def in_share(user: str, share: float, salt: str) -> bool:
     >>> sum(in_share(f"u{n}", 0.25, "s") for n in range(4000)) / 4000
     0.2445
     """
-    if share <= 0:
-        return False
-    h = int.from_bytes(hashlib.blake2b(f"{salt}\x00{user}".encode(), digest_size=8).digest(), "big")
-    return h / 2 ** 64 < share
+    return share > 0 and unit_hash(salt, user) < share
 
 
-def pages_key(prefix: str, user_key: str) -> str:
+def pages_key(user_key: str) -> str:
     """The user's open search pages: a hash (page id -> record) in the user's hash slot."""
     return f"{user_key}:sp"
 
@@ -175,15 +166,15 @@ class SearchReranker:
         weights = self.model.weights(w)
         score = X @ weights
         if cold:
-            rule = "engine order: no history"
+            code = "cold"
         elif learned < self.cfg.min_examples:
-            rule = f"engine order: the model has learned from {learned} of {self.cfg.min_examples} shown items"
+            code = "learning"
         elif keep_order or in_share(user, self.cfg.holdout, self.cfg.salt):
-            rule = "engine order: control"
+            code = "control"
         else:
-            rule = "re-ranked"
+            code = "reranked"
         order = list(range(n))
-        if rule == "re-ranked":
+        if code == "reranked":
             top = sorted(range(n), key=lambda i: (-score[i], i))[:k]
             order = top + sorted(set(range(n)) - set(top))
         self._n += 1
@@ -192,7 +183,8 @@ class SearchReranker:
         contrib = (X - X.mean(axis=0)) * weights if n else X
         out = [{"item_id": items[i], "engine_rank": i, "score": round(float(score[i]), 4),
                 "reasons": self._reasons(contrib[i], X[i])} for i in order]
-        self._record(user, sid, query, now_ts, [items[i] for i in order], X[order], rule_code(rule))
+        self._record(user, sid, query, now_ts, [items[i] for i in order], X[order], code)
+        rule = RULES[code].format(learned, self.cfg.min_examples)
         return {"search_id": sid, "user_id": user, "query": query, "rule": rule, "model_examples": learned,
                 "model_rate": self.model.chosen(w), "items": out}
 
@@ -205,7 +197,7 @@ class SearchReranker:
         m = self.cfg.learn_top
         rec = {"id": sid, "ts": ts, "q": query, "items": shown[:m], "x": np.round(X[:m], 5).tolist(), "clicked": [],
                "rule": code}
-        key = pages_key(self.p.prefix, self.p.profiles.keys.user(user))
+        key = pages_key(self.p.profiles.keys.user(user))
         pipe = self.p.client.pipeline(transaction=False)
         pipe.hset(key, sid, orjson.dumps(rec))
         pipe.expire(key, self.cfg.page_ttl_s)

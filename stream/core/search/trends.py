@@ -112,8 +112,7 @@ class TrendTracker:
                 X = np.array(list(pend.values()))
                 y = np.array([table[k][4] if k in table else 0.0 for k in pend])
                 self._sums[kind].append((X.T @ X, X.T @ y))
-                xtx = sum(a for a, _ in self._sums[kind]) + self.ridge * np.eye(N_FEAT)
-                self.weights[kind] = np.linalg.solve(xtx, sum(b for _, b in self._sums[kind]))
+                self._fit(kind)
             feats = ((k, self._at(c, t)) for k, c in table.items())     # examples from the keys it ranks
             self._pending[kind] = {k: x.tolist() for k, x in feats if x[2] >= self.min_support}
             for c in table.values():
@@ -121,6 +120,13 @@ class TrendTracker:
         self.boundary += 1
         if self.boundary % 4 == 0:
             self.prune(int(t))
+
+    def _fit(self, kind: str) -> None:
+        """The ridge solution over the kept boundaries' sums: `weights[kind]` is derived from them alone."""
+        sums = self._sums[kind]
+        if sums:
+            xtx = sum(a for a, _ in sums) + self.ridge * np.eye(N_FEAT)
+            self.weights[kind] = np.linalg.solve(xtx, sum(b for _, b in sums))
 
     def rising(self, kind: str, now: int | None = None, n: int = 10) -> list[tuple[str, float, float, float]]:
         """The `n` keys rising most at `now`: (key, rise, fast count, baseline count per window)."""
@@ -175,6 +181,4 @@ class TrendTracker:
         self.weights = {}
         for kind, sums in state["sums"].items():
             self._sums[kind].extend((np.array(a), np.array(b)) for a, b in sums)
-            if sums:
-                xtx = sum(a for a, _ in self._sums[kind]) + self.ridge * np.eye(N_FEAT)
-                self.weights[kind] = np.linalg.solve(xtx, sum(b for _, b in self._sums[kind]))
+            self._fit(kind)
