@@ -188,6 +188,28 @@ def test_trend_tracker_calls_a_burst_rising_not_a_steady_seller_and_restores_its
     assert snap["item"]["rising"][0]["key"] == "burst" and snap["item"]["popular"][0]["key"] == "steady"
 
 
+def test_trend_tracker_learns_its_bar_from_past_windows_and_ranks_by_the_chance_of_clearing_it():
+    """Rising = the keys most likely to be among the top_n growers; the bar is learned per event of a window,
+    so it scales with traffic; a checkpoint of the older layout keeps its counts and relearns the rest."""
+    t = TrendTracker(window_s=600, baseline_windows=6, min_support=3, top_n=2)
+    rng = np.random.default_rng(1)
+    for minute in range(8 * 10):
+        ts = T0 + minute * 60_000
+        for key, rate in (("busy", 5.0), ("mid", 1.0), ("quiet", 0.4)):
+            for _ in range(rng.poisson(rate * (3 if minute >= 70 else 1))):    # the last window: 3x traffic
+                t.add("item", key, ts)
+    t.advance(T0 + 80 * 60_000)
+    got = {k: (rise, p) for k, rise, _, _, p in t.rising("item", n=3)}
+    assert t._bar["item"] and all(p is not None and 0.0 <= p <= 1.0 for _, p in got.values())
+    assert got["busy"][1] >= got["mid"][1] and got["busy"][0] > got["mid"][0] > 0   # everything grew 3x
+    old = t.state()
+    old.pop("version")
+    old["counts"] = {kind: {k: c[:5] for k, c in v.items()} for kind, v in old["counts"].items()}
+    u = TrendTracker(window_s=600, baseline_windows=6, min_support=3)
+    u.load(orjson.loads(orjson.dumps(old, option=orjson.OPT_SERIALIZE_NUMPY)))
+    assert u.counted == t.counted and not u.weights and all(len(c) == 5 + 6 for c in u._c["item"].values())
+
+
 def test_trend_backtest_runs_on_a_synthetic_shop_with_trending_bursts():
     sh = SynthShop(SynthConfig(n_users=800, n_items=400, n_events=30_000, seed=5, duration_s=2 * 86400, n_trends=6))
     events = [validate_event(e) for e in sh.events()]
