@@ -39,11 +39,8 @@ class Pipeline:
     """The serving core over one Redis (key prefix `prefix`): profiles, catalog, candidate sources, a
     scorer (hot-swappable between batches) with an optional online ranker, optional content embeddings
     and exploration slot. Build one from settings with `stream.config.compose.build_pipeline`.
-
-    `init_store`: mark the store live if it has no marker (a new deployment, a backtest, a test).
-    The worker passes False and decides itself: a store without a marker whose consumer group has
-    committed offsets lost its data and must be rebuilt, not silently served from. `guard` False lets
-    `recstream rebuild` write into an emptied store."""
+    `init_store`, `guard`: see `ProfileStore` (the worker decides about a store without its marker itself;
+    `recstream rebuild` writes into an emptied one)."""
 
     explore_position = 10           # the exploration slot: 10th in a list (the last one of a top-10)
 
@@ -139,11 +136,17 @@ class Pipeline:
                 timings["embed"] = t() - t1
         return Ingested(events, origins, dead, len(items), timings)
 
-    def apply(self, ing: Ingested) -> Applied:
-        """Stage 2: the events applied to their users' profiles (one Lua call per user, pipelined)."""
+    def apply(self, ing: Ingested, share: bool = True) -> Applied:
+        """Stage 2: the events applied to their users' profiles (one Lua call per user, pipelined), and to the
+        shared statistics unless `share` is False (the worker calls `share` once per batch, after isolating)."""
         t0 = time.perf_counter()
-        snaps = self.profiles.apply(ing.events) if ing.events else {}
+        snaps = self.profiles.apply(ing.events, ing.origins, share=share) if ing.events else {}
         return Applied(ing, snaps, [], {**ing.timings, "profile": time.perf_counter() - t0})
+
+    def share(self, applied: Applied) -> None:     # the shared statistics of a batch applied with share=False
+        t0 = time.perf_counter()
+        self.profiles.share(applied.snapshots, applied.ingested.origins)
+        applied.timings["shared"] = time.perf_counter() - t0
 
     def recommend(self, applied: Applied) -> BatchResult:
         """Stages 3-6 for the users whose profiles were just updated: feedback to the learners, candidates,
@@ -175,9 +178,7 @@ class Pipeline:
             part = batch if exp is None else batch.subset(users)
             ranked[name] = self._score_rank(ctx, part, scorer, timings, triggers=triggers, record=True,
                                             k=v.top_k if v else None, explore=v.explore if v else True)
-        t4 = t()
-        now_ms = int(time.time() * 1000)
-        recs = []
+        t4, now_ms, recs = t(), int(time.time() * 1000), []
         for name, got in ranked.items():
             scorer = scorers[name]
             versions = {"pipeline": PIPELINE_VERSION, "scorer": scorer.version}
@@ -212,9 +213,8 @@ class Pipeline:
                      candidates: dict | None = None, unexplored: dict | None = None) -> dict[str, dict[str, list[str]]]:
         """`ask` for several scorers over one candidate stage (the backtest compares variants side by side);
         with `record`, what is returned counts as shown (an impression for each scorer's online ranker).
-        `candidates`, if given, receives each user's whole candidate set, best first by the first scorer, as
-        (item, which sources proposed it: a bool per `SOURCE_NAMES`) pairs. `unexplored`, if given, receives
-        scorer name -> user -> the list as it would be without the exploration slot (what the slot costs)."""
+        `candidates` receives each user's candidate set, best first by the first scorer, as (item, a bool per
+        `SOURCE_NAMES` source that proposed it); `unexplored` scorer -> user -> the list without exploration."""
         snaps = self.profiles.read(users)
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
         if candidates is not None and scorers:

@@ -177,8 +177,11 @@ class ConfluentWorker:
                 self._lag(consumer, offsets)   # the consumer is this thread's: lag is read here
                 ing = self.retry.call("ingest", lambda: at_edge("ingest", lambda: self.pipeline.ingest(batch)))
                 ing.timings["poll"] = t_poll
-                applied, dead = guarded("profile", ing, self.pipeline.apply, self.retry, self.stop_event)
+                applied, dead = guarded("profile", ing, lambda part: self.pipeline.apply(part, share=False),
+                                        self.retry, self.stop_event)
                 applied = replace(applied, dead_letters=applied.dead_letters + dead)
+                # the whole batch's shared statistics, once per input offset (never split by user)
+                self.retry.call("shared", lambda: at_edge("shared", lambda: self.pipeline.share(applied)))
                 handoff.put(Job(len(batch), applied, offsets, ts))
         except Stopping:
             log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")

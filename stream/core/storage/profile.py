@@ -1,10 +1,11 @@
-"""Stage 2: update users' profiles in Redis, idempotently, one pipelined round-trip per batch.
+"""Stage 2: update users' profiles in Redis, idempotently, in two pipelined round-trips per batch.
 
-The update itself is `lua/apply_events.lua`, run once per user with that user's events of
-the batch, in order: it skips event ids it has applied before (so a replayed or redelivered
-event changes nothing), updates the recent-item sequence, decayed category/brand affinities,
-counters, purchases, co-visitation and trending, and returns the user's profile snapshot,
-so the candidate stage needs no extra read.
+The first reads what the events lack from the catalog (category, brand, price) and checks the store's
+marker; the second is `lua/apply_events.lua`, run once per user with that user's events of the batch, in
+order, on the user's keys only: it skips event ids it has applied before (so a replayed or redelivered
+event changes nothing), updates the recent-item sequence, decayed category/brand affinities, counters and
+purchases, and returns the user's profile snapshot (so the candidate stage needs no extra read) with the
+shared part of each applied event, which `shared.SharedStats` adds up for the whole batch.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 import redis
 
 from schemas import Event
+from stream.core.storage.shared import Fed, SharedStats
 from stream.core.storage.store import Keys, Script
-from stream.errors import TRANSIENT_REDIS, translate_redis
+from stream.core.validate import InMessage
+from stream.errors import TRANSIENT_REDIS, StoreEmptied, translate_redis
 
 WEIGHTS = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4, "search": 0}
 
@@ -48,6 +51,7 @@ class Snapshot:
     last_type: str = ""
     price_mean: float | None = None   # mean log-price of carted/bought items (None: never)
     query: str = ""                   # the user's last search query
+    fed: list[Fed] = field(default_factory=list)          # the shared part of each applied event
 
     def top(self, kind: str, n: int) -> list[tuple[str, float]]:
         pre = kind + ":"
@@ -96,9 +100,10 @@ class ProfileStore:
         except redis.RedisError as exc:
             raise translate_redis(exc, "load apply_events.lua") from exc
         c = cfg
-        self._head = [prefix, "1" if guard else "0", int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n,
-                      c.seen_cap, int(c.trend_half_life_s * 1000), int(c.session_gap_s * 1000), c.max_affinities,
-                      c.bot_per_min]
+        self.guard = guard
+        self.shared = SharedStats(client, prefix, c.trend_half_life_s)
+        self._head = [int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n, c.seen_cap,
+                      int(c.session_gap_s * 1000), c.max_affinities, c.bot_per_min]
         if guard and init_store and not self.is_live():
             self.mark_live()
 
@@ -113,7 +118,7 @@ class ProfileStore:
         """Current snapshots without applying anything (one pipelined round-trip)."""
         pipe = self.client.pipeline(transaction=False)
         for uid in users:
-            u, seq, aff, bought, _ = self.keys.user_keys(uid)
+            u, seq, aff, bought, *_ = self.keys.user_keys(uid)
             pipe.lrange(seq, 0, self.cfg.max_seq - 1)
             pipe.hgetall(aff)
             pipe.zrevrange(bought, 0, 19)
@@ -130,18 +135,53 @@ class ProfileStore:
             out[uid] = _snapshot(uid, seq, flat, bought, u[0], u[1:], hl)
         return out
 
-    def apply(self, events: list[Event]) -> dict[str, Snapshot]:
-        """Apply events (batch order = per-user order) and return each touched user's snapshot."""
-        by_user: dict[str, list[Event]] = {}
-        for ev in events:
-            by_user.setdefault(ev.user_id, []).append(ev)
-        calls = []
+    def _enrich(self, events: list[Event]) -> dict[str, tuple[str, str, str]]:
+        """One round-trip: the store's marker checked (with `guard`), the catalog's (category, brand, price)
+        read for the items whose events lack any of them, an event's category recorded for its item."""
+        need = sorted({ev.item_id for ev in events if ev.item_id and (
+            not (ev.context or {}).get("category") or not (ev.context or {}).get("brand") or ev.price is None)})
+        pipe = self.client.pipeline(transaction=False)
+        if self.guard:
+            pipe.exists(self.keys.marker)
+        for item in need:
+            pipe.hmget(self.keys.item(item), "cat", "brand", "price")
+        for item, cat in {(ev.item_id, str((ev.context or {}).get("category"))) for ev in events
+                          if ev.item_id and (ev.context or {}).get("category")}:
+            pipe.hsetnx(self.keys.item(item), "cat", cat)
+        got = pipe.execute()
+        if self.guard and not got.pop(0):
+            raise StoreEmptied(f"the store has no marker {self.keys.marker}: it was emptied")
+        return {item: tuple((x or b"").decode() for x in meta) for item, meta in zip(need, got)}
+
+    def apply(self, events: list[Event], origins: list[InMessage] | None = None, share: bool = True
+              ) -> dict[str, Snapshot]:
+        """Apply events (batch order = per-user order) and return each touched user's snapshot, with the
+        shared part of its applied events (`Snapshot.fed`), added to the shared statistics unless `share` is
+        False (then the caller calls `share` once for the whole batch). `origins`: the message each event
+        came from (its partition and offset guard the shared writes)."""
+        if not events:
+            return {}
+        origins = origins or [None] * len(events)
+        by_user: dict[str, list[tuple[Event, InMessage | None]]] = {}
+        for ev, m in zip(events, origins):
+            by_user.setdefault(ev.user_id, []).append((ev, m))
+        try:
+            meta = self._enrich(events)
+        except redis.RedisError as exc:
+            raise translate_redis(exc, f"read the catalog for {len(events)} events") from exc
+        calls, cats = [], {}
         for uid, evs in by_user.items():
-            args = list(self._head)
-            for ev in evs:
+            offs = [m.offset for _, m in evs if m is not None and m.offset >= 0]
+            args = [*self._head, min(offs) if offs else ""]
+            for ev, m in evs:
                 ctx = ev.context or {}
-                args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, str(ctx.get("category") or ""),
-                         str(ctx.get("brand") or ""), WEIGHTS[ev.type], "" if ev.price is None else ev.price, ev.query or ""]
+                cat0, brand0, price0 = meta.get(ev.item_id, ("", "", ""))
+                cat = str(ctx.get("category") or cat0)
+                price = ev.price if ev.price is not None else price0
+                cats[ev.event_id] = cat
+                args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, cat, str(ctx.get("brand") or brand0),
+                         WEIGHTS[ev.type], "" if price is None else price, ev.query or "",
+                         m.offset if m is not None and m.offset >= 0 else ""]
             calls.append((self.keys.user_keys(uid), args))
         try:
             results = self._apply.execute(calls)
@@ -149,9 +189,30 @@ class ProfileStore:
             raise translate_redis(exc, f"apply profiles ({len(events)} events)") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
-        for (uid, evs), (flags, seq, aff, bought, last_ts, extra) in zip(by_user.items(), results):
+        for (uid, evs), (flags, seq, aff, bought, last_ts, extra, shared) in zip(by_user.items(), results):
             flags = flags.decode()
-            fresh = [ev for ev, f in zip(evs, flags) if f != "0"]
-            out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, applied=len(fresh), events=evs,
-                                 fresh=fresh, bot="2" in flags)
+            fresh = [ev for (ev, _), f in zip(evs, flags) if f != "0"]
+            fed = []
+            for i in range(0, len(shared), 2):
+                ev, m = evs[int(shared[i]) - 1]
+                src = f"{m.topic}|{m.partition}" if m is not None and m.offset >= 0 else ""
+                fed.append(Fed.decode(src, m.offset if src else -1, ev.item_id, cats[ev.event_id], WEIGHTS[ev.type],
+                                      ev.ts, shared[i + 1]))
+            out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, applied=len(fresh),
+                                 events=[ev for ev, _ in evs], fresh=fresh, bot="2" in flags, fed=fed)
+        if share:
+            self.share(out, origins)
         return out
+
+    def share(self, snaps: dict[str, Snapshot], origins: list) -> int:
+        """Add the snapshots' shared parts to the shared statistics, once per input offset (`origins`: the
+        batch's messages; their newest offset per partition moves the shards' guards)."""
+        newest: dict[str, int] = {}
+        for m in origins:
+            if m is not None and m.offset >= 0:
+                src = f"{m.topic}|{m.partition}"
+                newest[src] = max(newest.get(src, -1), m.offset)
+        try:
+            return self.shared.write([f for snap in snaps.values() for f in snap.fed], newest)
+        except redis.RedisError as exc:
+            raise translate_redis(exc, "add the shared statistics") from exc

@@ -4,22 +4,27 @@ Every key lives under the settings' `key_prefix` (default "rs:"), so tests and s
 deployments can share one Redis. Ids inside key names are escaped by `key_part` (`%`, `:`, `{`
 and `}` become `%25`, `%3A`, `%7B`, `%7D`), so no id can name another id's keys: the user
 `u1:aff` owns `{u:u1%3Aaff}`, never `u1`'s `:aff` hash. A user's keys share the hash tag
-`{u:<id>}` (one Redis Cluster slot per user). Layout, with U = {P}{u:<user>}:
+`{u:<id>}` (one Redis Cluster slot per user); the shared statistics are spread over `N_SHARDS` hash tags
+`{s:NN}` (NN from the item or category id), each shard with its offset guard. Layout, with U = {P}{u:<user>}
+and S = {P}{s:NN}:
   U                    hash   n:{type} counters, last_ts, prev_ts, last_type, plog, pn, q
   U:seq                list   recent item ids, newest first (the transformer's input)
   U:aff                hash   c:{category} / b:{brand} -> "value|ref_ts" (exponentially decayed)
   U:bought             zset   purchased items by ts (last 100)
   U:seen               zset   applied event ids by ts (last `seen_cap`): the idempotency guard
+  U:out                hash   offset -> the shared part of an applied event, until its batch is committed
   {P}i:{item}          hash   catalog entry: title, cat, brand, price, created_at
-  {P}cv:{item}         zset   co-visited items -> weight (sequential: what users went to after the item)
-  {P}cs:{item}         zset   co-occurring items -> count (symmetric: among a user's last 5 distinct items)
-  {P}tr:{epoch}, {P}tr:c:{cat}:{epoch}   zset   forward-decayed trending scores
-  {P}pop, {P}pop:c:{cat}                 zset   all-time popularity
+  S cv:{item}          zset   co-visited items -> weight (sequential: what users went to after the item)
+  S cs:{item}          zset   co-occurring items -> count (symmetric: among a user's last 5 distinct items)
+  S tr:{epoch}, S tr:c:{cat}:{epoch}     zset   forward-decayed trending scores
+  S pop, S pop:c:{cat}                   zset   all-time popularity
+  S guard              hash   input partition -> newest offset whose increments the shard holds
   {P}meta:live         string the store's marker: written at initialisation and by `recstream rebuild`;
                               a store without it was emptied, and nothing is applied to it
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import redis
@@ -39,7 +44,17 @@ def connect(url: str) -> redis.Redis:
 
 
 _ESCAPE = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
-USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen")   # the per-user keys, in the Lua script's KEYS order
+USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen", ":out")   # the per-user keys, in the script's KEYS order
+N_SHARDS = 64                  # hash tags the shared statistics are spread over (slots of a Redis Cluster)
+
+
+def shard(ident: str) -> int:
+    """The shard of a shared statistic's key (stable across processes and versions).
+
+    >>> shard("i1"), shard("pop")
+    (43, 22)
+    """
+    return zlib.crc32(ident.encode()) % N_SHARDS
 
 
 def key_part(ident: str) -> str:
@@ -54,8 +69,8 @@ def key_part(ident: str) -> str:
 class Keys:
     """Key names for one prefix (see the module docstring for the layout).
 
-    >>> Keys("rs:").user("u1:aff"), Keys("rs:").user_keys("u1")[1]
-    ('rs:{u:u1%3Aaff}', 'rs:{u:u1}:seq')
+    >>> Keys("rs:").user("u1:aff"), Keys("rs:").user_keys("u1")[1], Keys("rs:").covis("i1")
+    ('rs:{u:u1%3Aaff}', 'rs:{u:u1}:seq', 'rs:{s:43}cv:i1')
     """
 
     def __init__(self, prefix: str):
@@ -72,17 +87,26 @@ class Keys:
     def item(self, iid: str) -> str:
         return f"{self.p}i:{key_part(iid)}"
 
+    def shared(self, ident: str) -> str:
+        """The prefix of a shared key: {P}{s:NN} for the shard of `ident`."""
+        return f"{self.p}{{s:{shard(ident):02d}}}"
+
+    def guard(self, n: int) -> str:
+        return f"{self.p}{{s:{n:02d}}}guard"
+
     def covis(self, iid: str) -> str:
-        return f"{self.p}cv:{key_part(iid)}"
+        return f"{self.shared(iid)}cv:{key_part(iid)}"
 
     def cooccur(self, iid: str) -> str:
-        return f"{self.p}cs:{key_part(iid)}"
+        return f"{self.shared(iid)}cs:{key_part(iid)}"
 
     def trend(self, epoch: int, cat: str | None = None) -> str:
-        return f"{self.p}tr:c:{key_part(cat)}:{epoch}" if cat else f"{self.p}tr:{epoch}"
+        if cat:
+            return f"{self.shared('c:' + cat)}tr:c:{key_part(cat)}:{epoch}"
+        return f"{self.shared('tr')}tr:{epoch}"
 
     def pop(self, cat: str | None = None) -> str:
-        return f"{self.p}pop:c:{key_part(cat)}" if cat else f"{self.p}pop"
+        return f"{self.shared('c:' + cat)}pop:c:{key_part(cat)}" if cat else f"{self.shared('pop')}pop"
 
 
 class Script:
@@ -112,7 +136,7 @@ class Script:
 
 def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
     """Everything stored about one user, as comparable Python values (for tests and `recstream profile`)."""
-    k, seq, aff, bought, seen = Keys(prefix).user_keys(user)
+    k, seq, aff, bought, seen, _ = Keys(prefix).user_keys(user)     # not the outbox: bookkeeping
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(k)
     pipe.lrange(seq, 0, -1)
