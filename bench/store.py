@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     with stack.private_redis() as url:
         rows.append(measure(url, events, args.batch, "redis"))
     if args.cluster:
-        with stack.private_cluster(args.cluster) as url:
+        from stream.ops.cluster import private_cluster
+        with private_cluster(args.cluster) as url:
             rows.append(measure(url, events, args.batch, f"cluster-{args.cluster}"))
     print(f"{'store':12s} {'events/s':>10s} {'worker us/ev':>13s} {'redis us/ev':>12s} {'redis calls/ev':>15s}")
     for r in rows:

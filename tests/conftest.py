@@ -68,6 +68,23 @@ def settings(stack):
     delete_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic])
 
 
+@pytest.fixture(scope="session")
+def cluster_url():
+    """A real 3-master Redis Cluster (redis-server processes) for the session, started on first use."""
+    from stream.ops.cluster import private_cluster
+    with private_cluster(3) as url:
+        yield url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store_settings(request, settings):
+    """`settings` on a single redis-server, then on the 3-master Redis Cluster."""
+    from dataclasses import replace
+    if request.param == "redis":
+        return settings
+    return replace(settings, redis_url=request.getfixturevalue("cluster_url"))
+
+
 @pytest.fixture
 def redis_client(stack):
     from stream.core.storage.store import connect

@@ -47,7 +47,8 @@ def shop(n_events, seed=5):
                                  n_events=n_events, seed=seed))
 
 
-def test_20k_events_every_user_gets_valid_recommendations_and_bad_input_is_dead_lettered(settings, tmp_path):
+def test_20k_events_every_user_gets_valid_recommendations_and_bad_input_is_dead_lettered(store_settings, tmp_path):
+    settings = store_settings                     # a single Redis, then the 3-master cluster
     sh = shop(20_000)
     events = list(sh.events())
     users = {e["user_id"] for e in events}
@@ -98,52 +99,70 @@ def _applied(client, prefix, users):
     return sum(int(v) for h in pipe.execute() for k, v in h.items() if k.startswith(b"n:") and k != b"n:bot_flagged")
 
 
-def test_sigkill_mid_stream_then_restart_ends_with_identical_profiles(settings, redis_client, tmp_path):
+def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_settings, tmp_path):
+    """A 50k-event log; a worker SIGKILLed ten times at random moments, restarted each time in the same group;
+    the end state equals an uninterrupted run's: every profile byte for byte, every shared statistic
+    (co-visitation, co-occurrence, popularity exactly; trending to float rounding). On a single Redis and on
+    the 3-master cluster."""
+    import random
     from dataclasses import replace
 
     from stream.config.compose import build_pipeline
     from stream.core.storage.catalog import Catalog
+    from stream.core.storage.shared import COVIS_CAP
+    from stream.core.storage.store import connect, shared_differences, shared_dump
     from stream.drivers.worker import ConfluentWorker
-    sh = shop(12_000, seed=9)
+    s = store_settings
+    client = connect(s.redis_url)
+    sh = shop(50_000, seed=9)
     events = list(sh.events())
     users = {e["user_id"] for e in events}
     items = [validate_item(i) for i in sh.items]
+    produce_events(enumerate(events, 1), s.events_topic, s.brokers)
 
     # reference: an uninterrupted run
-    ref = replace(settings, key_prefix=settings.key_prefix + "ref:", group_id=settings.group_id + "-ref")
-    Catalog(redis_client, ref.key_prefix).upsert(items)
-    produce_events(enumerate(events, 1), settings.events_topic, settings.brokers)
+    ref = replace(s, key_prefix=s.key_prefix + "ref:", group_id=s.group_id + "-ref")
+    Catalog(client, ref.key_prefix).upsert(items)
     w = ConfluentWorker(ref, build_pipeline(ref))
     t = threading.Thread(target=w.run, kwargs={"max_idle_s": 3.0})
     t.start()
-    wait_for(lambda: _applied(redis_client, ref.key_prefix, users) == len(events), timeout=120, what="reference run")
+    wait_for(lambda: _applied(client, ref.key_prefix, users) == len(events), timeout=240, what="reference run")
     w.stop_event.set()
     t.join(30)
     lags = [w.metrics.registry.get_sample_value("recstream_consumer_lag", {"partition": str(p)}) for p in range(4)]
     assert any(v is not None and v >= 0 for v in lags), lags   # lag from the fetch high watermark is exported
-    expected = _all_profiles(redis_client, ref.key_prefix, users)
+    expected = _all_profiles(client, ref.key_prefix, users)
+    expected_shared = shared_dump(client, ref.key_prefix)
+    assert expected_shared and max(map(len, expected_shared.values())) <= 2 * COVIS_CAP   # nothing was trimmed
 
-    # the same log, a worker killed with SIGKILL mid-stream, then restarted in the same group
-    Catalog(redis_client, settings.key_prefix).upsert(items)
-    first = start_worker(settings, log=tmp_path / "w1.log")
-    wait_for(lambda: _applied(redis_client, settings.key_prefix, users) > 1500, timeout=120, what="some progress")
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    at_kill = _applied(redis_client, settings.key_prefix, users)
-    assert at_kill < len(events), "the kill landed after the end: not mid-stream"
-    second = start_worker(settings, log=tmp_path / "w2.log")
+    # the same log, a worker killed ten times at random moments
+    Catalog(client, s.key_prefix).upsert(items)
+    rnd, at_kills = random.Random(7), []
+    for k in range(10):
+        before = _applied(client, s.key_prefix, users)
+        worker = start_worker(s, log=tmp_path / f"w{k}.log")
+        wait_for(lambda: _applied(client, s.key_prefix, users) > before, timeout=90, what=f"progress after start {k}")
+        time.sleep(rnd.uniform(0.0, 0.8))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        at_kills.append(_applied(client, s.key_prefix, users))
+    assert at_kills[-1] < len(events), f"the kills landed after the end: {at_kills}"
+    last = start_worker(s, log=tmp_path / "last.log")
     try:
-        wait_for(lambda: _applied(redis_client, settings.key_prefix, users) >= len(events), timeout=120,
+        wait_for(lambda: _applied(client, s.key_prefix, users) >= len(events), timeout=240,
                  what="the restarted worker to finish")
+        wait_for(lambda: not shared_differences(shared_dump(client, s.key_prefix), expected_shared), timeout=30,
+                 what="the shared statistics to settle")
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(30)
-    assert _applied(redis_client, settings.key_prefix, users) == len(events)   # nothing double-counted
-    got = _all_profiles(redis_client, settings.key_prefix, users)
-    assert got == expected
+        last.send_signal(signal.SIGTERM)
+        last.wait(30)
+    assert _applied(client, s.key_prefix, users) == len(events)   # nothing double-counted
+    assert _all_profiles(client, s.key_prefix, users) == expected
+    assert shared_differences(shared_dump(client, s.key_prefix), expected_shared) == []
 
 
-def test_two_workers_share_partitions_and_cover_every_user(settings, tmp_path):
+def test_two_workers_share_partitions_and_cover_every_user(store_settings, tmp_path):
+    settings = store_settings                     # a single Redis, then the 3-master cluster
     sh = shop(6_000, seed=13)
     events = list(sh.events())
     users = {e["user_id"] for e in events}

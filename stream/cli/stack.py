@@ -13,19 +13,21 @@ def _stack_cfg(s: Settings, args):
 
 
 def cmd_stack(s: Settings, args) -> int:
-    from stream.ops import stack
+    from stream.ops import cluster, stack
     cfg = _stack_cfg(s, args)
     try:
         if args.action == "up":
-            for line in stack.up(cfg):
+            n = args.redis_cluster
+            for line in stack.up(cfg, redis_server=not n) + (cluster.up(cfg, n) if n else []):
                 print(line)
-            print(f"brokers {cfg.brokers}  redis {cfg.redis_url}  (broker storage is memory-only: "
-                  f"topics vanish when it stops)")
+            print(f"brokers {cfg.brokers}  redis {cfg.redis_url}{f' (a {n}-master cluster)' if n else ''}  "
+                  f"(broker storage is memory-only: topics vanish when it stops)")
         elif args.action == "down":
-            for line in stack.down(cfg):
+            for line in stack.down(cfg) + cluster.down(cfg):
                 print(line)
         else:
-            for line in stack.status(cfg):
+            nodes = cluster.running_nodes(cfg)
+            for line in stack.status(cfg) + [f"{svc.name} {cfg.host}:{svc.port}  pid {svc.pid()}" for svc in nodes]:
                 print(line)
             return stack.main_status_code(cfg)
     except stack.StackError as exc:
@@ -70,6 +72,9 @@ def register(sub) -> None:
     st.add_argument("--state-dir", help="pid files and logs (default RECSTREAM_STATE_DIR or .state)")
     st.add_argument("--broker-port", type=int)
     st.add_argument("--redis-port", type=int)
+    st.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                    help="up: a Redis Cluster of N masters (at least 3; redis-server processes on the redis port and "
+                         "the next N-1) instead of one redis-server; RECSTREAM_REDIS_URL stays the first node's")
     st.set_defaults(fn=cmd_stack)
 
     tp = sub.add_parser("topics", help="create (idempotent) or list topics")

@@ -28,7 +28,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aredis
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -50,7 +49,7 @@ from stream.core.storage.serving import (
     latest_key,
     read_outcomes,
 )
-from stream.core.storage.store import connect
+from stream.core.storage.store import connect, connect_async
 from stream.drivers.api_batch import AskBatcher
 from stream.drivers.api_edge import Edge
 from stream.drivers.api_metrics import StoreCollector
@@ -67,7 +66,7 @@ class Api:
 
     def __init__(self, s: Settings):
         self.s = s
-        self.redis = aredis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = connect_async(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.pipeline = assemble(connect(s.redis_url), s.key_prefix, rank_cfg=RankConfig(k=s.top_k),
                                  encoder_dir=s.encoder_dir, explore=False, init_store=False, guard=False)
         self.watcher = ModelWatcher(s.model_dir, self.pipeline)

@@ -41,9 +41,9 @@ from stream.errors import TRANSIENT_REDIS, translate_redis
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.search")
-TRENDS_KEY = "trends"
-TRENDS_STATE = "trends:state"
-TRENDS_LEASE = "trends:lease"
+TRENDS_KEY = "{trends}"                 # one hash tag: the publish script writes all three (Redis Cluster)
+TRENDS_STATE = "{trends}:state"
+TRENDS_LEASE = "{trends}:lease"
 
 
 def read_only_reranker(s: Settings) -> SearchReranker:

@@ -164,9 +164,10 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
 
 
-def up(cfg: StackConfig, timeout: float = 30.0, tied: bool = False) -> list[str]:
+def up(cfg: StackConfig, timeout: float = 30.0, tied: bool = False, redis_server: bool = True) -> list[str]:
     """Start the broker and redis-server unless already running; wait until both answer. `tied`: they
-    stop when this process dies (private stacks of a test run, a backtest, a demo)."""
+    stop when this process dies (private stacks of a test run, a backtest, a demo). Without `redis_server`
+    the broker only (`stream.ops.cluster` starts a Redis Cluster in its place)."""
     broker, red = _services(cfg)
     url = f"tcp://{cfg.host}:{cfg.broker_port}"
     argv = {
@@ -175,6 +176,8 @@ def up(cfg: StackConfig, timeout: float = 30.0, tied: bool = False) -> list[str]
         red: [redis_binary(), "--port", str(cfg.redis_port), "--bind", cfg.host, "--save", "",
               "--appendonly", "no", "--protected-mode", "no", "--dir", str(cfg.state_dir.resolve())],
     }
+    if not redis_server:
+        del argv[red]
     for svc in argv:   # all or nothing: check every port before starting anything
         if not svc.pid() and port_open(cfg.host, svc.port):
             raise StackError(f"{svc.name}: port {svc.port} is taken by a process this stack did not start; "
@@ -187,7 +190,9 @@ def up(cfg: StackConfig, timeout: float = 30.0, tied: bool = False) -> list[str]
             if "started" in line:
                 started.append(svc)
         from stream.drivers.kafka import check_brokers
-        _wait(lambda: redis.Redis.from_url(cfg.redis_url, socket_timeout=1).ping(), f"redis at {cfg.redis_url}", timeout)
+        if redis_server:
+            _wait(lambda: redis.Redis.from_url(cfg.redis_url, socket_timeout=1).ping(), f"redis at {cfg.redis_url}",
+                  timeout)
         _wait(lambda: port_open(cfg.host, cfg.broker_port), f"broker at {cfg.brokers}", timeout)
         _wait(lambda: check_brokers(cfg.brokers, timeout=2) is None, f"broker at {cfg.brokers}", timeout)
     except BaseException:

@@ -19,10 +19,10 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
     pipe = client.pipeline(transaction=False)
     collectors = []
     for src in sources:
-        before = len(pipe.command_stack)
+        before = len(pipe)                 # (len(): a cluster pipeline keeps no command_stack)
         fn = src.plan(ctx, pipe)
-        collectors.append((fn, before, len(pipe.command_stack)))
-    replies = pipe.execute() if pipe.command_stack else []
+        collectors.append((fn, before, len(pipe)))
+    replies = pipe.execute() if len(pipe) else []
     for fn, a, b in collectors:
         fn(replies[a:b])
     users = list(snaps)

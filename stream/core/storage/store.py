@@ -33,14 +33,35 @@ _LUA = Path(__file__).parent / "lua"
 
 
 def connect(url: str) -> redis.Redis:
-    """A client on `url`; raise a clear error when nothing answers (the password never in it)."""
+    """A client on `url`; raise a clear error when nothing answers (the password never in it). A Redis
+    Cluster is recognised by asking the node (`INFO cluster`): the client is then redis-py's `RedisCluster`,
+    which routes every key to its slot's master (any master's address will do as the URL)."""
     from stream.secrets import redact_url
     client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5)
     try:
         client.ping()
+        if is_cluster(client):
+            client.close()
+            client = redis.RedisCluster.from_url(url, socket_timeout=30, socket_connect_timeout=5)
+            client.ping()
     except redis.RedisError as exc:
         raise ConnectionError(f"no Redis answered at {redact_url(url)}: {exc}") from exc
     return client
+
+
+def is_cluster(client) -> bool:
+    if isinstance(client, redis.RedisCluster):
+        return True
+    return bool(int(client.info("cluster").get("cluster_enabled", 0)))
+
+
+def connect_async(url: str, **kw):
+    """An asyncio client on `url` (the API's), a `RedisCluster` one when `url` is a cluster node."""
+    import redis.asyncio as aredis
+    probe = connect(url)
+    cluster = is_cluster(probe)
+    probe.close()
+    return (aredis.RedisCluster if cluster else aredis.Redis).from_url(url, **kw)
 
 
 _ESCAPE = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
@@ -124,7 +145,7 @@ class Script:
         for attempt in (0, 1):
             pipe = self.client.pipeline(transaction=False)
             for keys, args in calls:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)   # (a cluster pipeline blocks .evalsha)
             try:
                 return pipe.execute()
             except redis.exceptions.NoScriptError:
@@ -145,3 +166,28 @@ def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
     pipe.zrange(seen, 0, -1, withscores=True)
     h, seq, aff, bought, seen = pipe.execute()
     return {"profile": h, "seq": seq, "aff": aff, "bought": bought, "seen": seen}
+
+
+def shared_dump(client: redis.Redis, prefix: str) -> dict[str, dict[str, float]]:
+    """Every shared statistic under `prefix` (co-visitation, co-occurrence, trending, popularity), as
+    key -> {member: score}; not the shards' offset guards (for tests and comparisons)."""
+    out = {}
+    for key in client.scan_iter(match=f"{prefix}{{s:*", count=1000):
+        k = key.decode()
+        if not k.endswith("}guard"):
+            out[k] = {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+    return out
+
+
+def shared_differences(got: dict, expected: dict, rel: float = 1e-9) -> list[str]:
+    """The keys of two `shared_dump`s (same prefix) that differ: counts exactly; trending scores (floats,
+    summed per batch: other batch boundaries round differently) to `rel` relative."""
+    bad = list(set(got) ^ set(expected))
+    for k in set(got) & set(expected):
+        a, b = got[k], expected[k]
+        if "}tr:" in k:
+            if a.keys() != b.keys() or any(abs(a[m] - b[m]) > rel * max(abs(b[m]), 1.0) for m in b):
+                bad.append(k)
+        elif a != b:
+            bad.append(k)
+    return sorted(bad)
