@@ -25,8 +25,7 @@ def _origins(events, first=0, partition=0):
 
 def _state(client, prefix, events):
     users = sorted({e.user_id for e in events})
-    shared = {k[len(prefix):]: v for k, v in shared_dump(client, prefix).items()}
-    return {u: user_profile_dump(client, prefix, u) for u in users}, shared
+    return {u: user_profile_dump(client, prefix, u) for u in users}, shared_dump(client, prefix)
 
 
 def _same(got, want) -> bool:

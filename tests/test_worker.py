@@ -103,16 +103,16 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     """A 50k-event log; a worker SIGKILLed ten times at random moments, restarted each time in the same group;
     the end state equals an uninterrupted run's: every profile byte for byte, every shared statistic
     (co-visitation, co-occurrence, popularity exactly; trending to float rounding). On a single Redis and on
-    the 3-master cluster."""
+    the 3-master cluster. The co-visitation cap is raised so that no set is cut back: which weak members
+    survive a cut depends on the batch boundaries (asserted: no trim in either run)."""
     import random
     from dataclasses import replace
 
     from stream.config.compose import build_pipeline
     from stream.core.storage.catalog import Catalog
-    from stream.core.storage.shared import COVIS_CAP
-    from stream.core.storage.store import connect, shared_differences, shared_dump
+    from stream.core.storage.store import connect, shared_differences, shared_dump, shared_trims
     from stream.drivers.worker import ConfluentWorker
-    s = store_settings
+    s = replace(store_settings, covis_cap=5000)
     client = connect(s.redis_url)
     sh = shop(50_000, seed=9)
     events = list(sh.events())
@@ -133,7 +133,7 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     assert any(v is not None and v >= 0 for v in lags), lags   # lag from the fetch high watermark is exported
     expected = _all_profiles(client, ref.key_prefix, users)
     expected_shared = shared_dump(client, ref.key_prefix)
-    assert expected_shared and max(map(len, expected_shared.values())) <= 2 * COVIS_CAP   # nothing was trimmed
+    assert expected_shared and shared_trims(client, ref.key_prefix) == 0
 
     # the same log, a worker killed ten times at random moments
     Catalog(client, s.key_prefix).upsert(items)
@@ -151,14 +151,20 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     try:
         wait_for(lambda: _applied(client, s.key_prefix, users) >= len(events), timeout=240,
                  what="the restarted worker to finish")
-        wait_for(lambda: not shared_differences(shared_dump(client, s.key_prefix), expected_shared), timeout=30,
-                 what="the shared statistics to settle")
+        deadline = time.monotonic() + 30               # the last batch's shared writes follow its profiles
+        while shared_differences(shared_dump(client, s.key_prefix), expected_shared) and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         last.send_signal(signal.SIGTERM)
         last.wait(30)
     assert _applied(client, s.key_prefix, users) == len(events)   # nothing double-counted
     assert _all_profiles(client, s.key_prefix, users) == expected
-    assert shared_differences(shared_dump(client, s.key_prefix), expected_shared) == []
+    got = shared_dump(client, s.key_prefix)
+    bad = shared_differences(got, expected_shared)
+    assert shared_trims(client, s.key_prefix) == 0
+    assert not bad, (len(bad), {k: {m: (got.get(k, {}).get(m), expected_shared.get(k, {}).get(m))
+                                    for m in set(got.get(k, {})) | set(expected_shared.get(k, {}))
+                                    if got.get(k, {}).get(m) != expected_shared.get(k, {}).get(m)} for k in bad[:5]})
 
 
 def test_two_workers_share_partitions_and_cover_every_user(store_settings, tmp_path):

@@ -20,6 +20,7 @@ from stream.core.ranking.ranker import OnlineRanker, RankerConfig
 from stream.core.scoring.transformer import load_promoted
 from stream.core.search.learn import SearchFeedback
 from stream.core.search.rerank import RerankConfig
+from stream.core.storage.profile import ProfileConfig
 from stream.core.storage.store import connect, key_part
 from stream.secrets import Pseudonymiser
 
@@ -28,11 +29,12 @@ log = logging.getLogger("recstream.compose")
 
 def assemble(client, prefix: str, *, rank_cfg: RankConfig = RankConfig(), model_dir: str | None = None,
              encoder_dir: str | None = None, explore: bool = True, load_embeddings: bool = True,
-             pseudonymise_key: str = "", init_store: bool = True, guard: bool = True) -> Pipeline:
+             pseudonymise_key: str = "", init_store: bool = True, guard: bool = True,
+             profile_cfg: ProfileConfig = ProfileConfig()) -> Pipeline:
     """A pipeline over `client` under `prefix`: the fallback scorer, or the model promoted in `model_dir`;
     with an exported encoder in `encoder_dir`, content embeddings (those already in Redis loaded when
     `load_embeddings`) and, with `explore`, the exploration slot."""
-    pipeline = Pipeline(client, prefix, rank_cfg=rank_cfg, init_store=init_store, guard=guard)
+    pipeline = Pipeline(client, prefix, rank_cfg=rank_cfg, init_store=init_store, guard=guard, profile_cfg=profile_cfg)
     if pseudonymise_key:
         pipeline.pseudonymiser = Pseudonymiser(pseudonymise_key.encode())
     if model_dir:
@@ -67,7 +69,7 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
                         rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger),
                                             max_per_category=s.max_per_category),
                         encoder_dir=s.encoder_dir, pseudonymise_key=s.pseudonymise_key, init_store=init_store,
-                        guard=guard)
+                        guard=guard, profile_cfg=ProfileConfig(covis_cap=s.covis_cap))
     if s.ranker != "off" and ranker:
         online = make_ranker(s.ranker, window_s=s.ranker_window_s, background_fit=True)
         pipeline.keeper = RankerKeeper(online, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id,

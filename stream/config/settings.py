@@ -41,6 +41,7 @@ class Settings:
     exclude_trigger: int = 1                  # RECSTREAM_EXCLUDE_TRIGGER: 1 = never recommend the item just interacted with
     ranker: str = "gbdt"                      # RECSTREAM_RANKER: online ranker gbdt | lr | fm | off (lr:WEIGHT, lr:learned)
     max_per_category: int = 0                 # RECSTREAM_MAX_PER_CATEGORY: diversity cap per category in a list (0 = off)
+    covis_cap: int = 100                      # RECSTREAM_COVIS_CAP: co-visitation/co-occurrence members kept per item
     ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown)
     ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
     experiments: str = ""                     # RECSTREAM_EXPERIMENTS: an A/B experiment file (TOML; empty = none)
@@ -166,6 +167,8 @@ class Settings:
         if self.archive_retention_days < 0:
             raise SettingsError(f"RECSTREAM_ARCHIVE_RETENTION_DAYS={self.archive_retention_days}: must be >= 0 "
                                 "(0 = keep everything)")
+        if self.covis_cap < 1:
+            raise SettingsError(f"RECSTREAM_COVIS_CAP={self.covis_cap}: must be >= 1")
         if self.max_per_category < 0:
             raise SettingsError(f"RECSTREAM_MAX_PER_CATEGORY={self.max_per_category}: must be >= 0 (0 = no cap)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -32,6 +32,7 @@ class ProfileConfig:
     session_gap_s: float = 1800.0              # co-visitation only within this gap
     max_affinities: int = 64                   # categories+brands kept per user
     bot_per_min: int = 40                      # above this many events a minute: bot-like
+    covis_cap: int = 100                       # co-visitation/co-occurrence members kept per item (trimmed past 2x)
 
 
 @dataclass
@@ -101,7 +102,7 @@ class ProfileStore:
             raise translate_redis(exc, "load apply_events.lua") from exc
         c = cfg
         self.guard = guard
-        self.shared = SharedStats(client, prefix, c.trend_half_life_s)
+        self.shared = SharedStats(client, prefix, c.trend_half_life_s, c.covis_cap)
         self._head = [int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n, c.seen_cap,
                       int(c.session_gap_s * 1000), c.max_affinities, c.bot_per_min]
         if guard and init_store and not self.is_live():

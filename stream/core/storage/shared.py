@@ -26,7 +26,6 @@ import redis
 
 from stream.core.storage.store import Keys, Script, shard
 
-COVIS_CAP = 100        # a cv:/cs: set keeps its `COVIS_CAP` strongest members (trimmed past twice that)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +49,9 @@ class Fed:
 
 
 class SharedStats:
-    def __init__(self, client: redis.Redis, prefix: str, trend_half_life_s: float):
-        self.client, self.keys = client, Keys(prefix)
+    def __init__(self, client: redis.Redis, prefix: str, trend_half_life_s: float, cap: int = 100):
+        """`cap`: a cv:/cs: set keeps its `cap` strongest members, cut back when a batch leaves it past 2 x cap."""
+        self.client, self.keys, self.cap = client, Keys(prefix), cap
         self.hl = trend_half_life_s * 1000
         self.epoch_ms = 64 * self.hl                 # trending's forward-decay epoch (see candidates/trending.py)
         self._script = Script(client, "shared_add")
@@ -109,5 +109,5 @@ class SharedStats:
             argv += [src, min(offs), max(offs), newest.get(src, max(offs)), len(summed)]
             for (key, member), amount in summed.items():
                 argv += [index[key], member, repr(amount) if isinstance(amount, float) else amount]
-        argv += [COVIS_CAP, int(3 * self.epoch_ms), *modes]
+        argv += [self.cap, int(3 * self.epoch_ms), *modes]
         return keys, argv

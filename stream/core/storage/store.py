@@ -170,13 +170,23 @@ def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
 
 def shared_dump(client: redis.Redis, prefix: str) -> dict[str, dict[str, float]]:
     """Every shared statistic under `prefix` (co-visitation, co-occurrence, trending, popularity), as
-    key -> {member: score}; not the shards' offset guards (for tests and comparisons)."""
+    key without the prefix -> {member: score}; not the shards' offset guards (for tests and comparisons)."""
     out = {}
     for key in client.scan_iter(match=f"{prefix}{{s:*", count=1000):
         k = key.decode()
         if not k.endswith("}guard"):
-            out[k] = {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+            out[k[len(prefix):]] = {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
     return out
+
+
+def shared_trims(client: redis.Redis, prefix: str) -> int:
+    """How many times a co-visitation or co-occurrence set was cut back to its strongest members. A trim
+    happens when a batch leaves a set past twice its cap, so which weak members survive depends on the batch
+    boundaries: two runs of one log are equal member for member only while nothing was trimmed."""
+    pipe = client.pipeline(transaction=False)
+    for n in range(N_SHARDS):
+        pipe.hget(Keys(prefix).guard(n), "trimmed")
+    return sum(int(v) for v in pipe.execute() if v)
 
 
 def shared_differences(got: dict, expected: dict, rel: float = 1e-9) -> list[str]:

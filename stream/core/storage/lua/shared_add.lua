@@ -3,7 +3,7 @@
 -- guard, a hash: input partition -> the newest offset whose increments this shard holds. An increment is
 -- added only if its event's offset is newer than the guard's, so a batch redelivered after a crash (or
 -- written twice by a worker that lost its partition) adds nothing twice.
--- KEYS: guard, data keys (sorted sets)
+-- KEYS: guard (also counts the trims of its shard: field "trimmed"), data keys (sorted sets)
 -- ARGV: sections, then per section: partition ("" = none: no guard, as in a backtest), lo (the oldest offset
 --       among its increments), hi_inc (the newest among them), hi_batch (the newest offset of the batch in
 --       that partition), n, then n triples (data key index into KEYS, member, amount);
@@ -37,7 +37,10 @@ local cap, ttl = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
 for k, _ in pairs(touched) do
   local mode = ARGV[i + k]
   if mode == "t" then
-    if redis.call("ZCARD", KEYS[k]) > 2 * cap then redis.call("ZREMRANGEBYRANK", KEYS[k], 0, -cap - 1) end
+    if redis.call("ZCARD", KEYS[k]) > 2 * cap then
+      redis.call("ZREMRANGEBYRANK", KEYS[k], 0, -cap - 1)
+      redis.call("HINCRBY", G, "trimmed", 1)       -- counted: which members a trim keeps depends on batch bounds
+    end
   elseif mode == "e" then
     redis.call("PEXPIRE", KEYS[k], ttl, "NX")
   end
