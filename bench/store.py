@@ -1,8 +1,8 @@
 """The state stage alone: what applying events costs the worker and Redis, per event.
 
-    python -m bench.store [--events 50000] [--batch 500] [--cluster 3] [--out bench/results/store.json]
+    python -m bench.store [--events 50000] [--batch 500] [--cluster 3] [--log PATH:FORMAT] [--out FILE]
 
-Synthetic shop events (the project's generator) are applied batch by batch through the pipeline's state
+Synthetic shop events (the project's generator; or a real log's, `--log`) are applied batch by batch through the pipeline's state
 stage (`Pipeline.apply`: the per-user profile scripts and the shared statistics) on a throwaway
 redis-server (or, with --cluster N, a throwaway N-master Redis Cluster). Per event it reports the worker's
 CPU (this process, from /proc via `time.process_time`), Redis' CPU (INFO CPU of every master: user + sys),
@@ -68,10 +68,17 @@ def main(argv=None) -> int:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--cluster", type=int, default=0, help="also measure on an N-master Redis Cluster (0: not)")
+    ap.add_argument("--log", help="a real log instead of the synthetic shop, PATH:FORMAT (e.g. "
+                                  "../shared/data/rees46-ecommerce-2019oct-head/2019-Oct.head.csv:rees46)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "store.json"))
     args = ap.parse_args(argv)
-    shop = SynthShop(SynthConfig(n_users=5000, n_items=20_000, n_events=args.events, seed=11))
-    events = [validate_event(e) for e in shop.events()]
+    if args.log:
+        from stream.evaluation.backtest import load_events
+        path, fmt = args.log.rsplit(":", 1)
+        events = load_events(path, fmt)[0][:args.events]
+    else:
+        shop = SynthShop(SynthConfig(n_users=5000, n_items=20_000, n_events=args.events, seed=11))
+        events = [validate_event(e) for e in shop.events()]
     rows = []
     with stack.private_redis() as url:
         rows.append(measure(url, events, args.batch, "redis"))

@@ -112,7 +112,7 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     from stream.core.storage.catalog import Catalog
     from stream.core.storage.store import connect, shared_differences, shared_dump, shared_trims
     from stream.drivers.worker import ConfluentWorker
-    s = replace(store_settings, covis_cap=5000)
+    s = replace(store_settings, covis_cap=5000, ranker="off")   # (the ranker's restart is tested on its own below)
     client = connect(s.redis_url)
     sh = shop(50_000, seed=9)
     events = list(sh.events())
@@ -126,7 +126,8 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     w = ConfluentWorker(ref, build_pipeline(ref))
     t = threading.Thread(target=w.run, kwargs={"max_idle_s": 3.0})
     t.start()
-    wait_for(lambda: _applied(client, ref.key_prefix, users) == len(events), timeout=240, what="reference run")
+    wait_for(lambda: _applied(client, ref.key_prefix, users) == len(events), timeout=240, interval=1.0,
+             what="reference run")     # (a poll reads every user: not too often)
     w.stop_event.set()
     t.join(30)
     lags = [w.metrics.registry.get_sample_value("recstream_consumer_lag", {"partition": str(p)}) for p in range(4)]
@@ -141,7 +142,8 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     for k in range(10):
         before = _applied(client, s.key_prefix, users)
         worker = start_worker(s, log=tmp_path / f"w{k}.log")
-        wait_for(lambda: _applied(client, s.key_prefix, users) > before, timeout=90, what=f"progress after start {k}")
+        wait_for(lambda: _applied(client, s.key_prefix, users) > before, timeout=90, interval=0.3,
+                 what=f"progress after start {k}")
         time.sleep(rnd.uniform(0.0, 0.8))
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
@@ -149,7 +151,7 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     assert at_kills[-1] < len(events), f"the kills landed after the end: {at_kills}"
     last = start_worker(s, log=tmp_path / "last.log")
     try:
-        wait_for(lambda: _applied(client, s.key_prefix, users) >= len(events), timeout=240,
+        wait_for(lambda: _applied(client, s.key_prefix, users) >= len(events), timeout=240, interval=1.0,
                  what="the restarted worker to finish")
         deadline = time.monotonic() + 30               # the last batch's shared writes follow its profiles
         while shared_differences(shared_dump(client, s.key_prefix), expected_shared) and time.monotonic() < deadline:

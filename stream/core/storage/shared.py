@@ -55,59 +55,89 @@ class SharedStats:
         self.hl = trend_half_life_s * 1000
         self.epoch_ms = 64 * self.hl                 # trending's forward-decay epoch (see candidates/trending.py)
         self._script = Script(client, "shared_add")
+        self._names: dict[tuple[str, str], tuple[int, str]] = {}     # (kind, id) -> (shard, key name)
+
+    def _name(self, kind: str, ident: str) -> tuple[int, str]:
+        got = self._names.get((kind, ident))
+        if got is None:
+            if len(self._names) > 500_000:
+                self._names.clear()
+            k = self.keys
+            if kind == "cv":
+                got = shard(ident), k.covis(ident)
+            elif kind == "cs":
+                got = shard(ident), k.cooccur(ident)
+            elif kind == "pc":
+                got = shard("c:" + ident), k.pop(ident)
+            else:                                     # "tc": a category's trending key, ident "cat\0epoch"
+                cat, epoch = ident.split("\0")
+                got = shard("c:" + cat), k.trend(int(epoch), cat)
+            self._names[(kind, ident)] = got
+        return got
 
     def increments(self, f: Fed):
         """(shard, key, member, amount, mode) for one event: mode "t" trims the set, "e" expires it."""
-        k, item, w = self.keys, f.item, f.weight
+        item, w, name = f.item, f.weight, self._name
         for p in f.follows:
-            yield shard(p), k.covis(p), item, w, "t"
+            yield (*name("cv", p), item, w, "t")
         for p in f.cooccurs:
-            yield shard(p), k.cooccur(p), item, 1, "t"
-            yield shard(item), k.cooccur(item), p, 1, "t"
+            yield (*name("cs", p), item, 1, "t")
+            yield (*name("cs", item), p, 1, "t")
         epoch = math.floor(f.ts / self.epoch_ms)
         boost = w * 2.0 ** ((f.ts - epoch * self.epoch_ms) / self.hl)
-        yield shard("tr"), k.trend(epoch), item, boost, "e"
+        yield shard("tr"), self.keys.trend(epoch), item, boost, "e"
         if f.category:
-            yield shard("c:" + f.category), k.trend(epoch, f.category), item, boost, "e"
-            yield shard("c:" + f.category), k.pop(f.category), item, w, "-"
-        yield shard("pop"), k.pop(), item, w, "-"
+            yield (*name("tc", f"{f.category}\0{epoch}"), item, boost, "e")
+            yield (*name("pc", f.category), item, w, "-")
+        yield shard("pop"), self.keys.pop(), item, w, "-"
 
     def write(self, fed: list[Fed], newest: dict[str, int]) -> int:
         """Add the batch's increments, once per input offset. `newest`: source -> the batch's newest offset
         there. Returns the script calls made."""
-        rows: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))   # shard -> source -> rows
-        for f in fed:
-            for sh, key, member, amount, mode in self.increments(f):
-                rows[sh][f.source].append((f.offset, key, member, amount, mode))
+        only: dict[tuple[int, str], int] | None = None      # after a refusal: (shard, source) -> guard
         calls = 0
-        while rows:
-            order = sorted(rows)
-            replies = self._script.execute([self._call(sh, rows[sh], newest) for sh in order])
+        while True:
+            groups: dict[int, dict[str, list]] = {}          # shard -> source -> [lo, hi, {key: {member: sum}}]
+            modes: dict[str, str] = {}
+            for f in fed:
+                for sh, key, member, amount, mode in self.increments(f):
+                    if only is not None and only.get((sh, f.source), f.offset) >= f.offset:
+                        continue
+                    g = groups.setdefault(sh, {}).get(f.source)
+                    if g is None:
+                        g = groups[sh][f.source] = [f.offset, f.offset, {}]
+                    elif f.offset < g[0]:
+                        g[0] = f.offset
+                    elif f.offset > g[1]:
+                        g[1] = f.offset
+                    per = g[2].get(key)
+                    if per is None:
+                        per = g[2][key] = {}
+                        modes[key] = mode
+                    per[member] = per.get(member, 0) + amount
+            if not groups:
+                return calls
+            order = sorted(groups)
+            replies = self._script.execute([self._call(sh, groups[sh], newest, modes) for sh in order])
             calls += len(order)
-            again: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+            only = {}
             for sh, refused in zip(order, replies):
-                for i in range(0, len(refused), 2):           # the guard lies inside this section's range
-                    src, g = refused[i].decode(), int(refused[i + 1])
-                    keep = [r for r in rows[sh][src] if r[0] > g]
-                    if keep:
-                        again[sh][src] = keep
-            rows = again
-        return calls
+                for i in range(0, len(refused), 2):          # the guard lies inside this section's range
+                    only[(sh, refused[i].decode())] = int(refused[i + 1])
+            if not only:
+                return calls
+            fed = [f for f in fed if any(src == f.source and f.offset > g for (_, src), g in only.items())]
 
-    def _call(self, sh: int, sections: dict[str, list], newest: dict[str, int]) -> tuple[list, list]:
-        keys, index, modes = [self.keys.guard(sh)], {}, []
-        argv: list = [len(sections)]
-        for src, rs in sorted(sections.items()):
-            summed: dict[tuple[str, str], float] = {}
-            for _, key, member, amount, mode in rs:
-                if key not in index:
-                    index[key] = len(keys) + 1
+    def _call(self, sh: int, sections: dict[str, list], newest: dict[str, int], modes: dict[str, str]
+              ) -> tuple[list, list]:
+        keys, index, out = [self.keys.guard(sh)], {}, []
+        for src, (lo, hi, per_key) in sorted(sections.items()):
+            ops = []
+            for key, members in per_key.items():
+                k = index.get(key)
+                if k is None:
+                    k = index[key] = len(keys) + 1
                     keys.append(key)
-                    modes.append(mode)
-                summed[(key, member)] = summed.get((key, member), 0) + amount
-            offs = [r[0] for r in rs]
-            argv += [src, min(offs), max(offs), newest.get(src, max(offs)), len(summed)]
-            for (key, member), amount in summed.items():
-                argv += [index[key], member, repr(amount) if isinstance(amount, float) else amount]
-        argv += [self.cap, int(3 * self.epoch_ms), *modes]
-        return keys, argv
+                ops += [[k, m, a] for m, a in members.items()]
+            out.append([src, lo, hi, newest.get(src, hi), ops])
+        return keys, [orjson.dumps(out), self.cap, int(3 * self.epoch_ms), "".join(modes[k] for k in keys[1:])]
