@@ -12,17 +12,18 @@ help:
 	@echo "make run      - the recommender demo on the embedded local stack (Tansu + redis-server)"
 	@echo "make test     - create the venv, install, run the whole suite (starts its own stack)"
 	@echo "make bench    - benchmarks: table on stdout, JSON in bench/results/"
-	@echo "make deps     - system packages (redis-server, docker-compose, libgomp1) via apt when missing"
+	@echo "make deps     - system packages (redis-server, redis-tools, docker-compose, libgomp1) via apt when missing"
 	@echo "make lock     - re-resolve requirements.lock (every dependency pinned, with hashes) after editing pyproject.toml"
 	@echo "make audit    - pip-audit the locked dependencies against the PyPI vulnerability service"
 	@echo "make fuzz     - coverage-guided fuzzing of the message validators (atheris), 10 minutes"
 	@echo "make docs     - the reference site from docs/ (mkdocs build --strict, into .site/)"
 	@echo "make lint-imports - the architecture's import contracts (import-linter; also part of make test)"
 
-# System packages: redis-server for the local stack; docker-compose (1.29, no engine) validates the compose file;
+# System packages: redis-server for the local stack (redis-cli from redis-tools joins a local Redis Cluster); docker-compose (1.29, no engine) validates the compose file;
 # libgomp1 (OpenMP) for LightGBM, the learned ranker.
 deps:
 	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v redis-cli >/dev/null || need="$$need redis-tools"; \
 	command -v docker-compose >/dev/null || need="$$need docker-compose"; \
 	ldconfig -p 2>/dev/null | grep -q libgomp.so.1 || need="$$need libgomp1"; \
 	if [ -n "$$need" ]; then \
