@@ -142,7 +142,7 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     for k in range(10):
         before = _applied(client, s.key_prefix, users)
         worker = start_worker(s, log=tmp_path / f"w{k}.log")
-        wait_for(lambda: _applied(client, s.key_prefix, users) > before, timeout=90, interval=0.3,
+        wait_for(lambda b=before: _applied(client, s.key_prefix, users) > b, timeout=90, interval=0.3,
                  what=f"progress after start {k}")
         time.sleep(rnd.uniform(0.0, 0.8))
         worker.send_signal(signal.SIGKILL)

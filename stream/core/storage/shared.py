@@ -18,14 +18,12 @@ process) are added unguarded.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import orjson
 import redis
 
 from stream.core.storage.store import Keys, Script, shard
-
 
 
 @dataclass(frozen=True, slots=True)
