@@ -66,7 +66,7 @@ class WorkerMetrics:
         self._recs_n += len(result.recommendations)
         self._lat.extend(latencies)
         now, reasons = time.monotonic(), self._status["reasons"]
-        self._recent.extend((now, x) for x in latencies)
+        self._recent.extend([(now, x) for x in latencies])     # one C call: no reader sees it half done
         for d in result.dead_letters:    # by the field or check the reason names first ("user_id: ...")
             why = d.reason.split(":", 1)[0][:40]
             reasons[why] = reasons.get(why, 0) + 1
@@ -81,7 +81,8 @@ class WorkerMetrics:
         """A worker's heartbeat in Redis: events/s since the last call, event-to-emit latency percentiles
         (ms) over the last 30 s (None when idle), totals, dead letters by reason, consumer lag."""
         st, now = self._status, time.monotonic()
-        lat = np.array([x for t, x in self._recent if now - t <= 30.0]) * 1000
+        recent = list(self._recent)              # a copy in one C call: the finishing thread appends meanwhile
+        lat = np.array([x for t, x in recent if now - t <= 30.0]) * 1000
         out = {"events_per_s": round((self._n - st["n"]) / max(1e-9, now - st["t"]), 1), "events": self._n,
                "rejected": self._rejected, "recommendations": self._recs_n,
                "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
