@@ -24,6 +24,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.store import redis_cpu_calls
 from stream.config.settings import Settings
 from stream.core.storage.store import connect
 from stream.data.synth import SynthConfig, SynthShop
@@ -39,13 +40,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 def _cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK          # utime + stime
-
-
-def _redis_cpu_s(client) -> float:
-    import redis
-    nodes = ([client.get_redis_connection(n) for n in client.get_primaries()]
-             if isinstance(client, redis.RedisCluster) else [client])
-    return sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in (n.info("cpu") for n in nodes))
 
 
 def _committed(s: Settings, parts: int) -> int:
@@ -66,7 +60,7 @@ def run(base: Settings, shop: SynthShop, events: list, n_workers: int, logdir: P
         for w in workers:
             w.wait_ready(shop.items[-1]["item_id"], timeout=90)
         time.sleep(2)                                    # every member assigned before the clock starts
-        cpu0, r0, t0 = [_cpu_s(w.proc.pid) for w in workers], _redis_cpu_s(client), time.perf_counter()
+        cpu0, r0, t0 = [_cpu_s(w.proc.pid) for w in workers], redis_cpu_calls(client)[0], time.perf_counter()
         produce_events(enumerate(events, 1), s.events_topic, s.brokers)
         while _committed(s, base.partitions) < len(events):
             if not all(w.alive for w in workers):
@@ -74,7 +68,7 @@ def run(base: Settings, shop: SynthShop, events: list, n_workers: int, logdir: P
             time.sleep(0.25)
         wall = time.perf_counter() - t0
         wcpu = sum(_cpu_s(w.proc.pid) - c for w, c in zip(workers, cpu0))
-        rcpu = _redis_cpu_s(client) - r0
+        rcpu = redis_cpu_calls(client)[0] - r0
     finally:
         for w in workers:
             w.stop()

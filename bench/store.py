@@ -34,7 +34,8 @@ def _masters(client) -> list:
     return [client]
 
 
-def _redis_cpu_calls(client) -> tuple[float, int]:
+def redis_cpu_calls(client) -> tuple[float, int]:
+    """Redis' CPU-seconds (user + sys) and commands run so far, summed over every master."""
     cpu, calls = 0.0, 0
     for node in _masters(client):
         info = node.info("cpu")
@@ -50,13 +51,13 @@ def measure(url: str, events: list, batch: int, label: str) -> dict:
     client = connect(url)
     p = Pipeline(client, "rs:bench:")
     msgs = [(ev, InMessage(b"", None, "bench", 0, n)) for n, ev in enumerate(events)]
-    cpu0, calls0 = _redis_cpu_calls(client)
+    cpu0, calls0 = redis_cpu_calls(client)
     w0, t0 = time.process_time(), time.perf_counter()
     for i in range(0, len(msgs), batch):
         part = msgs[i:i + batch]
         p.apply(Ingested([e for e, _ in part], [m for _, m in part]))
     wall, wcpu = time.perf_counter() - t0, time.process_time() - w0
-    cpu1, calls1 = _redis_cpu_calls(client)
+    cpu1, calls1 = redis_cpu_calls(client)
     n = len(events)
     return {"store": label, "events": n, "batch": batch, "events_per_s": n / wall,
             "worker_cpu_us_per_event": 1e6 * wcpu / n, "redis_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n,

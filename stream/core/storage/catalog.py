@@ -37,8 +37,17 @@ class Catalog:
             if len(self._meta) > self.max_cache:
                 self._meta.clear()
             pipe = self.client.pipeline(transaction=False)
-            for i in missing:
-                pipe.hmget(self.keys.item(i), "cat", "brand", "price")
-            for i, (c, b, p) in zip(missing, pipe.execute()):
-                self._meta[i] = (c.decode() if c else None, b.decode() if b else None, float(p) if p else None)
+            queue_meta(pipe, self.keys, missing)
+            self._meta.update(zip(missing, map(parse_meta, pipe.execute())))
         return {i: self._meta.get(i, (None, None, None)) for i in item_ids}
+
+
+def queue_meta(pipe, keys: Keys, item_ids) -> None:
+    """Queue the catalog's (category, brand, price) of each item on `pipe` (replies: `parse_meta`)."""
+    for i in item_ids:
+        pipe.hmget(keys.item(i), "cat", "brand", "price")
+
+
+def parse_meta(reply) -> tuple[str | None, str | None, float | None]:
+    c, b, p = reply
+    return c.decode() if c else None, b.decode() if b else None, float(p) if p else None

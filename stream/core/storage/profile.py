@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import redis
 
 from schemas import Event
+from stream.core.storage.catalog import parse_meta, queue_meta
 from stream.core.storage.shared import Fed, SharedStats
 from stream.core.storage.store import Keys, Script
 from stream.core.validate import InMessage
@@ -136,7 +137,7 @@ class ProfileStore:
             out[uid] = _snapshot(uid, seq, flat, bought, u[0], u[1:], hl)
         return out
 
-    def _enrich(self, events: list[Event]) -> dict[str, tuple[str, str, str]]:
+    def _enrich(self, events: list[Event]) -> dict[str, tuple[str | None, str | None, float | None]]:
         """One round-trip: the store's marker checked (with `guard`), the catalog's (category, brand, price)
         read for the items whose events lack any of them, an event's category recorded for its item."""
         need = sorted({ev.item_id for ev in events if ev.item_id and (
@@ -144,15 +145,14 @@ class ProfileStore:
         pipe = self.client.pipeline(transaction=False)
         if self.guard:
             pipe.exists(self.keys.marker)
-        for item in need:
-            pipe.hmget(self.keys.item(item), "cat", "brand", "price")
+        queue_meta(pipe, self.keys, need)
         for item, cat in {(ev.item_id, str((ev.context or {}).get("category"))) for ev in events
                           if ev.item_id and (ev.context or {}).get("category")}:
             pipe.hsetnx(self.keys.item(item), "cat", cat)
         got = pipe.execute()
         if self.guard and not got.pop(0):
             raise StoreEmptied(f"the store has no marker {self.keys.marker}: it was emptied")
-        return {item: tuple((x or b"").decode() for x in meta) for item, meta in zip(need, got)}
+        return dict(zip(need, map(parse_meta, got)))
 
     def apply(self, events: list[Event], origins: list[InMessage] | None = None, share: bool = True
               ) -> dict[str, Snapshot]:
@@ -176,11 +176,11 @@ class ProfileStore:
             args = [*self._head, min(offs) if offs else ""]
             for ev, m in evs:
                 ctx = ev.context or {}
-                cat0, brand0, price0 = meta.get(ev.item_id, ("", "", ""))
-                cat = str(ctx.get("category") or cat0)
+                cat0, brand0, price0 = meta.get(ev.item_id, (None, None, None))
+                cat = str(ctx.get("category") or cat0 or "")
                 price = ev.price if ev.price is not None else price0
                 cats[ev.event_id] = cat
-                args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, cat, str(ctx.get("brand") or brand0),
+                args += [ev.event_id, ev.type, ev.item_id or "", ev.ts, cat, str(ctx.get("brand") or brand0 or ""),
                          WEIGHTS[ev.type], "" if price is None else price, ev.query or "",
                          m.offset if m is not None and m.offset >= 0 else ""]
             calls.append((self.keys.user_keys(uid), args))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import orjson
 import redis
 
-from stream.core.storage.store import Keys, Script, shard
+from stream.core.storage.store import Keys, Script, shard_of_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,41 +53,33 @@ class SharedStats:
         self.hl = trend_half_life_s * 1000
         self.epoch_ms = 64 * self.hl                 # trending's forward-decay epoch (see candidates/trending.py)
         self._script = Script(client, "shared_add")
-        self._names: dict[tuple[str, str], tuple[int, str]] = {}     # (kind, id) -> (shard, key name)
+        self._names: dict[tuple, tuple[int, str]] = {}     # (Keys method, args) -> (shard, key name)
 
-    def _name(self, kind: str, ident: str) -> tuple[int, str]:
-        got = self._names.get((kind, ident))
+    def _key(self, make, *args) -> tuple[int, str]:
+        """`make(*args)` (a `Keys` method) and its shard, cached: the same items recur batch after batch."""
+        got = self._names.get((make, args))
         if got is None:
             if len(self._names) > 500_000:
                 self._names.clear()
-            k = self.keys
-            if kind == "cv":
-                got = shard(ident), k.covis(ident)
-            elif kind == "cs":
-                got = shard(ident), k.cooccur(ident)
-            elif kind == "pc":
-                got = shard("c:" + ident), k.pop(ident)
-            else:                                     # "tc": a category's trending key, ident "cat\0epoch"
-                cat, epoch = ident.split("\0")
-                got = shard("c:" + cat), k.trend(int(epoch), cat)
-            self._names[(kind, ident)] = got
+            name = make(*args)
+            got = self._names[(make, args)] = shard_of_key(name), name
         return got
 
     def increments(self, f: Fed):
-        """(shard, key, member, amount, mode) for one event: mode "t" trims the set, "e" expires it."""
-        item, w, name = f.item, f.weight, self._name
+        """(shard, key, member, amount) for one event."""
+        k, item, w, key = self.keys, f.item, f.weight, self._key
         for p in f.follows:
-            yield (*name("cv", p), item, w, "t")
+            yield (*key(k.covis, p), item, w)
         for p in f.cooccurs:
-            yield (*name("cs", p), item, 1, "t")
-            yield (*name("cs", item), p, 1, "t")
+            yield (*key(k.cooccur, p), item, 1)
+            yield (*key(k.cooccur, item), p, 1)
         epoch = math.floor(f.ts / self.epoch_ms)
         boost = w * 2.0 ** ((f.ts - epoch * self.epoch_ms) / self.hl)
-        yield shard("tr"), self.keys.trend(epoch), item, boost, "e"
+        yield (*key(k.trend, epoch), item, boost)
         if f.category:
-            yield (*name("tc", f"{f.category}\0{epoch}"), item, boost, "e")
-            yield (*name("pc", f.category), item, w, "-")
-        yield shard("pop"), self.keys.pop(), item, w, "-"
+            yield (*key(k.trend, epoch, f.category), item, boost)
+            yield (*key(k.pop, f.category), item, w)
+        yield (*key(k.pop), item, w)
 
     def write(self, fed: list[Fed], newest: dict[str, int]) -> int:
         """Add the batch's increments, once per input offset. `newest`: source -> the batch's newest offset
@@ -96,9 +88,8 @@ class SharedStats:
         calls = 0
         while True:
             groups: dict[int, dict[str, list]] = {}          # shard -> source -> [lo, hi, {key: {member: sum}}]
-            modes: dict[str, str] = {}
             for f in fed:
-                for sh, key, member, amount, mode in self.increments(f):
+                for sh, key, member, amount in self.increments(f):
                     if only is not None and only.get((sh, f.source), f.offset) >= f.offset:
                         continue
                     g = groups.setdefault(sh, {}).get(f.source)
@@ -111,12 +102,11 @@ class SharedStats:
                     per = g[2].get(key)
                     if per is None:
                         per = g[2][key] = {}
-                        modes[key] = mode
                     per[member] = per.get(member, 0) + amount
             if not groups:
                 return calls
             order = sorted(groups)
-            replies = self._script.execute([self._call(sh, groups[sh], newest, modes) for sh in order])
+            replies = self._script.execute([self._call(sh, groups[sh], newest) for sh in order])
             calls += len(order)
             only = {}
             for sh, refused in zip(order, replies):
@@ -126,8 +116,7 @@ class SharedStats:
                 return calls
             fed = [f for f in fed if any(src == f.source and f.offset > g for (_, src), g in only.items())]
 
-    def _call(self, sh: int, sections: dict[str, list], newest: dict[str, int], modes: dict[str, str]
-              ) -> tuple[list, list]:
+    def _call(self, sh: int, sections: dict[str, list], newest: dict[str, int]) -> tuple[list, list]:
         keys, index, out = [self.keys.guard(sh)], {}, []
         for src, (lo, hi, per_key) in sorted(sections.items()):
             ops = []
@@ -138,4 +127,10 @@ class SharedStats:
                     keys.append(key)
                 ops += [[k, m, a] for m, a in members.items()]
             out.append([src, lo, hi, newest.get(src, hi), ops])
-        return keys, [orjson.dumps(out), self.cap, int(3 * self.epoch_ms), "".join(modes[k] for k in keys[1:])]
+        return keys, [orjson.dumps(out), self.cap, int(3 * self.epoch_ms), "".join(map(_mode, keys[1:]))]
+
+
+def _mode(key: str) -> str:
+    """What `shared_add.lua` does after adding to a key: "t" trims a co-visitation/co-occurrence set, "e"
+    expires a trending epoch, "-" nothing (popularity)."""
+    return "t" if "}cv:" in key or "}cs:" in key else "e" if "}tr:" in key else "-"

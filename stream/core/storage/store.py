@@ -69,6 +69,16 @@ USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen", ":out")   # the per-use
 N_SHARDS = 64                  # hash tags the shared statistics are spread over (slots of a Redis Cluster)
 
 
+def shard_of_key(key: str) -> int:
+    """The shard of a shared key, read from its hash tag.
+
+    >>> shard_of_key(Keys("rs:").covis("i1")) == shard("i1")
+    True
+    """
+    i = key.index("{s:") + 3
+    return int(key[i:key.index("}", i)])
+
+
 def shard(ident: str) -> int:
     """The shard of a shared statistic's key (stable across processes and versions).
 
