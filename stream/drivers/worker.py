@@ -206,8 +206,12 @@ class ConfluentWorker:
         if time.monotonic() - self._status_at < STATUS_EVERY_S:
             return
         self._status_at = time.monotonic()
-        status = {**self.metrics.status(), "scorer": self.pipeline.scorer.version, "group": self.group_id,
-                  "experiment": self.pipeline.experiment.name if self.pipeline.experiment else None}
+        try:
+            status = {**self.metrics.status(), "scorer": self.pipeline.scorer.version, "group": self.group_id,
+                      "experiment": self.pipeline.experiment.name if self.pipeline.experiment else None}
+        except Exception:  # noqa: BLE001 - a fault in the numbers must not stop the events (logged in full)
+            log.exception("heartbeat skipped: the worker's numbers could not be computed")
+            return
         try:
             put_status(self.pipeline.client, self.s.key_prefix, worker_id(), status)
         except Exception as exc:  # noqa: BLE001 - Redis away: the retrying stages report the outage
