@@ -70,7 +70,7 @@ class MostPopular(Baseline):
 
     def __init__(self):
         super().__init__()
-        self.pop = TopList()
+        self.pop = TopList(1000)     # RiverMF ranks this list (its `pool`): it must hold at least that many
 
     def recommend(self, user, k, now, exclude=frozenset()):
         return [i for i in self.pop.top if i not in exclude][:k]
@@ -242,7 +242,8 @@ class RiverMF(Baseline):
             return [i for i in self.popular.pop.top if i not in exclude][:k]
         if self._dirty:
             self._sync()
-        cands = self.popular.pop.top[: self.pool] if self.pool <= len(self.popular.pop.top) else self.items
+        top = self.popular.pop.top      # holds every item seen until it is full (then the `pool` most popular)
+        cands = top[: self.pool] if len(top) >= min(self.pool, self.popular.pop.n) else self.items
         cands = [c for c in cands if c in self._row]
         if not cands:
             return []
