@@ -12,6 +12,8 @@ import torch
 from exporters.onnx import OPSET, export_seqrec
 from exporters.parity import check_seqrec_parity
 from models.data import load_interactions
+from models.linear import fit_linear
+from models.linear import rank_targets as linear_ranks
 from models.metrics import summarize
 from models.train import TrainConfig, held_out, train
 from stream.core.storage.registry import Registry
@@ -54,9 +56,10 @@ def _speed(path, T, n_items, batch=32, n_cand=100, reps=20) -> float:
     return batch * reps / (time.perf_counter() - t)
 
 
-def export_register(model, vocab, manifest: dict, registry_root, *, extra=None) -> tuple[str, dict]:
+def export_register(model, vocab, manifest: dict, registry_root, *, extra=None, linear=None) -> tuple[str, dict]:
     """ONNX export, parity check, registration (model.onnx, vocab.json and model.pt, the torch weights a
-    retrain warm-starts from). `extra(tmp, onnx_path)` may add files. Returns (version, parity)."""
+    retrain warm-starts from; with `linear`, the item linear model fitted beside it as linear.npz).
+    `extra(tmp, onnx_path)` may add files. Returns (version, parity)."""
     from models.retrain import save_checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_seqrec(model, Path(tmp) / "model.onnx")
@@ -65,6 +68,9 @@ def export_register(model, vocab, manifest: dict, registry_root, *, extra=None) 
         vocab_path.write_bytes(orjson.dumps(vocab.items))
         save_checkpoint(model, Path(tmp) / "model.pt")
         files = {"model.onnx": onnx_path, "vocab.json": vocab_path, "model.pt": Path(tmp) / "model.pt"}
+        if linear is not None:
+            files["linear.npz"] = linear.save(Path(tmp) / "linear.npz")
+            manifest = {**manifest, "linear": linear.report}
         if extra is not None:
             files.update(extra(tmp, onnx_path))
         manifest = {**manifest, "opset": OPSET, "parity": parity, "model_config": model.cfg.to_dict(),
@@ -80,6 +86,11 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
     cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride)
     import sys
     model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
+    linear = fit_linear([x for x in events if x.ts < report["split_ts"]], vocab, log=log)
+    histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
+    report["test"]["linear"] = summarize(linear_ranks(linear, len(vocab), histories, targets, cfg.exclude_seen),
+                                         ks=(10,))
+    report["linear"] = linear.report
     extra = None
     if quantize:
         def extra(tmp, onnx_path):
@@ -100,7 +111,7 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
     manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt,
                 "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
                 "train_config": report["config"], "trained_until_ts": report["split_ts"] - 1}
-    version, report["parity"] = export_register(model, vocab, manifest, registry_root, extra=extra)
+    version, report["parity"] = export_register(model, vocab, manifest, registry_root, extra=extra, linear=linear)
     reg = Registry(registry_root)
     if promote:
         reg.promote(version)

@@ -1,5 +1,5 @@
 """The candidate-source contract: every source (co-visitation, co-occurrence, the user's history, trending,
-category, content, the transformer's own top items) passes the same checks on a real redis-server: a fresh store
+category, content, the transformer's own top items, the item linear model's) passes the same checks on a real redis-server: a fresh store
 proposes nothing; the same state gives the same candidates; no users, no candidates; a replayed batch
 changes nothing; scores are in (0, 1] and land in the source's own column only."""
 import random
@@ -48,6 +48,16 @@ def _model(tiny, tmp_path_factory):
     return ModelRetrieval(OnnxScorer(reg.path(v)), n=10)
 
 
+def _linear(tmp_path_factory):
+    from models.data import Interaction, Vocab
+    from models.linear import fit_linear
+    from stream.core.scoring.linear import ItemLinear, LinearRetrieval
+    vocab = Vocab([f"i{k}" for k in range(1, 41)])
+    lin = fit_linear([Interaction(e.user_id, e.item_id, e.ts) for e in _events()], vocab, k=10)
+    path = lin.save(tmp_path_factory.mktemp("lin") / "linear.npz")
+    return LinearRetrieval(ItemLinear(path, vocab.index), n=10)
+
+
 SOURCES = {
     "covisit": lambda ctx: CoVisitation(ctx["prefix"]),
     "recent": lambda ctx: UserHistory(),
@@ -56,6 +66,7 @@ SOURCES = {
     "content": lambda ctx: _content(ctx["client"], ctx["prefix"], ctx["encoder_dir"]),
     "model": lambda ctx: _model(ctx["tiny"], ctx["tmp"]),
     "cooccur": lambda ctx: CoOccurrence(ctx["prefix"]),
+    "linear": lambda ctx: _linear(ctx["tmp"]),
 }
 
 

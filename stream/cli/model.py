@@ -25,7 +25,7 @@ def cmd_train(s: Settings, args) -> int:
     print(f"\nheld-out later events: {report['test_events']} (split at ts {report['split_ts']}), "
           f"trained {report['seconds']}s, best epoch {report['best_epoch']}")
     print(f"{'model':14s} {'HR@10':>8s} {'NDCG@10':>8s} {'MRR':>8s}")
-    for name in ("seqrec", "most_popular"):
+    for name in ("seqrec", "linear", "most_popular"):
         print(f"{name:14s} {t[name]['hr@10']:8.4f} {t[name]['ndcg@10']:8.4f} {t[name]['mrr']:8.4f}")
     if report.get("ndcg@10_ratio_vs_most_popular"):
         print(f"NDCG@10 ratio vs most-popular: {report['ndcg@10_ratio_vs_most_popular']:.2f}x")

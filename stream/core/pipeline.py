@@ -25,7 +25,7 @@ from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.explore import FreshExplorer
 from stream.core.ranking.rank import RankConfig, top_k
 from stream.core.scoring import CandidateBatch, FallbackScorer, Scorer, scored
-from stream.core.scoring.transformer import ModelRetrieval
+from stream.core.scoring.transformer import model_sources
 from stream.core.stages import Applied, BatchResult, Ingested
 from stream.core.storage.catalog import Catalog
 from stream.core.storage.profile import ProfileConfig, ProfileStore
@@ -88,9 +88,9 @@ class Pipeline:
         self._variant_scorers = {}
         if self.ranker is not None:
             scorer = RankedScorer(scorer, self.ranker)
-        sources = [s for s in self.sources if s.name != "model"]
+        sources = [s for s in self.sources if s.name not in ("model", "linear")]
         if scorer.transformer is not None:
-            sources.append(ModelRetrieval(scorer.transformer))
+            sources += model_sources(scorer.transformer)
         self.sources = sources
         self.scorer = scorer
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 
 from models.data import Interaction, Vocab
+from models.linear import fit_linear
 from models.retrain import load_checkpoint, retrain
 from models.train import TrainConfig
 from stream.core.storage.registry import Registry
@@ -59,12 +60,14 @@ def train_candidate(events, registry_root, *, init=None, epochs: int = 2, seed: 
     `train_cfg`: TrainConfig fields for a cold start (model size, epochs; default 30 epochs at most)."""
     from exporters.pipeline import export_register
     cfg = TrainConfig(**{"epochs": 30, "seed": seed, **(train_cfg or {})})
-    model, vocab, report = retrain(interactions(events), cfg, init=init, warm_epochs=epochs, log=log.info)
+    inter = interactions(events)
+    model, vocab, report = retrain(inter, cfg, init=init, warm_epochs=epochs, log=log.info)
+    linear = fit_linear(inter, vocab, log=log.info)
     version, report["parity"] = export_register(
         model, vocab, {**(manifest or {}), "data_hash": report["data_hash"], "train_config": report["config"],
                        "trained_until_ts": report["trained_until_ts"], "retrain": {
                            k: report[k] for k in ("events", "new_items", "warm_start", "epochs", "seconds",
-                                                  "trained_from_ts")}}, registry_root)
+                                                  "trained_from_ts")}}, registry_root, linear=linear)
     return version, report, (model, vocab)
 
 

@@ -6,7 +6,7 @@ from typing import Callable, Protocol
 
 from stream.core.storage.profile import Snapshot
 
-SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model", "cooccur")
+SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model", "cooccur", "linear")
 
 
 @dataclass
@@ -18,6 +18,7 @@ class BatchContext:
     # user -> item -> per-source scores in SOURCE_NAMES order (each in [0, 1]; 0 = not proposed)
     cands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     vectors: dict = field(default_factory=dict)   # user -> content vector (set by the content source)
+    linear: dict = field(default_factory=dict)    # user -> item -> score / best (set by the "linear" source)
 
     def adder(self, user: str, source: str):
         """A fast `add(item, score)` for one user and source (keeps the best score per item)."""

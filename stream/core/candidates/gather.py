@@ -41,6 +41,8 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
                            snapshots=snaps, now_ts=now_ts, meta=catalog.meta(all_items | newest))
     if content is not None:
         batch.content_sim = content_similarity(content.index, ctx.vectors, cand_items, users)
+    if ctx.linear:             # the item linear model's score of every candidate, not only those it proposed
+        batch.linear = [np.array([ctx.linear.get(u, {}).get(i, 0.0) for i in items]) for u, items in zip(users, cand_items)]
     return ctx, batch
 
 

@@ -61,7 +61,7 @@ class RankedScorer:
         last = [batch.meta.get(batch.snapshots[uid].recent[0]) if batch.snapshots[uid].recent else None
                 for uid in batch.users]
         return batch_features(batch.features, tr, comps[self.base.name], metas, views, batch.now_ts, pops, trends,
-                              batch.content_sim, batch.items, batch.histories, last)
+                              batch.content_sim, batch.items, batch.histories, last, batch.linear)
 
     def score(self, batch: CandidateBatch) -> Scored:
         comps = scored(self.base, batch).components

@@ -32,6 +32,7 @@ class CandidateBatch:
     meta: dict = field(default_factory=dict)               # item -> (category, brand, price)
     item_stats: dict | None = None                          # item -> (popularity, trend), if a scorer needs it
     content_sim: list | None = None                         # per user (C,) cosine to their content vector
+    linear: list | None = None                              # per user (C,) item linear model score / user's best
     cache: dict = field(default_factory=dict)              # results per scorer, shared by the scorers of one batch
 
     def subset(self, users: list[str]) -> CandidateBatch:
@@ -42,7 +43,7 @@ class CandidateBatch:
         pick = (lambda xs: [xs[i] for i in idx] if xs else xs)
         return CandidateBatch([self.users[i] for i in idx], pick(self.items), pick(self.features),
                               pick(self.histories), pick(self.trigger_types), self.snapshots, self.now_ts,
-                              self.meta, self.item_stats, pick(self.content_sim))
+                              self.meta, self.item_stats, pick(self.content_sim), pick(self.linear))
 
 
 @dataclass(frozen=True)

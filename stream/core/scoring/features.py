@@ -33,10 +33,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
     "last_same_cat", "last_same_brand",             # same category / brand as the user's newest item
     "last_price_rel", "last_price_known",           # log(item price) - log(the newest item's price)
+    "linear_score",                                 # the item linear model's score / the user's best (any candidate)
 )
 N_FEATURES = len(FEATURE_NAMES)
 _W = len(SOURCE_NAMES)
-_HIST, _CONTENT, _LAST = (FEATURE_NAMES.index(n) for n in ("hist_recency", "content_sim", "last_same_cat"))
+_HIST, _CONTENT, _LAST, _LINEAR = (FEATURE_NAMES.index(n) for n in ("hist_recency", "content_sim", "last_same_cat",
+                                                                    "linear_score"))
 
 
 @dataclass
@@ -163,7 +165,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
                    meta: list[list], users: list[UserView], now_ts: int, popularity: list[np.ndarray],
                    trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None,
                    items: list[list[str]] | None = None, histories: list[list[str]] | None = None,
-                   last_meta: list[tuple | None] | None = None) -> list[np.ndarray]:
+                   last_meta: list[tuple | None] | None = None, linear: list[np.ndarray] | None = None
+                   ) -> list[np.ndarray]:
     """`candidate_features` for every user of a batch at once (the per-user statistics, ranks and
     standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
     sizes = [len(b) for b in base]
@@ -226,6 +229,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     if last_meta is not None:
         X[:, _LAST:_LAST + 4] = np.concatenate([last_item_features(m_u, lm) for m_u, lm in zip(meta, last_meta)]
                                                ).reshape(-1, 4)
+    if linear is not None:
+        X[:, _LINEAR] = np.concatenate(linear)
     return np.split(X, np.cumsum(sizes)[:-1])
 
 

@@ -21,6 +21,7 @@ from stream.core.content import ContentIndex
 from stream.core.onnxrt import open_session
 from stream.core.scoring.base import CandidateBatch, Scored
 from stream.core.scoring.fallback import FallbackScorer
+from stream.core.scoring.linear import ItemLinear, LinearRetrieval
 from stream.core.storage.registry import Registry
 from stream.errors import ModelError
 
@@ -46,6 +47,8 @@ class OnnxScorer:
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
         self._known = (None, 0)             # (content index over the items the model knows, catalog size then)
+        # the item linear model registered with it (models/linear.py), when the version has one
+        self.linear = ItemLinear(d / "linear.npz", self.index) if (d / "linear.npz").exists() else None
         log.info("transformer %s on %s (available: %s)", self.version, self.provider, ", ".join(available))
 
     def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -145,6 +148,12 @@ class ModelRetrieval:
                 for rank, j in enumerate(top[r]):
                     add(self.pool_items[j], 1.0 / (1.0 + rank))
         return lambda replies: None
+
+
+def model_sources(scorer: OnnxScorer) -> list:
+    """The candidate sources a registered model version brings: the transformer's own top items ("model")
+    and, when the version has one, the item linear model's ("linear")."""
+    return [ModelRetrieval(scorer)] + ([LinearRetrieval(scorer.linear)] if scorer.linear is not None else [])
 
 
 class BlendedScorer:

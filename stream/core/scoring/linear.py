@@ -1,0 +1,91 @@
+"""The item linear model at serving time (numpy only) and its candidate source "linear".
+
+`recstream train` fits an EASE item-to-item model beside the transformer (models/linear.py) and registers
+its top weights per item as `linear.npz` in the same model version; this module reads that file. A user's
+score for item j is Σ_i w_i B[i, j] over the items i of their recent history that the model has a row for,
+w = 1 / (1 + position / τ) with τ chosen in training. The source proposes the top `n` items (the ones to
+exclude left out) with their score over the user's best, in [0, 1]; the learned ranker sees it as
+`src_linear` / `rank_linear` and decides how much it is worth.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "recstream-linear/1"
+
+
+class ItemLinear:
+    """The registered weights, with neighbour ids mapped to external item ids once at load."""
+
+    def __init__(self, path: str | Path, index: dict[str, int]):
+        z = np.load(path)
+        if str(z["format"]) != FORMAT:
+            raise ValueError(f"{path}: format {z['format']}, expected {FORMAT}")
+        inv = {i: item for item, i in index.items()}
+        rows, nbr = z["rows"], z["nbr"]
+        self.tau = float(z["tau"])
+        self.row = {inv[int(r)]: n for n, r in enumerate(rows) if int(r) in inv}
+        ids, local = np.unique(nbr, return_inverse=True)       # local id 0 is "none" when 0 is present
+        self.items = [inv.get(int(i), "") for i in ids]
+        self.none = 0 if len(ids) and ids[0] == 0 else -1
+        self.nbr = local.reshape(nbr.shape)
+        self.w = z["w"].astype(np.float64)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def scores(self, recent_newest_first: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(local ids, scores) of every item some history item points to (unsorted, positives only)."""
+        rows = [self.row[i] for i in recent_newest_first if i in self.row]
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0)
+        wt = 1.0 / (1.0 + np.arange(len(rows)) / self.tau)
+        R = np.array(rows)
+        ids = self.nbr[R].ravel()
+        vals = (wt[:, None] * self.w[R]).ravel()
+        uniq, where = np.unique(ids, return_inverse=True)
+        s = np.bincount(where, vals, minlength=len(uniq))
+        ok = (uniq != self.none) & (s > 0)
+        return uniq[ok], s[ok]
+
+    def top(self, recent_newest_first: list[str], n: int, exclude=(), every: dict | None = None
+            ) -> list[tuple[str, float]]:
+        """The best `n` items (not in `exclude`) with score / best score; `every` receives item -> score /
+        best score of every item with a positive score (the ranker's feature for any candidate)."""
+        ids, s = self.scores(recent_newest_first)
+        if not len(ids):
+            return []
+        if every is not None:
+            top = s.max()
+            every.update(zip([self.items[i] for i in ids], (s / top).tolist()))
+        if exclude:
+            keep = np.array([self.items[i] not in exclude for i in ids])
+            ids, s = ids[keep], s[keep]
+            if not len(ids):
+                return []
+        m = min(n, len(ids))
+        part = np.argpartition(-s, m - 1)[:m]
+        part = part[np.argsort(-s[part], kind="stable")]
+        best = s[part[0]]
+        return [(self.items[ids[j]], float(s[j] / best)) for j in part]
+
+
+class LinearRetrieval:
+    """Candidate source "linear": the item linear model's top `n` for the user's recent items."""
+
+    name = "linear"
+
+    def __init__(self, model: ItemLinear, n: int = 50):
+        self.model, self.n = model, n
+
+    def plan(self, ctx, pipe):
+        for uid, snap in ctx.snapshots.items():
+            every = ctx.linear[uid] = {}
+            got = self.model.top(snap.recent, self.n, ctx.exclude.get(uid) or (), every)
+            if got:
+                add = ctx.adder(uid, self.name)
+                for item, score in got:
+                    add(item, score)
+        return lambda replies: None
