@@ -82,7 +82,7 @@ def test_exploration_slot_is_bounded_and_follows_clicks():
     F = np.zeros((4, len(SOURCE_NAMES)))
     F[2, c] = F[3, c] = 0.9
     pop = {"old1": 50, "old2": 40}
-    ex = FreshExplorer(seed=1)
+    ex = FreshExplorer(seed=1, gate=False)         # the item-level choice (the gate: the next test)
     picked = [(0, 2.0), (1, 1.0)]
     assert ex.choose(items, F, pop, picked, set()) in (2, 3)
     assert ex.choose(items, F, pop, [(2, 1.0)], set()) is None        # already holds a fresh item
@@ -94,6 +94,41 @@ def test_exploration_slot_is_bounded_and_follows_clicks():
         ex.feedback({f"u{n}": NS(fresh=[NS(item_id="new_a")])})
     picks = [ex.choose(items, F, pop, picked, set()) for _ in range(50)]
     assert picks.count(2) > 45
+
+
+@pytest.mark.parametrize("slot_taken,displaced_taken,rate", [(0.02, 0.3, "low"), (0.3, 0.02, "high")])
+def test_how_often_lists_explore_is_learned_from_what_the_slot_displaces(slot_taken, displaced_taken, rate):
+    """The gate compares the slot's take rate with that of the items it pushed out: when fresh items are
+    taken far less often than the list's last place, few lists explore (the floor, 5 %, still do); when
+    more often, almost all do."""
+    from types import SimpleNamespace as NS
+
+    from stream.core.candidates import SOURCE_NAMES
+    from stream.core.ranking.explore import FreshExplorer
+    c = SOURCE_NAMES.index("content")
+    items = [f"old{n}" for n in range(10)] + ["new_a"]
+    F = np.zeros((11, len(SOURCE_NAMES)))
+    F[10, c] = 0.9
+    pop = {f"old{n}": 50 for n in range(10)}
+    picked = [(n, 1.0 - n / 10) for n in range(10)]
+    ex = FreshExplorer(seed=3)
+    rng = np.random.default_rng(0)
+    explored = []
+    for n in range(3000):
+        j = ex.choose(items, F, pop, picked, set(), k=10)
+        explored.append(j is not None)
+        if j is None:
+            continue
+        ex.shown(f"u{n}", "new_a")
+        touched = [NS(item_id="new_a")] if rng.random() < slot_taken else []
+        if rng.random() < displaced_taken:
+            touched.append(NS(item_id="old9"))         # the item the slot pushed out of the list
+        ex.feedback({f"u{n}": NS(fresh=touched)})
+    late = np.mean(explored[-1000:])
+    if rate == "low":
+        assert 0.03 < late < 0.1
+    else:
+        assert late > 0.9
 
 
 @pytest.mark.integration

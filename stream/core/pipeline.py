@@ -282,7 +282,7 @@ class Pipeline:
             if unexplored is not None:
                 unexplored[uid] = picked
             if self.explorer is not None and explore and picked:
-                j = self.explorer.choose(items, batch.features[u], pops, picked, drop)
+                j = self.explorer.choose(items, batch.features[u], pops, picked, drop, cfg.k)
                 if j is not None:
                     pos = min(len(picked), self.explore_position) - 1
                     picked = picked[:pos] + [(j, float(scores[u][j]))] + picked[pos:cfg.k - 1]
