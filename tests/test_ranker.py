@@ -225,8 +225,9 @@ def test_whole_set_ranker_restored_from_a_checkpoint_ranks_the_same(redis_client
     ck.save(a)
     b = OnlineRanker(cfg)
     assert ck.restore(b) and b.active
-    sa, sb = RankedScorer(FallbackScorer(), a).score(_batch(4)), RankedScorer(FallbackScorer(), b).score(_batch(4))
+    batch = (lambda: _batch(4, users=8))       # 7 users with 5 to 11 candidates (the last one none)
+    sa, sb = RankedScorer(FallbackScorer(), a).score(batch()), RankedScorer(FallbackScorer(), b).score(batch())
     for x, y in zip(sa.final, sb.final):
         np.testing.assert_array_equal(x, y)
-    base = FallbackScorer().score(_batch(4)).final
+    base = FallbackScorer().score(batch()).final
     assert any(len(x) > 1 and not np.array_equal(np.argsort(-x), np.argsort(-f)) for x, f in zip(sa.final, base))
