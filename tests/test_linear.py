@@ -62,13 +62,17 @@ def test_source_proposes_top_items_without_the_excluded(tmp_path):
     events, vocab = _log()
     lin = fit_linear(events, vocab, lambdas=(10.0,), taus=(1.0,), val_frac=0.0)
     model = ItemLinear(lin.save(tmp_path / "linear.npz"), vocab.index)
-    top = model.top(["i7", "i6"], 5)
+    top, every = model.top(["i7", "i6"], 5)
     assert len(top) == 5 and top[0][1] == 1.0 and all(0 < s <= 1.0 for _, s in top)
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
     first = top[0][0]
-    again = model.top(["i7", "i6"], 5, exclude={first})
+    again, every_again = model.top(["i7", "i6"], 5, exclude={first})
     assert first not in [i for i, _ in again] and again[0][0] == top[1][0]
-    assert model.top(["unknown"], 5) == [] and model.top([], 5) == []
+    # every item's score over the best, the excluded one included (the ranker's feature for any candidate)
+    assert every.of([first, top[1][0], "unknown"]).tolist() == [1.0, top[1][1], 0.0]
+    assert every_again.of([first]).tolist() == [1.0]
+    assert model.top(["unknown"], 5)[0] == [] and model.top([], 5)[0] == []
+    assert model.top([], 5)[1].of(["i7"]).tolist() == [0.0]
     assert LinearRetrieval(model).name == "linear"
 
 

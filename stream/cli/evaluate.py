@@ -13,7 +13,7 @@ from stream.config.settings import Settings
 
 
 def cmd_backtest(s: Settings, args) -> int:
-    from stream.evaluation.backtest import BacktestConfig, load_events, run_backtest
+    from stream.evaluation.backtest import BacktestConfig, load_events, run_backtest, validation_split
     from stream.evaluation.report import (
         format_ratios,
         format_retrain,
@@ -24,6 +24,8 @@ def cmd_backtest(s: Settings, args) -> int:
     from stream.ops.stack import private_redis
     fmt = args.format
     events, items = load_events(args.log, fmt, args.limit)
+    if args.validation:
+        events = validation_split(events, args.warmup_frac)
     if not events:
         print(f"recstream backtest: no valid events in {args.log}", file=sys.stderr)
         return 2
@@ -100,6 +102,9 @@ def register(sub) -> None:
     bt.add_argument("--retrain-epochs", type=int, default=2, help="epochs of each warm-started retrain (default 2)")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
     bt.add_argument("--limit", type=int)
+    bt.add_argument("--validation", action="store_true",
+                    help="keep only the warm-up part of the log (its first --warmup-frac by time) and backtest that "
+                    "with the same split: a period to choose settings on without looking at the evaluated one")
     bt.add_argument("--rate", type=float, default=500.0, help="--via-kafka: events/s sent (0 = as fast as possible)")
     bt.add_argument("--seed", type=int, default=42)
     bt.add_argument("--via-kafka", action="store_true",

@@ -76,6 +76,16 @@ def load_events(path, fmt=None, limit=None) -> tuple[list[Event], list[dict]]:
     return events, list(src.items())
 
 
+def validation_split(events: list[Event], warmup_frac: float) -> list[Event]:
+    """The warm-up part of a time-ordered log (its first `warmup_frac`): backtested with the same split, it is
+    where settings are chosen, so that nothing is chosen after looking at the log's evaluated period.
+
+    >>> [e.ts for e in validation_split([Event("e%d" % t, "u", "i", "view", t) for t in range(10)], 0.8)]
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    return events[: int(len(events) * warmup_frac)]
+
+
 def _rank(recs: list[str], target: str, seen: set | None, k_max: int) -> tuple[int, list[str]]:
     if seen:
         recs = [r for r in recs if r not in seen]

@@ -18,7 +18,7 @@ class BatchContext:
     # user -> item -> per-source scores in SOURCE_NAMES order (each in [0, 1]; 0 = not proposed)
     cands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     vectors: dict = field(default_factory=dict)   # user -> content vector (set by the content source)
-    linear: dict = field(default_factory=dict)    # user -> item -> score / best (set by the "linear" source)
+    linear: dict = field(default_factory=dict)    # user -> UserScores: score / best of any item (the "linear" source)
 
     def adder(self, user: str, source: str):
         """A fast `add(item, score)` for one user and source (keeps the best score per item)."""

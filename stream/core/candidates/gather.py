@@ -42,7 +42,8 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
     if content is not None:
         batch.content_sim = content_similarity(content.index, ctx.vectors, cand_items, users)
     if ctx.linear:             # the item linear model's score of every candidate, not only those it proposed
-        batch.linear = [np.array([ctx.linear.get(u, {}).get(i, 0.0) for i in items]) for u, items in zip(users, cand_items)]
+        batch.linear = [ctx.linear[u].of(items) if u in ctx.linear else np.zeros(len(items))
+                        for u, items in zip(users, cand_items)]
     return ctx, batch
 
 

@@ -29,6 +29,7 @@ class ItemLinear:
         self.row = {inv[int(r)]: n for n, r in enumerate(rows) if int(r) in inv}
         ids, local = np.unique(nbr, return_inverse=True)       # local id 0 is "none" when 0 is present
         self.items = [inv.get(int(i), "") for i in ids]
+        self.local = {item: n for n, item in enumerate(self.items) if item}   # item -> local id
         self.none = 0 if len(ids) and ids[0] == 0 else -1
         self.nbr = local.reshape(nbr.shape)
         self.w = z["w"].astype(np.float64)
@@ -50,26 +51,40 @@ class ItemLinear:
         ok = (uniq != self.none) & (s > 0)
         return uniq[ok], s[ok]
 
-    def top(self, recent_newest_first: list[str], n: int, exclude=(), every: dict | None = None
-            ) -> list[tuple[str, float]]:
-        """The best `n` items (not in `exclude`) with score / best score; `every` receives item -> score /
-        best score of every item with a positive score (the ranker's feature for any candidate)."""
+    def top(self, recent_newest_first: list[str], n: int, exclude=()) -> tuple[list[tuple[str, float]], UserScores]:
+        """The best `n` items (not in `exclude`) with score / best score, and every item's score / best
+        (the ranker's feature for any candidate, excluded or not)."""
         ids, s = self.scores(recent_newest_first)
         if not len(ids):
-            return []
-        if every is not None:
-            top = s.max()
-            every.update(zip([self.items[i] for i in ids], (s / top).tolist()))
+            return [], UserScores(self.local, None)
+        dense = np.zeros(len(self.items))
+        dense[ids] = s / s.max()
         if exclude:
             keep = np.array([self.items[i] not in exclude for i in ids])
             ids, s = ids[keep], s[keep]
             if not len(ids):
-                return []
+                return [], UserScores(self.local, dense)
         m = min(n, len(ids))
         part = np.argpartition(-s, m - 1)[:m]
         part = part[np.argsort(-s[part], kind="stable")]
         best = s[part[0]]
-        return [(self.items[ids[j]], float(s[j] / best)) for j in part]
+        return [(self.items[ids[j]], float(s[j] / best)) for j in part], UserScores(self.local, dense)
+
+
+class UserScores:
+    """One user's linear score of every item, over the best (a dense vector over the model's local ids)."""
+
+    __slots__ = ("local", "dense")
+
+    def __init__(self, local: dict[str, int], dense: np.ndarray | None):
+        self.local, self.dense = local, dense
+
+    def of(self, items: list[str]) -> np.ndarray:
+        """The score of each item (0 for an item the model does not score for this user)."""
+        if self.dense is None:
+            return np.zeros(len(items))
+        idx = np.fromiter((self.local.get(i, -1) for i in items), np.int64, len(items))
+        return np.where(idx >= 0, self.dense[np.maximum(idx, 0)], 0.0)
 
 
 class LinearRetrieval:
@@ -82,8 +97,7 @@ class LinearRetrieval:
 
     def plan(self, ctx, pipe):
         for uid, snap in ctx.snapshots.items():
-            every = ctx.linear[uid] = {}
-            got = self.model.top(snap.recent, self.n, ctx.exclude.get(uid) or (), every)
+            got, ctx.linear[uid] = self.model.top(snap.recent, self.n, ctx.exclude.get(uid) or ())
             if got:
                 add = ctx.adder(uid, self.name)
                 for item, score in got:
