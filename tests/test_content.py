@@ -84,7 +84,7 @@ def test_exploration_slot_is_bounded_and_follows_clicks():
     pop = {"old1": 50, "old2": 40}
     ex = FreshExplorer(seed=1, gate=False)         # the item-level choice (the gate: the next test)
     picked = [(0, 2.0), (1, 1.0)]
-    assert ex.choose(items, F, pop, picked, set()) in (2, 3)
+    assert ex.choose(items, F, pop, picked, set()).index in (2, 3)
     assert ex.choose(items, F, pop, [(2, 1.0)], set()) is None        # already holds a fresh item
     # new_a shown 30 times, clicked every time; new_b shown 30 times, never clicked
     from types import SimpleNamespace as NS
@@ -92,7 +92,7 @@ def test_exploration_slot_is_bounded_and_follows_clicks():
         ex.shown(f"u{n}", "new_a")
         ex.shown(f"u{n}", "new_b")
         ex.feedback({f"u{n}": NS(fresh=[NS(item_id="new_a")])})
-    picks = [ex.choose(items, F, pop, picked, set()) for _ in range(50)]
+    picks = [ex.choose(items, F, pop, picked, set()).index for _ in range(50)]
     assert picks.count(2) > 45
 
 
@@ -115,11 +115,12 @@ def test_how_often_lists_explore_is_learned_from_what_the_slot_displaces(slot_ta
     rng = np.random.default_rng(0)
     explored = []
     for n in range(3000):
-        j = ex.choose(items, F, pop, picked, set(), k=10)
-        explored.append(j is not None)
-        if j is None:
+        slot = ex.choose(items, F, pop, picked, set(), k=10)
+        explored.append(slot is not None)
+        if slot is None:
             continue
-        ex.shown(f"u{n}", "new_a")
+        assert slot.displaced == "old9"
+        ex.shown(f"u{n}", "new_a", slot.displaced)
         touched = [NS(item_id="new_a")] if rng.random() < slot_taken else []
         if rng.random() < displaced_taken:
             touched.append(NS(item_id="old9"))         # the item the slot pushed out of the list

@@ -282,12 +282,12 @@ class Pipeline:
             if unexplored is not None:
                 unexplored[uid] = picked
             if self.explorer is not None and explore and picked:
-                j = self.explorer.choose(items, batch.features[u], pops, picked, drop, cfg.k)
-                if j is not None:
-                    pos = min(len(picked), self.explore_position) - 1
+                slot = self.explorer.choose(items, batch.features[u], pops, picked, drop, cfg.k)
+                if slot is not None:
+                    pos, j = min(len(picked), self.explore_position) - 1, slot.index
                     picked = picked[:pos] + [(j, float(scores[u][j]))] + picked[pos:cfg.k - 1]
                     if record:
-                        self.explorer.shown(uid, items[j])
+                        self.explorer.shown(uid, items[j], slot.displaced)
             out[uid] = (items, batch.features[u], picked, {name: arrs[u] for name, arrs in result.components.items()})
             if ranker is not None and rows is not None and picked and not snap.bot:
                 idx = ranker.recorded([i for i, _ in picked], scores[u])

@@ -23,12 +23,18 @@ are few and short-lived, and each worker explores over its own users.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
 from stream.core.candidates import SOURCE_NAMES
 
 _REL = [SOURCE_NAMES.index("content"), SOURCE_NAMES.index("category")]
+
+
+class Slot(NamedTuple):
+    index: int                  # the fresh candidate's index into the candidate items
+    displaced: str | None       # the item it pushes out of a full list
 
 
 class FreshExplorer:
@@ -42,7 +48,6 @@ class FreshExplorer:
         self.slot = [0.0, 0.0]           # exploration slots shown, and taken (decayed counts)
         self.displaced = [0.0, 0.0]      # items a slot pushed out of a list, and taken later anyway
         self._pending: OrderedDict[tuple[str, str], None] = OrderedDict()   # (user, displaced item)
-        self._displacing: str | None = None
 
     def open(self) -> bool:
         """The gate's Thompson draw: does this list explore?"""
@@ -52,10 +57,10 @@ class FreshExplorer:
         return self.rng.beta(1 + sh, 1 + max(0.0, sn - sh)) >= self.rng.beta(1 + dh, 1 + max(0.0, dn - dh))
 
     def choose(self, items: list[str], sources: np.ndarray, popularity: dict, picked: list[tuple[int, float]],
-               exclude: set, k: int = 10) -> int | None:
-        """Index (into items) of the fresh candidate for the exploration slot, or None. `picked` is the list
-        before the slot (`k` long when full: then its last item is the one displaced)."""
-        self._displacing = None
+               exclude: set, k: int = 10) -> Slot | None:
+        """The fresh candidate for the exploration slot (its index into items) and the item it displaces, or
+        None. `picked` is the list before the slot (`k` long when full: then its last item is the one
+        displaced; hand it to `shown`)."""
         if not picked or any(popularity.get(items[i], 0.0) < self.fresh_below for i, _ in picked):
             return None
         rel = sources[:, _REL].max(axis=1) if len(items) else np.zeros(0)
@@ -71,10 +76,10 @@ class FreshExplorer:
                 best, best_v = int(j), v
         if best is None or (self.gate and not self.open()):
             return None
-        self._displacing = items[picked[-1][0]] if len(picked) >= k else None
-        return best
+        return Slot(best, items[picked[-1][0]] if len(picked) >= k else None)
 
-    def shown(self, user: str, item: str) -> None:
+    def shown(self, user: str, item: str, displaced: str | None = None) -> None:
+        """The slot was shown to `user` with `item`, pushing `displaced` (if any) out of the list."""
         st = self.stats.get(item)
         if st is None:
             st = self.stats[item] = [0, 0, set()]
@@ -85,12 +90,11 @@ class FreshExplorer:
             st[2].add(user)
         self.slots_used += 1
         self.slot[0] += 1
-        if self._displacing is not None:
+        if displaced is not None:
             self.displaced[0] += 1
-            self._pending[(user, self._displacing)] = None
+            self._pending[(user, displaced)] = None
             while len(self._pending) > 100_000:
                 self._pending.popitem(last=False)
-            self._displacing = None
         if self.slot[0] > self.memory:        # forget slowly: the shop changes
             self.slot = [x / 2 for x in self.slot]
             self.displaced = [x / 2 for x in self.displaced]
