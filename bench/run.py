@@ -7,14 +7,16 @@ this 2-core box is shared and noisy.
 Groups:
   worker   - plain confluent consume->produce passthrough (the ceiling) and the full worker (confluent
              driver; the default ranker, none, the lr cascade) over the same pre-loaded topic, catch-up
+  full     - SeqRec + text encoder + ranker (what runs after `recstream train`) vs fallback + ranker (bench/full.py)
   faust    - the faust-streaming driver over the same kind of topic
   latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
   scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
   encoder  - the text encoder (all-MiniLM-L6-v2): onnxruntime+tokenizers vs torch eager at batch 1 and 64;
              exact content-index search over 100k items
 
-Each group starts on a fresh broker (the local broker slows down as it accumulates data). BENCH_WORKER_LOG=FILE
-and BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and worker-side latency every N s).
+Rows other than `full` run with no text encoder and no model, whatever `artifacts/` holds. Each group starts
+on a fresh broker (the local broker slows down as it accumulates data). BENCH_WORKER_LOG=FILE and
+BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and worker-side latency every N s).
 """
 from __future__ import annotations
 
@@ -37,10 +39,12 @@ import orjson
 
 from stream.config.settings import Settings
 from stream.data.synth import SynthConfig, SynthShop
-from stream.drivers.kafka import consumer_conf, delete_topics, producer_conf
+from stream.drivers.kafka import delete_topics
 from stream.ops import stack
 from stream.ops.harness import Listener, WorkerProcess, run_settings
 from stream.ops.produce import produce_events, produce_items
+
+from bench.catchup import passthrough, run_worker_catchup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -64,53 +68,6 @@ def cleanup(s: Settings, client) -> None:
     delete_topics(s.brokers, [s.events_topic, s.items_topic, s.recs_topic, s.dlq_topic])
     for k in client.scan_iter(match=s.key_prefix + "*", count=10_000):
         client.unlink(k)
-
-
-def passthrough(s: Settings, n: int) -> float:
-    """Plain consume -> produce of n messages (no decode, no work): the transport ceiling."""
-    from confluent_kafka import Consumer, Producer
-    c = Consumer(consumer_conf(s.brokers, s.group_id + "-pt", session_timeout_ms=2000))
-    p = Producer(producer_conf(s.brokers))
-    c.subscribe([s.events_topic])
-    done, t0 = 0, None
-    while done < n:
-        msgs = c.consume(1000, 0.2)
-        for m in msgs:
-            if m.error():
-                continue
-            if t0 is None:
-                t0 = time.perf_counter()
-            while True:
-                try:
-                    p.produce(s.dlq_topic, m.value(), m.key())
-                    break
-                except BufferError:
-                    p.poll(0.01)
-            done += 1
-        p.poll(0)
-    p.flush(30)
-    el = time.perf_counter() - t0
-    c.close()
-    return n / el
-
-
-def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
-    from stream.config.compose import build_pipeline
-    from stream.drivers.worker import ConfluentWorker
-    w = ConfluentWorker(s, build_pipeline(s))
-    state = {"n": 0, "t0": None, "t": {}}
-
-    def on_batch(res):
-        if res.events and state["t0"] is None:
-            state["t0"] = time.perf_counter() - sum(res.timings.values())
-        state["n"] += res.events
-        for k, v in res.timings.items():
-            state["t"][k] = state["t"].get(k, 0.0) + v
-        if state["n"] >= n:
-            w.stop_event.set()
-    w.on_batch = on_batch
-    w.run()
-    return n / (time.perf_counter() - state["t0"]), state["t"]
 
 
 def run_faust_catchup(s: Settings, n: int) -> float:
@@ -200,12 +157,12 @@ def main(argv=None) -> int:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--faust-events", type=int, default=50_000)
-    ap.add_argument("--only", choices=["worker", "faust", "latency", "scorer", "encoder"], action="append")
+    ap.add_argument("--only", choices=["worker", "full", "faust", "latency", "scorer", "encoder"], action="append")
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     args = ap.parse_args(argv)
-    groups = set(args.only or ["worker", "faust", "latency", "scorer", "encoder"])
+    groups = set(args.only or ["worker", "full", "faust", "latency", "scorer", "encoder"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
     from stream.core.storage.store import connect
@@ -216,13 +173,14 @@ def main(argv=None) -> int:
         stack.down(cfg)
         stack.up(cfg)
         return connect(cfg.redis_url)
-    base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url, partitions=args.partitions)
+    base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url, partitions=args.partitions, encoder_dir="",
+                    model_dir="")   # what `artifacts/` holds must not change a row (the `full` group adds both)
     client = fresh_stack()
     rows = Rows({"host": platform.node(), "cpus": os.cpu_count(), "broker": "tansu (local, memory)",
                  "events": args.events, "users": args.users, "items": args.items, "scorer": "fallback-v1",
                  "batch_size": base.batch_size})
     try:
-        if groups & {"worker", "faust", "latency"}:
+        if groups & {"worker", "full", "faust", "latency"}:
             print(f"== synthetic shop: {args.events} events, {args.users} users, {args.items} items", flush=True)
             shop = SynthShop(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=1))
             events = list(shop.events())
@@ -246,6 +204,9 @@ def main(argv=None) -> int:
                 rows.add(f"worker_ranker_{label}_end_to_end", rate_other, "events/s")
                 rows.add(f"worker_ranker_{s.ranker}_vs_{label}_ratio", rate / rate_other, "x")
             cleanup(s, client)
+        if "full" in groups:
+            from bench.full import run_full
+            run_full(rows, base, shop, events, client := fresh_stack())
         if "faust" in groups:
             client = fresh_stack()
             print(f"== faust-streaming driver ({args.faust_events} events)", flush=True)
