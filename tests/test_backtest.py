@@ -124,3 +124,26 @@ def test_via_kafka_matches_in_process_on_a_small_log(stack):
     assert inproc["ndcg@10"] > 0.2
     assert abs(via["ndcg@10"] - inproc["ndcg@10"]) < 0.05, (via["ndcg@10"], inproc["ndcg@10"])
     assert kafka["latency_ms"]["p50"] is not None and kafka["recommendations"] > 0
+
+
+@pytest.mark.integration
+def test_validation_backtests_the_warm_up_part_only(tmp_path):
+    """`recstream backtest --validation` keeps the log's first --warmup-frac by time and splits that again:
+    an item that appears only in the evaluated period is never seen, let alone scored."""
+    import json
+    import subprocess
+    import sys
+    rows = ["event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"]
+    for n in range(200):
+        item = "999" if n >= 160 else str(100 + n % 7)        # 999: only in the last 20 % (the evaluated period)
+        rows.append(f"2019-10-01 00:{n // 60:02d}:{n % 60:02d} UTC,view,{item},1,,b,1.0,{n % 5},s{n % 5}")
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "stream.cli", "backtest", str(log), "--format", "rees46",
+                          "--validation", "--systems", "most_popular,recent_items", "--rankers", "",
+                          "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rep = json.loads((out / "metrics.json").read_text())
+    assert rep["events"] == 160 and rep["warmup_events"] == 128 and rep["evaluated"] == 32
+    assert rep["catalog_items_seen"] == 7                       # 999 never came in
