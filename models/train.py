@@ -242,8 +242,15 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     counts = np.bincount([vocab.index[x.item] for x in train_ev], minlength=len(vocab))
     ours = summarize(rank_targets(model, histories, targets, cfg.max_len, cfg.exclude_seen), ks=(10,))
     pop = summarize(popularity_ranks(counts, histories, targets, cfg.exclude_seen), ks=(10,))
+    # most-popular on the same validation split as `best` (the training window's own last `val_frac`): how
+    # much the model knows, judged without the held-out events (which a backtest may evaluate)
+    val_ts = split_time(train_ev, cfg.val_frac)
+    vh, vt = held_out(train_ev, val_ts, vocab, cfg.max_len)
+    vcounts = np.bincount([vocab.index[x.item] for x in train_ev if x.ts < val_ts], minlength=len(vocab))
+    val_pop = summarize(popularity_ranks(vcounts, vh, vt, cfg.exclude_seen), ks=(10,))["ndcg@10"]
     report = {"split_ts": t_split, "train_events": len(train_ev), "test_events": len(targets),
-              "best_epoch": best_epoch, "val_ndcg@10": best, "seconds": round(time.time() - t0, 1),
+              "best_epoch": best_epoch, "val_ndcg@10": best, "val_most_popular_ndcg@10": val_pop,
+              "seconds": round(time.time() - t0, 1),
               "test": {"seqrec": ours, "most_popular": pop},
               "ndcg@10_ratio_vs_most_popular": ours["ndcg@10"] / pop["ndcg@10"] if pop["ndcg@10"] else None,
               "data_hash": data_hash(events), "config": cfg.__dict__, "model_config": model.cfg.to_dict()}

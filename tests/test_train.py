@@ -35,6 +35,8 @@ def test_time_split_and_seeded_repeatability():
     _, vocab, a = train(events, cfg, progress=False, log=lambda *_: None)
     _, _, b = train(events, cfg, progress=False, log=lambda *_: None)
     assert a["test"] == b["test"] and a["val_ndcg@10"] == b["val_ndcg@10"]
+    # most-popular on the same validation split (the training window's own last 10 %), beside the model's
+    assert 0.0 < a["val_most_popular_ndcg@10"] < 1.0 and a["val_most_popular_ndcg@10"] == b["val_most_popular_ndcg@10"]
     t = split_time(events, cfg.test_frac)
     assert a["train_events"] == sum(1 for x in events if x.ts < t)
     # items first seen after the split are unknown to the model (target 0): never trained on
