@@ -206,7 +206,8 @@ def main(argv=None) -> int:
             cleanup(s, client)
         if "full" in groups:
             from bench.full import run_full
-            run_full(rows, base, shop, events, client := fresh_stack())
+            client = fresh_stack()
+            run_full(rows, base, shop, events, client)
         if "faust" in groups:
             client = fresh_stack()
             print(f"== faust-streaming driver ({args.faust_events} events)", flush=True)

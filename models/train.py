@@ -208,13 +208,19 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
     return model, best, best_epoch or n_epochs
 
 
+def validation_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig):
+    """The training window's own validation split: (its first timestamp, the histories, the targets) of the
+    last `val_frac` by time, each event ranked from its user's full earlier history."""
+    val_ts = split_time(events, cfg.val_frac)
+    return (val_ts, *held_out(events, val_ts, vocab, cfg.max_len))
+
+
 def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progress: bool = True, log=None):
     """A model from scratch on `events` (all of them train): early stopping on the last `val_frac` by time,
     each event ranked from its user's full earlier history (the test protocol, one window earlier; the fit
     stage sees only what precedes it), then `finetune_epochs` on the whole window (the newest events and
     items matter most). Returns (model, best validation NDCG@10, best epoch)."""
-    val_ts = split_time(events, cfg.val_frac)
-    val_h, val_t = held_out(events, val_ts, vocab, cfg.max_len)
+    val_ts, val_h, val_t = validation_window(events, vocab, cfg)
     earlier = user_sequences([x for x in events if x.ts < val_ts])
     fit_seqs = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
     full = len(vocab) <= cfg.full_softmax_items
@@ -244,8 +250,7 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     pop = summarize(popularity_ranks(counts, histories, targets, cfg.exclude_seen), ks=(10,))
     # most-popular on the same validation split as `best` (the training window's own last `val_frac`): how
     # much the model knows, judged without the held-out events (which a backtest may evaluate)
-    val_ts = split_time(train_ev, cfg.val_frac)
-    vh, vt = held_out(train_ev, val_ts, vocab, cfg.max_len)
+    val_ts, vh, vt = validation_window(train_ev, vocab, cfg)
     vcounts = np.bincount([vocab.index[x.item] for x in train_ev if x.ts < val_ts], minlength=len(vocab))
     val_pop = summarize(popularity_ranks(vcounts, vh, vt, cfg.exclude_seen), ks=(10,))["ndcg@10"]
     report = {"split_ts": t_split, "train_events": len(train_ev), "test_events": len(targets),

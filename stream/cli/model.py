@@ -29,7 +29,7 @@ def cmd_train(s: Settings, args) -> int:
         print(f"{name:14s} {t[name]['hr@10']:8.4f} {t[name]['ndcg@10']:8.4f} {t[name]['mrr']:8.4f}")
     if report.get("val_most_popular_ndcg@10") is not None:
         vp = report["val_most_popular_ndcg@10"]
-        print(f"validation (the training window's last 10 %): seqrec NDCG@10 {report['val_ndcg@10']:.4f}, "
+        print(f"validation (the training window's last {report['config']['val_frac']:.0%}): seqrec NDCG@10 {report['val_ndcg@10']:.4f}, "
               f"most_popular {vp:.4f}" + (f" ({report['val_ndcg@10'] / vp:.2f}x)" if vp else ""))
     if report.get("ndcg@10_ratio_vs_most_popular"):
         print(f"NDCG@10 ratio vs most-popular: {report['ndcg@10_ratio_vs_most_popular']:.2f}x")
