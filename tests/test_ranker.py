@@ -231,3 +231,76 @@ def test_whole_set_ranker_restored_from_a_checkpoint_ranks_the_same(redis_client
         np.testing.assert_array_equal(x, y)
     base = FallbackScorer().score(batch()).final
     assert any(len(x) > 1 and not np.array_equal(np.argsort(-x), np.argsort(-f)) for x, f in zip(sa.final, base))
+
+
+def test_model_columns_are_learned_only_after_the_models_training_window():
+    """A model scores its own training events better than anything new (there it has seen the very
+    transition it is asked about). Rows asked before the model's `trained_until` are learned from with
+    the model's columns missing (`features.in_sample`), so the trees judge the model only by what it
+    does after its training window. Planted: in-sample the transformer always puts the touched item
+    first, afterwards it is noise and the user's history predicts. Learned as is, the in-sample rows make
+    the trees lean on the transformer; masked, they do not."""
+    from stream.core.scoring.features import batch_features, in_sample
+    rng = np.random.default_rng(5)
+    user = _user()
+
+    def rows(leaky: bool):
+        items = [f"i{k}" for k in range(30)]
+        history = list(rng.permutation(items)[:8])
+        touched = items.index(history[int(rng.integers(0, 3))])
+        sources = rng.random((30, len(SOURCE_NAMES))) * (rng.random((30, len(SOURCE_NAMES))) < 0.3)
+        transformer = rng.normal(size=30)
+        if leaky:
+            transformer[touched] = 10.0
+        X = batch_features([sources], [transformer], [sources.sum(axis=1)], [[(None, None, None)] * 30], [user],
+                           12 * HOUR, [np.zeros(30)], [np.zeros(30)], None, [items], [history])[0]
+        negatives = rng.choice([k for k in range(30) if k != touched], size=8, replace=False)
+        return X, touched, negatives
+
+    sets = [rows(leaky=True) for _ in range(300)] + [rows(leaky=False) for _ in range(60)]
+    share = {}
+    for mask in (False, True):
+        r = OnlineRanker(RankerConfig.for_spec("gbdt", min_examples=100))
+        for n, (X, touched, negatives) in enumerate(sets):
+            X = in_sample(X, base_has_model=False) if mask and n < 300 else X
+            r.learn([Example(X[touched], True, 1.0)] + [Example(X[k], False, 1.0) for k in negatives])
+        r.model.refit()
+        share[mask] = r.importance()
+    assert share[False]["transformer_z"] > 0.5, share[False]          # the leak decides the unmasked order
+    assert share[True]["transformer_z"] < 0.1 * share[True]["hist_recency"], share[True]
+
+
+def test_rows_are_masked_only_while_the_model_had_trained_on_them():
+    """The cascade hands the pipeline masked rows (for learning) for a batch at or before the model's
+    `trained_until`, and the rows it scored with otherwise; the order itself is never computed from
+    masked rows. `recorded` leaves out masked rows that only the model's own sources proposed."""
+    from types import SimpleNamespace
+
+    from test_contract_scorers import _batch
+
+    from stream.core.ranking.cascade import RankedScorer
+    from stream.core.scoring import FallbackScorer
+    from stream.core.scoring.features import in_sample
+    r = OnlineRanker(RankerConfig.for_spec("gbdt", min_examples=10))
+    r.learn(_examples(3000))
+
+    class Base(FallbackScorer):
+        transformer = SimpleNamespace(trained_until=None)
+
+    base = Base()
+    for until, masked in ((19_999, False), (20_000, True), (None, False)):
+        base.transformer.trained_until = until
+        got = RankedScorer(base, r).score(_batch(4, users=4))
+        plain = RankedScorer(FallbackScorer(), r).score(_batch(4, users=4))
+        for a, b in zip(got.final, plain.final):
+            np.testing.assert_array_equal(a, b)
+        X = got.rows[0]
+        assert np.isnan(X[:, FEATURE_NAMES.index("transformer_z")]).all() == masked
+        assert not np.isnan(X[:, FEATURE_NAMES.index("src_covisit")]).any()
+    only_model = np.zeros((3, N_FEATURES))
+    only_model[:, FEATURE_NAMES.index("n_sources")] = 1
+    only_model[0, SOURCE_NAMES.index("model")] = 0.9            # row 0: the model's source alone
+    only_model[1:, SOURCE_NAMES.index("covisit")] = 0.5
+    kept = r.recorded([0], np.array([3.0, 2.0, 1.0]), in_sample(only_model, True))
+    assert kept == [1, 2]
+    assert r.recorded([0], np.array([3.0, 2.0, 1.0]), only_model) == [0, 1, 2]

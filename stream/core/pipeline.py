@@ -290,7 +290,7 @@ class Pipeline:
                         self.explorer.shown(uid, items[j], slot.displaced)
             out[uid] = (items, batch.features[u], picked, {name: arrs[u] for name, arrs in result.components.items()})
             if ranker is not None and rows is not None and picked and not snap.bot:
-                idx = ranker.recorded([i for i, _ in picked], scores[u])
+                idx = ranker.recorded([i for i, _ in picked], scores[u], rows[u])
                 self._asks += trigger is None
                 key = (emit.recommendation_id(uid, trigger.event_id) if trigger is not None
                        else f"ask:{uid}:{batch.now_ts}:{self._asks}")

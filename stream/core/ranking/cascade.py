@@ -5,7 +5,7 @@ import numpy as np
 
 from stream.core.ranking.ranker import OnlineRanker, sigmoid
 from stream.core.scoring.base import CandidateBatch, Scored, scored
-from stream.core.scoring.features import UserView, batch_features, zscore
+from stream.core.scoring.features import UserView, batch_features, in_sample, zscore
 
 
 def rerank_top(base: np.ndarray, logit: np.ndarray, n: int, weight: float) -> np.ndarray:
@@ -86,4 +86,8 @@ class RankedScorer:
                 final.append(logit.copy())
             else:
                 final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w))
+        until = getattr(self.transformer, "trained_until", None)
+        if until is not None and batch.now_ts <= until and self.ranker.masks_in_sample:
+            blended = getattr(self.base, "weight", 0) != 0       # the base order carries the transformer
+            feats = [in_sample(X, blended) for X in feats]         # learned from, never scored with
         return Scored(final, {**comps, "ranker": probs, self.name: final}, rows=feats)

@@ -43,6 +43,7 @@ FM_FEATURES = ("src_covisit", "src_recent", "src_model", "src_content", "transfo
                "log_popularity", "trend", "cat_affinity", "cat_log_hours", "price_rel", "log_since_last_s",
                "content_sim")
 _COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
+_TRANSFORMER_Z, _N_SOURCES = _COL["transformer_z"], _COL["n_sources"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -167,13 +168,23 @@ class OnlineRanker:
         """Ranks (and learns from) the whole candidate set, not a cascade over the base's top."""
         return self.cfg.weight is None
 
-    def recorded(self, picked: list[int], scores: np.ndarray) -> list[int]:
+    @property
+    def masks_in_sample(self) -> bool:
+        """Learns from rows whose model columns are missing (`features.in_sample`): the trees route NaN."""
+        return isinstance(self.model, WindowedGBDT)
+
+    def recorded(self, picked: list[int], scores: np.ndarray, rows: np.ndarray | None = None) -> list[int]:
         """The candidate rows an impression keeps: what was shown (cascade), or the best `record_max` of
-        the whole set by the current order, the shown ones always among them."""
+        the whole set by the current order, the shown ones always among them. Rows masked as the model's
+        in-sample (`features.in_sample`) that only the model's sources proposed are left out: their
+        being there at all is the model's (inflated) judgement."""
         if not self.whole_set:
             return picked
         order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[: self.cfg.record_max]
-        return list(dict.fromkeys([*picked, *order.tolist()]))
+        keep = list(dict.fromkeys([*picked, *order.tolist()]))
+        if rows is not None and np.isnan(rows[:, _TRANSFORMER_Z]).any():
+            keep = [i for i in keep if rows[i, _N_SOURCES] > 0]
+        return keep
 
     def record(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray, trigger_id=None) -> None:
         self._pending += self.join.impression(user, ts, key, items, np.asarray(X, dtype=np.float32), trigger_id)

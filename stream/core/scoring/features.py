@@ -234,6 +234,31 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     return np.split(X, np.cumsum(sizes)[:-1])
 
 
+_N_SOURCES = FEATURE_NAMES.index("n_sources")
+_MODEL_SOURCES = [SOURCE_NAMES.index("model"), SOURCE_NAMES.index("linear")]
+MODEL_COLUMNS = tuple(FEATURE_NAMES.index(n) for n in ("src_model", "rank_model", "src_linear", "rank_linear",
+                                                       "transformer_z", "transformer_known", "linear_score"))
+BASE_COLUMNS = tuple(FEATURE_NAMES.index(n) for n in ("base_z", "base_rank"))
+
+
+def in_sample(X: np.ndarray, base_has_model: bool) -> np.ndarray:
+    """A copy of feature rows computed at a time the model had trained on (its own training events), with
+    the model's columns missing (NaN; the trees route missing values by themselves) and `n_sources`
+    counting the other sources only. On its training events a model looks better than it will on
+    anything new, so a ranker that learned its columns there would trust it too much; it learns them
+    from the rows after the model's training window only. `base_has_model`: the base order blends the
+    transformer in, so its columns are the model's too.
+
+    >>> X = np.zeros((1, N_FEATURES)); X[0, [_MODEL_SOURCES[0], _N_SOURCES]] = 0.5, 2
+    >>> Y = in_sample(X, True); int(Y[0, _N_SOURCES]), bool(np.isnan(Y[0, list(MODEL_COLUMNS + BASE_COLUMNS)]).all())
+    (1, True)
+    """
+    out = np.array(X, dtype=np.float32, copy=True)
+    out[:, _N_SOURCES] -= (out[:, _MODEL_SOURCES] > 0).sum(axis=1)
+    out[:, list(MODEL_COLUMNS + (BASE_COLUMNS if base_has_model else ()))] = np.nan
+    return out
+
+
 def last_item_features(meta: list, last: tuple | None) -> np.ndarray:
     """(C, 4): per candidate, same category as the user's newest item, same brand, log price ratio to it
     (clipped to +-5) and whether both prices are known: in a session, the next item is often a sibling of

@@ -43,6 +43,7 @@ class OnnxScorer:
         self.index = {item: i for i, item in enumerate(vocab) if i > 0}
         self.proxy: dict[str, int] = {}    # unknown item -> model id of its nearest known item (content), 0 = none
         self.T = int(self.manifest["model_config"]["max_len"])
+        self.trained_until = self.manifest.get("trained_until_ts")    # ms: its training events end here
         self.session, available = open_session(d / "model.onnx", providers)
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
