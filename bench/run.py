@@ -11,6 +11,7 @@ Groups:
   faust    - the faust-streaming driver over the same kind of topic
   latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
   scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
+  decode   - bytes to a checked Event: orjson + our checks vs the msgspec fast path (bench/decode.py)
   encoder  - the text encoder (all-MiniLM-L6-v2): onnxruntime+tokenizers vs torch eager at batch 1 and 64;
              exact content-index search over 100k items
 
@@ -157,12 +158,12 @@ def main(argv=None) -> int:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--faust-events", type=int, default=50_000)
-    ap.add_argument("--only", choices=["worker", "full", "faust", "latency", "scorer", "encoder"], action="append")
+    ap.add_argument("--only", choices=["worker", "full", "faust", "latency", "scorer", "encoder", "decode"], action="append")
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     args = ap.parse_args(argv)
-    groups = set(args.only or ["worker", "full", "faust", "latency", "scorer", "encoder"])
+    groups = set(args.only or ["worker", "full", "faust", "latency", "scorer", "encoder", "decode"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())
     from stream.core.storage.store import connect
@@ -242,6 +243,10 @@ def main(argv=None) -> int:
             print("== transformer scorer: onnxruntime vs torch eager (d=64, 2 layers, T=50, 5000 items)", flush=True)
             from bench import scorer
             scorer.run(rows)
+        if "decode" in groups:
+            print("== decode and validate: orjson + our checks vs msgspec's typed decoder first", flush=True)
+            from bench import decode
+            decode.run(rows)
         if "encoder" in groups:
             print("== text encoder: onnxruntime + tokenizers vs torch eager (all-MiniLM-L6-v2)", flush=True)
             from bench import encoder

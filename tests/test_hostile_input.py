@@ -23,6 +23,7 @@ from schemas import (
     validate_search_request,
 )
 from schemas._check import MAX_ID_CHARS, MAX_PRICE, MAX_QUANTITY, MAX_REASON_CHARS
+from schemas.fast import fast_validate_event
 
 GOOD = {"v": 1, "event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "add_to_cart", "ts": 1730000000000,
         "session_id": "s1", "price": 19.5, "quantity": 2, "context": {"category": "shoes", "page": "pdp"}}
@@ -34,6 +35,14 @@ json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 nasty_text = st.text(alphabet=st.sampled_from(["a", ":", "{", "}", "%", "\x00", "\u200b", "\u202e", "\ufeff",
                                                "\n", " ", "é", "\U0001F600", "\ud7ff"]), min_size=0, max_size=12)
+
+
+def both(raw):
+    """`validate_event`'s answer, after checking that the consumers' fast path (schemas/fast.py: msgspec
+    first) gives exactly the same one: the same Event, or the same rejection."""
+    slow, fast = validate_event(raw), fast_validate_event(raw)
+    assert fast == slow, (raw, fast, slow)
+    return slow
 
 
 def check_total(got) -> None:
@@ -64,7 +73,7 @@ def check_event_bounds(ev: Event) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_never_raise(raw):
-    for fn in (validate_event, validate_item, validate_recommendation, validate_search_request):
+    for fn in (both, validate_item, validate_recommendation, validate_search_request):
         check_total(fn(raw))
 
 
@@ -89,7 +98,7 @@ def test_mutated_events_are_rejected_or_within_bounds(patch):
         raw = orjson.dumps(obj)
     except (TypeError, orjson.JSONEncodeError):
         return
-    got = validate_event(raw)
+    got = both(raw)
     check_total(got)
     if isinstance(got, Event):
         check_event_bounds(got)
@@ -130,7 +139,7 @@ def _dumpable(obj) -> bool:
 def test_truncated_and_spliced_bytes_never_raise(field, cut, junk):
     raw = orjson.dumps(GOOD)
     pos = raw.find(field.encode())
-    got = validate_event(raw[:pos + cut] + junk + raw[pos + cut:])
+    got = both(raw[:pos + cut] + junk + raw[pos + cut:])
     check_total(got)
     if isinstance(got, Event):
         check_event_bounds(got)
@@ -145,7 +154,7 @@ def test_duplicate_keys_are_always_rejected(field, other):
     except ValueError:
         return
     body = orjson.dumps(GOOD)[:-1] + b',"' + field.encode() + b'":' + value + b"}"
-    got = validate_event(body)
+    got = both(body)
     assert isinstance(got, Rejected), got
     try:
         orjson.loads(body)
@@ -202,3 +211,42 @@ def test_atheris_bounded_run(tmp_path):
     tail = out.stderr[-3000:]
     assert out.returncode == 0, tail
     assert "Done" in tail and "crash-" not in tail, tail
+
+
+valid_ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")),
+                    min_size=1, max_size=12) | st.integers(min_value=0, max_value=2 ** 40)
+optional = st.fixed_dictionaries({}, optional={
+    "v": st.just(1), "session_id": st.none() | valid_ids, "price": st.none() | st.integers(0, 10 ** 6)
+    | st.floats(0, 1e6), "quantity": st.none() | st.integers(1, 50), "query": st.none() | st.text(max_size=8),
+    "context": st.none() | st.dictionaries(st.sampled_from(["category", "brand", "page", "n", "ok"]),
+                                           st.none() | st.text(min_size=1, max_size=6) | st.integers(-5, 5)
+                                           | st.floats(-1, 1) | st.booleans(), max_size=4)})
+
+
+@settings(max_examples=500, deadline=None)
+@given(valid_ids, valid_ids, valid_ids, st.sampled_from(["view", "click", "add_to_cart", "purchase", "search"]),
+       st.integers(min_value=631_152_000_000 - 10, max_value=4_102_444_800_000 + 10), optional,
+       st.sampled_from([orjson.dumps, lambda o: json.dumps(o).encode(), lambda o: json.dumps(o, indent=1).encode()]))
+def test_fast_path_agrees_on_well_formed_events(eid, uid, item, etype, ts, extra, dump):
+    """Events close to valid, in compact, spaced and indented JSON, with unicode and integer ids and
+    every optional field present, null or absent: the fast path and `validate_event` agree."""
+    obj = {"event_id": eid, "user_id": uid, "item_id": item, "type": etype, "ts": ts, **extra}
+    check_total(both(dump(obj)))
+
+
+def test_fast_path_accepts_ordinary_events_without_falling_back(monkeypatch):
+    """The fast path does the work for ordinary events (validate_event is not called for them), and
+    hands everything unusual to it."""
+    import schemas.fast as fast
+    calls = []
+    monkeypatch.setattr(fast, "validate_event", lambda raw: calls.append(raw) or validate_event(raw))
+    ordinary = [GOOD, {k: GOOD[k] for k in ("event_id", "user_id", "item_id", "type", "ts")},
+                {**GOOD, "session_id": None, "context": {"category": "hats", "n": 3, "x": None, "f": 0.5}}]
+    for obj in ordinary:
+        assert isinstance(fast.fast_validate_event(orjson.dumps(obj)), Event)
+    assert calls == []
+    unusual = [{**GOOD, "type": "search", "query": "red"}, {**GOOD, "user_id": 7}, {**GOOD, "ts": 1730000000},
+               {**GOOD, "event_id": "a\u200bb"}, {**GOOD, "context": {"page": 'say ":" here'}}]
+    for obj in unusual:
+        fast.fast_validate_event(orjson.dumps(obj))
+    assert len(calls) == len(unusual)

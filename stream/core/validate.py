@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import Event, Item, Rejected, validate_event, validate_item
+from schemas import Event, Item, Rejected, validate_item
 from schemas._check import cap_reason
+from schemas.fast import fast_validate_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ def validate_with_origins(messages: list[InMessage]
     dead: list[DeadLetter] = []
     seen: set[tuple[str, str]] = set()
     for m in messages:
-        v = validate_item(m.value) if m.kind == "item" else validate_event(m.value)
+        v = validate_item(m.value) if m.kind == "item" else fast_validate_event(m.value)
         if isinstance(v, Rejected):
             dead.append(DeadLetter.of(m, v.reason))
         elif m.kind == "item":

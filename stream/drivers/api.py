@@ -33,7 +33,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from schemas import Rejected, validate_event
+from schemas import Rejected
+from schemas.fast import fast_validate_event
 from stream.config.compose import assemble
 from stream.config.settings import Settings
 from stream.core import emit
@@ -243,7 +244,7 @@ def create_app(s: Settings) -> Edge:
             return _problem(422, "body", f"expected 1 to {MAX_BATCH} events, got {len(raws)}")
         out = []
         for i, raw in enumerate(raws):
-            v = validate_event(raw)
+            v = fast_validate_event(raw)
             if isinstance(v, Rejected):
                 return _problem(422, f"body.{i}.{v.field}" if many else f"body.{v.field}", v.reason)
             out.append((v.user_id, orjson.dumps(raw) if many else body))
