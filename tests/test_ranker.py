@@ -176,6 +176,25 @@ def test_batch_features_equal_per_user_features():
             assert np.allclose(Xb[:, col["base_rank"]], rank_inverse(a[2] - a[2].min() + 1.0))
 
 
+def test_batched_last_item_columns_equal_the_per_candidate_reference():
+    """The newest-item columns, computed in numpy over the whole batch (object-array comparisons, one log
+    per price), equal `last_item_features`, the per-candidate reference, for every user: unknown
+    categories, brands and prices on either side, zero prices, users with no newest item."""
+    from stream.core.scoring.features import batch_features, last_item_features
+    rng = np.random.default_rng(9)
+    pick = lambda xs: xs[int(rng.integers(0, len(xs)))]       # noqa: E731
+    metas = [[(pick(["shoes", "hats", None]), pick(["acme", "zed", None]), pick([None, 0.0, 5, 19.5, 80.0]))
+              for _ in range(c)] for c in (6, 0, 9, 4, 7)]
+    lasts = [pick(m) if m else None for m in metas[:-1]] + [None]
+    sizes = [len(m) for m in metas]
+    X = batch_features([np.zeros((c, len(SOURCE_NAMES))) for c in sizes], None, [np.zeros(c) for c in sizes],
+                       metas, [_user()] * 5, 12 * HOUR, [np.zeros(c) for c in sizes], [np.zeros(c) for c in sizes],
+                       last_meta=lasts)
+    start = FEATURE_NAMES.index("last_same_cat")
+    for Xu, m, last in zip(X, metas, lasts):
+        np.testing.assert_allclose(Xu[:, start:start + 4], last_item_features(m, last).reshape(-1, 4), atol=1e-12)
+
+
 @pytest.mark.parametrize("model", ["gbdt", "lr"])
 def test_learned_order_puts_near_zero_weight_on_a_random_transformer(model):
     """Each event is a label against its whole candidate set. Here the touched item follows the user's

@@ -193,7 +193,7 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     X[:, col + 5] = np.log1p(np.maximum(np.concatenate(popularity), 0.0))
     X[:, col + 6] = np.concatenate(trend)
     # per-candidate lookups in the user's profile: list comprehensions, assigned column by column
-    cat_aff, brand_aff, cat_hours, cat_never, price_rel, price_known = [], [], [], [], [], []
+    cat_aff, brand_aff, cat_hours, cat_never = [], [], [], []
     for user, m_u in zip(users, meta):
         aff, when = user.affinity, user.aff_ts
         cmax = max((v for k, v in aff.items() if k.startswith("c:")), default=0.0) or 1.0
@@ -204,19 +204,14 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         last = [when.get(k) if k else None for k in ckeys]
         cat_hours += [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
         cat_never += [w is None for w in last]
-        pm = user.price_mean
-        if pm is None:
-            price_rel += [0.0] * len(m_u)
-            price_known += [False] * len(m_u)
-        else:
-            price_rel += [max(-5.0, min(5.0, math.log(m[2]) - pm)) if m[2] and m[2] > 0 else 0.0 for m in m_u]
-            price_known += [bool(m[2] and m[2] > 0) for m in m_u]
+    # prices as one array (NaN: unknown), compared with the user's usual and newest item's price in numpy
+    log_price = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m_u in meta for m in m_u], dtype=np.float64))
+    usual = np.array([u.price_mean if u.price_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
+    X[:, col + 11], X[:, col + 12] = _log_ratio(log_price, usual)
     X[:, col + 7] = cat_aff
     X[:, col + 8] = brand_aff
     X[:, col + 9] = cat_hours
     X[:, col + 10] = cat_never
-    X[:, col + 11] = price_rel
-    X[:, col + 12] = price_known
     uf = np.stack([user_features(u, now_ts) for u in users])
     X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
     if items is not None and histories is not None:
@@ -227,8 +222,14 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         X[:, _CONTENT] = np.where(known, cs, 0.0)
         X[:, _CONTENT + 1] = known
     if last_meta is not None:
-        X[:, _LAST:_LAST + 4] = np.concatenate([last_item_features(m_u, lm) for m_u, lm in zip(meta, last_meta)]
-                                               ).reshape(-1, 4)
+        lm = [m if m is not None else (None, None, None) for m in last_meta]
+        for j, field in enumerate((0, 1)):        # same category, same brand as the user's newest item
+            mine = np.array([m[field] for m_u in meta for m in m_u] + [None], dtype=object)[:-1]
+            newest = np.array([m[field] for m in lm] + [None], dtype=object)[:-1]
+            present = np.array([m[field] is not None for m in lm], dtype=bool)
+            X[:, _LAST + j] = (mine == newest[seg]) & present[seg]
+        lp = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in lm], dtype=np.float64))
+        X[:, _LAST + 2], X[:, _LAST + 3] = _log_ratio(log_price, lp[seg])
     if linear is not None:
         X[:, _LINEAR] = np.concatenate(linear)
     return np.split(X, np.cumsum(sizes)[:-1])
@@ -257,6 +258,13 @@ def in_sample(X: np.ndarray, base_has_model: bool) -> np.ndarray:
     out[:, _N_SOURCES] -= (out[:, _MODEL_SOURCES] > 0).sum(axis=1)
     out[:, list(MODEL_COLUMNS + (BASE_COLUMNS if base_has_model else ()))] = np.nan
     return out
+
+
+def _log_ratio(log_a: np.ndarray, log_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log a - log b clipped to +-5, 0 where either is unknown (NaN); whether both are known)."""
+    known = np.isfinite(log_a) & np.isfinite(log_b)
+    with np.errstate(invalid="ignore"):
+        return np.where(known, np.clip(log_a - log_b, -5.0, 5.0), 0.0), known
 
 
 def last_item_features(meta: list, last: tuple | None) -> np.ndarray:
