@@ -141,7 +141,9 @@ class ModelRetrieval:
                 if ex:
                     idx = [self.pool_pos[i] for i in ex if i in self.pool_pos]
                     scores[r, idx] = -np.inf
-            top = np.argsort(-scores, axis=1, kind="stable")[:, : self.n]
+            n = min(self.n, scores.shape[1])      # the top n of the pool, then only those sorted
+            part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+            top = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable"), 1)
             for r, uid in enumerate(chunk):
                 if not seq[r].any():
                     continue
