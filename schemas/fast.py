@@ -16,7 +16,10 @@ import math
 
 import msgspec
 
-from schemas._check import MAX_ID_CHARS, MAX_MESSAGE_BYTES, MAX_PRICE, MAX_QUANTITY, MIN_TS_MS, MAX_TS_MS, Rejected
+from schemas._check import (
+    MAX_CONTEXT_KEY_CHARS, MAX_CONTEXT_KEYS, MAX_ID_CHARS, MAX_MESSAGE_BYTES, MAX_PRICE, MAX_QUANTITY, MAX_TS_MS, MIN_TS_MS,
+    Rejected,
+)
 from schemas.event import _TYPES, Event, validate_event
 
 UNSET = msgspec.UNSET
@@ -40,10 +43,11 @@ _DECODE = msgspec.json.Decoder(_Wire).decode
 
 
 def _context_ok(ctx: dict) -> bool:
-    if len(ctx) > 32:
+    """`_check.context`'s rules as a yes/no (any no: the slow path names the field)."""
+    if len(ctx) > MAX_CONTEXT_KEYS:
         return False
     for k, x in ctx.items():
-        if not k or len(k) > 64 or not k.isascii() or not k.isprintable():
+        if not k or len(k) > MAX_CONTEXT_KEY_CHARS or not k.isascii() or not k.isprintable():
             return False
         if k == "category" or k == "brand":
             if x is not None and (type(x) is not str or not x.strip() or "\x00" in x

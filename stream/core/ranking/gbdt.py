@@ -44,9 +44,9 @@ class WindowedGBDT:
         self.w = np.zeros(0, dtype=np.float32)
         self.filled = 0                 # rows held (<= window)
         self.head = 0                   # next row to write (ring)
-        self.filled_total = 0           # rows ever learned
         self.since_fit = 0
         self.complete_since_fit = self.complete_seen = 0     # rows with no missing column
+        self.partial_seen = False       # some row had a missing column (a model's in-sample row)
         self.booster = None             # replaced whole when a fit is done (scoring reads it without a lock)
         self._fitting: threading.Thread | None = None
         if background:     # import now (1.4 s, sklearn included), not in the fit thread where it holds the GIL
@@ -59,7 +59,6 @@ class WindowedGBDT:
         n = len(X)
         if n == 0:
             return
-        self.filled_total += n
         self._grow(min(self.window, self.filled + n))
         for start in range(0, n, self.window):
             chunk = slice(start, min(n, start + self.window))
@@ -72,13 +71,14 @@ class WindowedGBDT:
         complete = int(np.isfinite(X).all(axis=1).sum())
         self.complete_since_fit += complete
         self.complete_seen += complete
+        self.partial_seen = self.partial_seen or complete < n
         # the first fit once `min_rows` are held, then each time the rows held have doubled, then every
         # `refit_every`: early on the model changes most with each new example. Rows with missing
         # columns (a model's in-sample rows, features.in_sample) teach nothing about those columns, so
         # the complete rows count on their own too: a fit each time they have doubled
         def doubled(new: int, held: int) -> bool:
             return new >= min(self.refit_every, max(self.min_rows, held - new))
-        due = ((doubled(self.since_fit, self.filled) or self.complete_seen < self.filled_total
+        due = ((doubled(self.since_fit, self.filled) or self.partial_seen
                 and doubled(self.complete_since_fit, self.complete_seen))
                and time.monotonic() - self._last_fit >= self.min_interval_s
                if self.booster is not None else self.filled >= self.min_rows)

@@ -205,7 +205,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         cat_hours += [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
         cat_never += [w is None for w in last]
     # prices as one array (NaN: unknown), compared with the user's usual and newest item's price in numpy
-    log_price = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m_u in meta for m in m_u], dtype=np.float64))
+    flat = [m for m_u in meta for m in m_u]
+    log_price = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in flat], dtype=np.float64))
     usual = np.array([u.price_mean if u.price_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
     X[:, col + 11], X[:, col + 12] = _log_ratio(log_price, usual)
     X[:, col + 7] = cat_aff
@@ -223,11 +224,10 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         X[:, _CONTENT + 1] = known
     if last_meta is not None:
         lm = [m if m is not None else (None, None, None) for m in last_meta]
-        for j, field in enumerate((0, 1)):        # same category, same brand as the user's newest item
-            mine = np.array([m[field] for m_u in meta for m in m_u] + [None], dtype=object)[:-1]
-            newest = np.array([m[field] for m in lm] + [None], dtype=object)[:-1]
-            present = np.array([m[field] is not None for m in lm], dtype=bool)
-            X[:, _LAST + j] = (mine == newest[seg]) & present[seg]
+        for j in (0, 1):                          # same category, same brand as the user's newest item
+            newest = _objects([m[j] for m in lm])
+            present = np.array([m[j] is not None for m in lm], dtype=bool)
+            X[:, _LAST + j] = (_objects([m[j] for m in flat]) == newest[seg]) & present[seg]
         lp = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in lm], dtype=np.float64))
         X[:, _LAST + 2], X[:, _LAST + 3] = _log_ratio(log_price, lp[seg])
     if linear is not None:
@@ -260,6 +260,13 @@ def in_sample(X: np.ndarray, base_has_model: bool) -> np.ndarray:
     return out
 
 
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array of `values` (compared element by element with `==`)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def _log_ratio(log_a: np.ndarray, log_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(log a - log b clipped to +-5, 0 where either is unknown (NaN); whether both are known)."""
     known = np.isfinite(log_a) & np.isfinite(log_b)
@@ -270,7 +277,8 @@ def _log_ratio(log_a: np.ndarray, log_b: np.ndarray) -> tuple[np.ndarray, np.nda
 def last_item_features(meta: list, last: tuple | None) -> np.ndarray:
     """(C, 4): per candidate, same category as the user's newest item, same brand, log price ratio to it
     (clipped to +-5) and whether both prices are known: in a session, the next item is often a sibling of
-    the one on screen.
+    the one on screen. The per-candidate reference: `batch_features` computes the same columns in numpy
+    over a whole batch, and tests/test_ranker.py holds the two equal.
 
     >>> last_item_features([("shoes", "acme", 50.0), ("hats", None, None)], ("shoes", "acme", 25.0)).round(3).tolist()
     [[1.0, 1.0, 0.693, 1.0], [0.0, 0.0, 0.0, 0.0]]
