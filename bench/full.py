@@ -7,7 +7,8 @@ import time
 from dataclasses import replace
 
 from bench.catchup import run_worker_catchup
-from bench.run import ROOT, Rows, cleanup, fresh_settings
+from bench.rows import ROOT, Rows
+from bench.run import cleanup, fresh_settings
 from stream.config.settings import Settings
 from stream.data.synth import SynthShop
 from stream.ops.produce import produce_events

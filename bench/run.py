@@ -33,7 +33,6 @@ import sys
 import time
 import uuid
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -46,19 +45,7 @@ from stream.ops.harness import Listener, WorkerProcess, run_settings
 from stream.ops.produce import produce_events, produce_items
 
 from bench.catchup import passthrough, run_worker_catchup  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-
-
-class Rows:
-    def __init__(self, common: dict):
-        self.rows, self.common = [], common
-
-    def add(self, name: str, value: float, unit: str, **settings) -> None:
-        self.rows.append({"name": name, "value": round(float(value), 3), "unit": unit,
-                          "settings": {**self.common, **settings}})
-        print(f"  {name:48s} {value:>12,.4g} {unit}", flush=True)
+from bench.rows import RESULTS, ROOT, Rows  # noqa: E402
 
 
 def fresh_settings(base: Settings, tag: str) -> Settings:

@@ -23,6 +23,14 @@ def _rate(fn, batch: int, min_s: float = 0.6) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
+def _parity(rows, sessions, n_items: int, max_len: int) -> None:
+    """The CUDA provider's scores against the CPU provider's on the same inputs (largest absolute difference)."""
+    rng = np.random.default_rng(1)
+    feed = {"seq": rng.integers(1, n_items, (32, max_len)), "candidates": rng.integers(1, n_items, (32, 100))}
+    cpu, gpu = (sessions[k].run(["scores"], feed)[0] for k in ("ort_fp32", "ort_cuda_fp32"))
+    rows.add("scorer_ort_cuda_vs_cpu_max_abs_diff", float(np.abs(cpu - gpu).max()), "abs", batch=32, candidates=100)
+
+
 def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
     import onnxruntime as ort
     import torch
@@ -44,6 +52,7 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
         cuda = "CUDAExecutionProvider" in ort.get_available_providers()
         if cuda:
             sessions["ort_cuda_fp32"] = ort.InferenceSession(str(fp32), providers=["CUDAExecutionProvider"])
+            _parity(rows, sessions, n_items, max_len)
         gpu_torch = torch.cuda.is_available()
         model_gpu = SeqRec(model.cfg).eval() if gpu_torch else None
         if gpu_torch:
@@ -90,20 +99,23 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
 
 
 def main() -> int:
+    import json
     import platform
     import sys
 
     import onnxruntime as ort
-    import orjson
+    import torch
 
-    from bench.run import RESULTS, Rows
+    from bench.rows import RESULTS, Rows
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-    rows = Rows({"host": platform.node(), "onnxruntime": ort.__version__, "providers": ort.get_available_providers()})
+    rows = Rows({"host": platform.node(), "onnxruntime": ort.__version__, "providers": ort.get_available_providers(),
+                 "torch": torch.__version__,
+                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None})
     print("== transformer scorer (d=64, 2 layers, T=50, 5000 items)" + (" with the CUDA provider" if gpu else ""))
     run(rows)
     out = RESULTS / f"scorer-{'gpu' if gpu else 'cpu'}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(rows.rows, option=orjson.OPT_INDENT_2))
+    out.write_text(json.dumps(rows.rows, indent=2))
     print(f"wrote {out}")
     return 0 if gpu or "--allow-cpu" in sys.argv else 1
 
