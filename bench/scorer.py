@@ -1,7 +1,7 @@
 """Scorer benchmark: sequences/s of the transformer at batch 1, 32, 256 with 100 and 500 candidates,
 onnxruntime (fp32, int8) vs torch eager, measured side by side in one run on the same model. Where there is a
-GPU: onnxruntime's CUDA provider with plain `run` and with IOBinding (the serving path, `OnnxScorer`), and torch
-eager on CUDA, beside the CPU rows of the same run.
+GPU: onnxruntime's CUDA provider with plain `run` (the serving path, `OnnxScorer`) and with IOBinding of
+host buffers, and torch eager on CUDA, beside the CPU rows of the same run.
 
 Standalone (what bench/gpu.sh runs on a GPU machine): python -m bench.scorer  -> bench/results/scorer-DEVICE.json
 """

@@ -1,7 +1,7 @@
 """The transformer scorer at serving time: onnxruntime only (no torch in the worker).
 
 `OnnxScorer` loads a registered SeqRec export, picks the CUDA execution provider when
-onnxruntime-gpu and a GPU are present (inputs bound with IOBinding) and the CPU provider otherwise,
+onnxruntime-gpu and a GPU are present and the CPU provider otherwise,
 and logs which. It maps external item ids to the model's vocabulary: items it does not know get
 no transformer score (NaN) and are ranked by the other candidate sources' scores alone.
 All users of a worker batch are scored in micro-batches of `max_batch` sequences, one run each.
@@ -55,14 +55,7 @@ class OnnxScorer:
     def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(B, T) model item ids, (B, C) model item ids -> (B, C) scores; one run per call. onnxruntime's
         errors are translated here, at the edge, into `ModelError` naming the model version."""
-        try:
-            if self.provider == "CUDAExecutionProvider":
-                io = self.session.io_binding()
-                io.bind_cpu_input("seq", histories)
-                io.bind_cpu_input("candidates", candidates)
-                io.bind_output("scores")
-                self.session.run_with_iobinding(io)
-                return io.copy_outputs_to_cpu()[0]
+        try:   # a plain run on either provider: IOBinding with host buffers measured no faster on an H200
             return self.session.run(["scores"], {"seq": histories, "candidates": candidates})[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind classes
             raise ModelError(f"transformer {self.version} on {self.provider}, batch {histories.shape}x"
