@@ -79,14 +79,15 @@ def export_register(model, vocab, manifest: dict, registry_root, *, extra=None, 
 
 
 def train_export_register(events_path, fmt=None, *, registry_root="artifacts/models", epochs=200, seed=42,
-                          test_frac=0.2, stride=10, quantize=False, promote=False, limit=None, log=print) -> dict:
+                          test_frac=0.2, stride=10, finetune_epochs=2, quantize=False, promote=False, limit=None,
+                          log=print) -> dict:
     events = load_interactions(open_log(events_path, fmt).events(), limit)
     if len(events) < 100:
         raise ValueError(f"{events_path}: only {len(events)} usable events; need at least 100 to train")
-    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride)
+    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride, finetune_epochs=finetune_epochs)
     import sys
     model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
-    linear = fit_linear([x for x in events if x.ts < report["split_ts"]], vocab, log=log)
+    linear = fit_linear([x for x in events if x.ts <= report["trained_until_ts"]], vocab, log=log)
     histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
     report["test"]["linear"] = summarize(linear_ranks(linear, len(vocab), histories, targets, cfg.exclude_seen),
                                          ks=(10,))
@@ -110,7 +111,7 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
             return {"model.int8.onnx": q}
     manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt,
                 "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
-                "train_config": report["config"], "trained_until_ts": report["split_ts"] - 1}
+                "train_config": report["config"], "trained_until_ts": report["trained_until_ts"]}
     version, report["parity"] = export_register(model, vocab, manifest, registry_root, extra=extra, linear=linear)
     reg = Registry(registry_root)
     if promote:

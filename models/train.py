@@ -253,7 +253,10 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     val_ts, vh, vt = validation_window(train_ev, vocab, cfg)
     vcounts = np.bincount([vocab.index[x.item] for x in train_ev if x.ts < val_ts], minlength=len(vocab))
     val_pop = summarize(popularity_ranks(vcounts, vh, vt, cfg.exclude_seen), ks=(10,))["ndcg@10"]
-    report = {"split_ts": t_split, "train_events": len(train_ev), "test_events": len(targets),
+    # what the exported model has learned from: the whole window, or (no fine-tuning) the part before its
+    # validation split, which the model then has never trained on (a ranker may learn its columns there)
+    until = t_split - 1 if cfg.finetune_epochs > 0 else val_ts - 1
+    report = {"split_ts": t_split, "trained_until_ts": until, "train_events": len(train_ev), "test_events": len(targets),
               "best_epoch": best_epoch, "val_ndcg@10": best, "val_most_popular_ndcg@10": val_pop,
               "seconds": round(time.time() - t0, 1),
               "test": {"seqrec": ours, "most_popular": pop},

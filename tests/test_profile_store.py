@@ -30,3 +30,21 @@ def test_replay_is_a_no_op_and_a_flushed_script_is_reloaded(redis_client):
 
     more = store.apply(_events("u1", 8)[6:])     # new events still apply
     assert more["u1"].applied == 2 and more["u1"].recent[0] == "i2"
+
+
+def test_touch_times_follow_the_recent_items(redis_client):
+    """Each recent item carries when the user last touched it: a new item pushes its time, the newest item
+    touched again (a view -> click -> cart funnel) moves its time forward, and a later `read` agrees."""
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    store = ProfileStore(redis_client, prefix)
+    t0 = 1_700_000_000_000
+
+    def ev(i: int, item: str, kind: str = "view") -> Event:
+        return Event(event_id=f"e{i}", user_id="u1", type=kind, ts=t0 + i * 60_000, item_id=item)
+
+    snap = store.apply([ev(0, "a"), ev(1, "b"), ev(2, "b", "click")])["u1"]
+    assert snap.recent == ["b", "a"] and snap.recent_ts == [t0 + 120_000, t0]
+    snap = store.apply([ev(3, "a"), ev(4, "c"), ev(5, "c", "add_to_cart")])["u1"]
+    assert snap.recent == ["c", "a", "b", "a"]
+    assert snap.recent_ts == [t0 + 300_000, t0 + 180_000, t0 + 120_000, t0]
+    assert store.read(["u1"])["u1"].recent_ts == snap.recent_ts

@@ -50,6 +50,14 @@ def test_features_hand_computed():
     X = candidate_features(sources, tr, base, meta, _user(), now, np.zeros(3), np.zeros(3),
                            content_sim=np.array([0.5, np.nan, -0.1]))
     assert X[:, col["content_sim"]].tolist() == [0.5, 0.0, -0.1] and X[:, col["content_known"]].tolist() == [1, 0, 1]
+    assert X[:, col["pop_rel"]].tolist() == [0, 0, 0]                     # no recent items' popularity known
+    # how mainstream the user is: popularity against the mean over their recent items; when they touched them
+    user = _user(pop_mean=float(np.log1p(3.0)), recent_ts=[11 * HOUR, 2 * HOUR])
+    X = candidate_features(sources, tr, base, meta, user, now, np.array([9.0, 0.0, 3.0]), np.zeros(3),
+                           items=["a", "b", "c"], history=["b", "a"])
+    assert X[:, col["pop_rel"]] == pytest.approx([np.log(10 / 4), -np.log(4), 0.0])
+    assert X[:, col["hist_log_hours"]] == pytest.approx([np.log1p(10.0), np.log1p(1.0), 0.0])
+    assert X[:, col["hist_recency"]].tolist() == [0.5, 1.0, 0.0]
 
 
 def _examples(n, seed=0):

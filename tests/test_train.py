@@ -44,3 +44,17 @@ def test_time_split_and_seeded_repeatability():
     assert not late_only & set(vocab.index)
     hist, targets = held_out(events, t, vocab, cfg.max_len)
     assert len(targets) == a["test_events"] == sum(1 for x in events if x.ts >= t)
+
+
+def test_trained_until_says_what_the_model_learned_from():
+    """With fine-tuning the model has learned the whole training window; without it, only the part before
+    the window's own validation split, and the report (the manifest's `trained_until_ts`) says so."""
+    from models.train import validation_window
+    events = synth_interactions()
+    small = dict(epochs=1, patience=5, dim=16, layers=1, heads=1, max_len=10, negatives=32, seed=3)
+    _, vocab, tuned = train(events, TrainConfig(**small), progress=False, log=lambda *_: None)
+    _, _, plain = train(events, TrainConfig(**small, finetune_epochs=0), progress=False, log=lambda *_: None)
+    assert tuned["trained_until_ts"] == tuned["split_ts"] - 1
+    train_ev = [x for x in events if x.ts < plain["split_ts"]]
+    val_ts = validation_window(train_ev, vocab, TrainConfig(**small))[0]
+    assert plain["trained_until_ts"] == val_ts - 1 < tuned["trained_until_ts"]

@@ -20,7 +20,8 @@ def cmd_train(s: Settings, args) -> int:
     from exporters.pipeline import train_export_register
     report = train_export_register(args.events, args.format, registry_root=args.registry or s.model_dir,
                                    epochs=args.epochs, seed=args.seed, test_frac=args.test_frac,
-                                   stride=args.stride, quantize=args.quantize, promote=args.promote, limit=args.limit)
+                                   stride=args.stride, finetune_epochs=args.finetune_epochs, quantize=args.quantize,
+                                   promote=args.promote, limit=args.limit)
     t = report["test"]
     print(f"\nheld-out later events: {report['test_events']} (split at ts {report['split_ts']}), "
           f"trained {report['seconds']}s, best epoch {report['best_epoch']}")
@@ -151,6 +152,9 @@ def register(sub) -> None:
     tr.add_argument("--seed", type=int, default=42)
     tr.add_argument("--stride", type=int, default=10,
                     help="a training window ends every STRIDE items (default 10; 50 = no overlap: 5x fewer windows an epoch)")
+    tr.add_argument("--finetune-epochs", type=int, default=2,
+                    help="epochs on the whole window after early stopping (default 2); 0: the model and the item "
+                         "linear model stop where the window's validation split begins, so that split is new to them")
     tr.add_argument("--limit", type=int, help="use only the first N events of the log")
     tr.add_argument("--quantize", action="store_true", help="also write an int8 model and report its metric/speed change")
     tr.add_argument("--promote", action="store_true", help="promote the new version (workers pick it up)")

@@ -11,6 +11,9 @@ from stream.core.candidates.base import SOURCE_NAMES, BatchContext, CandidateSou
 from stream.core.scoring.base import CandidateBatch
 
 
+POP_HISTORY = 10       # the user's newest items whose popularity says how mainstream they are
+
+
 def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts: int, *, exclude: dict | None,
            triggers: dict | None, content=None, transformer=None) -> tuple[BatchContext, CandidateBatch]:
     """The candidates of the users in `snaps`. With `content` (a ContentStore), each candidate's cosine to
@@ -35,7 +38,8 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
     all_items = {i for ids in cand_items for i in ids}
     if content is not None and transformer is not None:
         transformer.borrow_neighbours(all_items, content.index)
-    newest = {snaps[u].recent[0] for u in users if snaps[u].recent}     # the ranker compares candidates to it
+    # the ranker compares candidates to the user's newest item, and their popularity to the recent items'
+    newest = {i for u in users for i in snaps[u].recent[:POP_HISTORY]}
     batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
                            [triggers[u].type if triggers else (snaps[u].last_type or "query") for u in users],
                            snapshots=snaps, now_ts=now_ts, meta=catalog.meta(all_items | newest))

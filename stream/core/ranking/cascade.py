@@ -5,6 +5,7 @@ import numpy as np
 
 from stream.core.ranking.ranker import OnlineRanker, sigmoid
 from stream.core.scoring.base import CandidateBatch, Scored, scored
+from stream.core.candidates.gather import POP_HISTORY
 from stream.core.scoring.features import UserView, batch_features, in_sample, zscore
 
 
@@ -52,8 +53,10 @@ class RankedScorer:
         for u, uid in enumerate(batch.users):
             items = batch.items[u]
             snap = batch.snapshots[uid]
+            seen = [stats[i][0] for i in snap.recent[:POP_HISTORY] if i in stats]
             views.append(UserView(snap.affinity, snap.aff_ts, snap.last_ts, snap.prev_ts, snap.last_type,
-                                  snap.price_mean, len(snap.recent)))
+                                  snap.price_mean, len(snap.recent), snap.recent_ts,
+                                  float(np.mean(np.log1p(seen))) if seen else None))
             metas.append([batch.meta.get(i, (None, None, None)) for i in items])
             st = [stats.get(i, none) for i in items]
             pops.append(np.array([p for p, _ in st], dtype=np.float64))

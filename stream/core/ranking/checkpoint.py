@@ -4,7 +4,7 @@ Persistence: `RankerCheckpoint` stores the river model in Redis (pickled, with a
 feature list, a SHA-256 of the payload and a version counter); a checkpoint that fails any check is
 rejected with a log line and the ranker starts from scratch. Several workers: one model per
 worker, each seeded at start from the group's newest checkpoint and writing it back (last writer
-wins). The ranker learns population-level weights over 35 features, not per-user state, and key
+wins). The ranker learns population-level weights over its features (`FEATURE_NAMES`), not per-user state, and key
 partitioning gives each worker an unbiased sample of users, so the workers' models converge to the
 same place; averaging would add coordination for little gain, and losing a checkpoint interval of
 one worker's learning costs little.

@@ -30,15 +30,17 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_history",                                  # length of the user's recent sequence
     *(f"trigger_{t}" for t in TRIGGER_TYPES),       # what the user did last
     "hist_recency", "hist_count", "hist_is_last",   # in the user's own history: 1/(1+newest position), log1p(count), newest
+    "hist_log_hours",                               # log1p(hours since the user last touched it); 0 if never or unknown
     "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
     "last_same_cat", "last_same_brand",             # same category / brand as the user's newest item
     "last_price_rel", "last_price_known",           # log(item price) - log(the newest item's price)
     "linear_score",                                 # the item linear model's score / the user's best (any candidate)
+    "pop_rel",                                      # log popularity - its mean over the user's recent items (0 without)
 )
 N_FEATURES = len(FEATURE_NAMES)
 _W = len(SOURCE_NAMES)
-_HIST, _CONTENT, _LAST, _LINEAR = (FEATURE_NAMES.index(n) for n in ("hist_recency", "content_sim", "last_same_cat",
-                                                                    "linear_score"))
+_HIST, _CONTENT, _LAST, _LINEAR, _POP_REL = (FEATURE_NAMES.index(n) for n in (
+    "hist_recency", "content_sim", "last_same_cat", "linear_score", "pop_rel"))
 
 
 @dataclass
@@ -51,6 +53,8 @@ class UserView:
     last_type: str
     price_mean: float | None          # mean log price
     history: int
+    recent_ts: list[int] | None = None  # when the user last touched each recent item (ms, newest first; 0 unknown)
+    pop_mean: float | None = None     # mean log1p(popularity) of the user's recent items (how mainstream they are)
 
 
 def rank_inverse(scores: np.ndarray) -> np.ndarray:
@@ -112,23 +116,28 @@ def candidate_features(sources: np.ndarray, transformer: np.ndarray | None, base
                           [last_meta])[0]
 
 
-def history_features(items: list[str], history: list[str]) -> np.ndarray:
-    """(C, 3): per candidate, 1/(1 + its newest position in the user's history), log1p(how often it is
-    there), whether it is the newest item: repeat consumption, which dominates shopping and session logs.
+def history_features(items: list[str], history: list[str], touched: list[int] | None = None,
+                     now_ts: int = 0) -> np.ndarray:
+    """(C, 4): per candidate, 1/(1 + its newest position in the user's history), log1p(how often it is
+    there), whether it is the newest item, log1p(hours since the user last touched it) (`touched`: the
+    history's times in ms, same order; 0 where unknown): repeat consumption, which dominates shopping and
+    session logs, and how fresh it is (five items ago may be a minute or a month).
 
-    >>> history_features(["a", "b", "z"], ["b", "a", "b"]).round(3).tolist()
-    [[0.5, 0.693, 0.0], [1.0, 1.099, 1.0], [0.0, 0.0, 0.0]]
+    >>> history_features(["a", "b", "z"], ["b", "a", "b"], [7_200_000, 3_600_000, 0], 7_200_000).round(3).tolist()
+    [[0.5, 0.693, 0.0, 0.693], [1.0, 1.099, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     """
     first: dict[str, int] = {}
     count: dict[str, int] = {}
     for pos, it in enumerate(history):
         first.setdefault(it, pos)
         count[it] = count.get(it, 0) + 1
-    out = np.zeros((len(items), 3))
+    out = np.zeros((len(items), 4))
     for r, it in enumerate(items):
         pos = first.get(it)
         if pos is not None:
-            out[r] = (1.0 / (1.0 + pos), math.log1p(count[it]), pos == 0)
+            t = touched[pos] if touched is not None and pos < len(touched) else 0
+            hours = math.log1p(max(0, now_ts - t) / 3.6e6) if t else 0.0
+            out[r] = (1.0 / (1.0 + pos), math.log1p(count[it]), pos == 0, hours)
     return out
 
 
@@ -192,6 +201,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     X[:, col + 4] = _segment_rank_inverse(B - seg_min[seg] + 1.0, seg)    # every candidate gets a position
     X[:, col + 5] = np.log1p(np.maximum(np.concatenate(popularity), 0.0))
     X[:, col + 6] = np.concatenate(trend)
+    usual_pop = np.array([u.pop_mean if u.pop_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
+    X[:, _POP_REL] = np.where(np.isfinite(usual_pop), X[:, col + 5] - usual_pop, 0.0)
     # per-candidate lookups in the user's profile: list comprehensions, assigned column by column
     cat_aff, brand_aff, cat_hours, cat_never = [], [], [], []
     for user, m_u in zip(users, meta):
@@ -216,7 +227,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     uf = np.stack([user_features(u, now_ts) for u in users])
     X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
     if items is not None and histories is not None:
-        X[:, _HIST:_HIST + 3] = np.concatenate([history_features(i, h) for i, h in zip(items, histories)]).reshape(-1, 3)
+        X[:, _HIST:_HIST + 4] = np.concatenate([history_features(i, h, u.recent_ts, now_ts)
+                                                for i, h, u in zip(items, histories, users)]).reshape(-1, 4)
     if content_sim is not None:
         cs = np.concatenate(content_sim).astype(np.float64)
         known = np.isfinite(cs)

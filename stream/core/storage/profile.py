@@ -54,6 +54,7 @@ class Snapshot:
     price_mean: float | None = None   # mean log-price of carted/bought items (None: never)
     query: str = ""                   # the user's last search query
     fed: list[Fed] = field(default_factory=list)          # the shared part of each applied event
+    recent_ts: list[int] = field(default_factory=list)    # when the user last touched each recent item (ms; 0 unknown)
 
     def top(self, kind: str, n: int) -> list[tuple[str, float]]:
         pre = kind + ":"
@@ -73,14 +74,15 @@ def _decode_aff(flat: list[bytes], now: int, half_life_ms: float) -> tuple[dict[
 
 
 def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, **kw) -> Snapshot:
-    """Build a Snapshot from the script's (or `read`'s) replies; extra = (prev_ts, last_type, plog, pn, query)."""
+    """Build a Snapshot from the script's (or `read`'s) replies; extra = (prev_ts, last_type, plog, pn, query,
+    the recent items' touch times, comma-separated)."""
     last_ts = int(last or 0)
     aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
-    prev, ltype, plog, pn, query = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
+    prev, ltype, plog, pn, query, rts = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
     n = int(float(pn or 0))
     return Snapshot(uid, [s.decode() for s in seq], aff, [b.decode() for b in bought], last_ts, aff_ts=when,
                     prev_ts=int(float(prev or 0)), last_type=ltype, price_mean=float(plog) / n if n else None,
-                    query=query, **kw)
+                    query=query, recent_ts=[int(t) for t in rts.split(",") if t][:len(seq)], **kw)
 
 
 class ProfileStore:
@@ -124,7 +126,7 @@ class ProfileStore:
             pipe.lrange(seq, 0, self.cfg.max_seq - 1)
             pipe.hgetall(aff)
             pipe.zrevrange(bought, 0, 19)
-            pipe.hmget(u, "last_ts", "prev_ts", "last_type", "plog", "pn", "q")
+            pipe.hmget(u, "last_ts", "prev_ts", "last_type", "plog", "pn", "q", "rts")
         try:
             r = pipe.execute()
         except TRANSIENT_REDIS as exc:

@@ -15,7 +15,7 @@
 -- "seen" here, and its shared part is returned again from the outbox (the shared writes are offset-guarded).
 -- Returns: { applied_flags (a character per event: 0 = seen before, 1 = applied, 2 = applied but bot-like),
 --            recent items (newest first), aff fields+values, bought (recent), last_ts,
---            {prev_ts, last_type, log-price sum, priced events},
+--            {prev_ts, last_type, log-price sum, priced events, query, touch times},
 --            {event index (1-based), shared part, ...} }  where a shared part is cjson
 --            {"v": [items it follows (co-visitation)], "s": [items it co-occurs with]}
 local hl = tonumber(ARGV[1])
@@ -28,9 +28,15 @@ local U, SEQ, AFF, BOUGHT, SEEN, OUT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[
 
 -- The user's state is read once, changed in Lua, and written once at the end (a command from Lua costs
 -- about as much as the work it does: this keeps the calls per user call near-constant).
-local u = redis.call("HMGET", U, "last_ts", "prev_ts", "last_type", "plog", "pn", "q")
+local u = redis.call("HMGET", U, "last_ts", "prev_ts", "last_type", "plog", "pn", "q", "rts")
 local last_ts, prev_ts, last_type, plog, pn, query = tonumber(u[1] or "0"), u[2] or "0", u[3] or "", u[4] or "0", u[5] or "0", u[6]
 local seq = redis.call("LRANGE", SEQ, 0, max_seq - 1)          -- newest first
+-- "rts": when the user last touched each item of the sequence (ms, comma-separated, same order; 0 = unknown,
+-- a profile written before it was kept)
+local seq_ts = {}
+for t in string.gmatch(u[7] or "", "[^,]+") do seq_ts[#seq_ts + 1] = t end
+while #seq_ts < #seq do seq_ts[#seq_ts + 1] = "0" end
+while #seq_ts > #seq do seq_ts[#seq_ts] = nil end
 local aff, naff, aff_set, aff_del = {}, 0, {}, {}
 local flat = redis.call("HGETALL", AFF)
 for i = 1, #flat, 2 do aff[flat[i]] = flat[i + 1]; naff = naff + 1 end
@@ -139,8 +145,13 @@ for e = 0, n - 1 do
       for i = 1, math.min(#seq, math.max(covis_n, 3 * cooc_n)) do prev[i] = seq[i] end
       if prev[1] ~= item then
         table.insert(seq, 1, item)
-        if #seq > max_seq then seq[#seq] = nil end
+        table.insert(seq_ts, 1, tostring(ts))
+        if #seq > max_seq then seq[#seq] = nil; seq_ts[#seq_ts] = nil end
         pushed[#pushed + 1] = item
+        user_changed = true
+      elseif ts > tonumber(seq_ts[1]) then
+        seq_ts[1] = tostring(ts)                 -- the newest item again (a funnel on one item): touched now
+        user_changed = true
       end
       if cat ~= "" then decayed_add("c:" .. cat, w, ts) end
       if brand ~= "" then decayed_add("b:" .. brand, w, ts) end
@@ -196,7 +207,7 @@ if #fresh_ids > 0 then
 end
 for k, c in pairs(counts) do redis.call("HINCRBY", U, "n:" .. k, c) end
 if user_changed then
-  local h = { "last_ts", last_ts, "prev_ts", prev_ts, "last_type", last_type }
+  local h = { "last_ts", last_ts, "prev_ts", prev_ts, "last_type", last_type, "rts", table.concat(seq_ts, ",") }
   if query then h[#h + 1] = "q"; h[#h + 1] = query end
   redis.call("HSET", U, unpack(h))
 end
@@ -217,4 +228,4 @@ local aff_flat = {}
 for k, v in pairs(aff) do aff_flat[#aff_flat + 1] = k; aff_flat[#aff_flat + 1] = v end
 local bought = redis.call("ZREVRANGE", BOUGHT, 0, 19)
 return { table.concat(flags), seq, aff_flat, bought, tostring(last_ts),
-         { tostring(prev_ts), last_type, plog, pn, query or "" }, shared }
+         { tostring(prev_ts), last_type, plog, pn, query or "", table.concat(seq_ts, ",") }, shared }
