@@ -159,7 +159,8 @@ def test_bot_like_users_train_neither_ranker_nor_covisitation(redis_client):
 def test_batch_features_equal_per_user_features():
     """The batched (segment-wise) computation gives every user exactly what the per-user one gives,
     including empty users, ties, NaNs and users without a price history."""
-    from stream.core.scoring.features import batch_features, rank_inverse, zscore
+    from stream.core.scoring.features import batch_features
+    from stream.core.scoring.segments import rank_inverse, zscore
     rng = np.random.default_rng(4)
     col = {n: i for i, n in enumerate(FEATURE_NAMES)}
     args = []

@@ -6,7 +6,8 @@ import numpy as np
 from stream.core.ranking.ranker import OnlineRanker, sigmoid
 from stream.core.scoring.base import CandidateBatch, Scored, scored
 from stream.core.candidates.gather import POP_HISTORY
-from stream.core.scoring.features import UserView, batch_features, in_sample, zscore
+from stream.core.scoring.features import UserView, batch_features, in_sample
+from stream.core.scoring.segments import zscore
 
 
 def rerank_top(base: np.ndarray, logit: np.ndarray, n: int, weight: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.core.candidates import SOURCE_NAMES
+from stream.core.scoring.segments import segment_rank_inverse, segment_zscore
 
 TRIGGER_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
 
@@ -55,37 +56,6 @@ class UserView:
     history: int
     recent_ts: list[int] | None = None  # when the user last touched each recent item (ms, newest first; 0 unknown)
     pop_mean: float | None = None     # mean log1p(popularity) of the user's recent items (how mainstream they are)
-
-
-def rank_inverse(scores: np.ndarray) -> np.ndarray:
-    """1 / (1 + rank) by descending score (ties: first come first), 0 where the score is <= 0 or NaN.
-
-    >>> rank_inverse(np.array([0.2, 0.0, 0.9, np.nan])).tolist()
-    [0.5, 0.0, 1.0, 0.0]
-    """
-    out = np.zeros(len(scores))
-    ok = np.isfinite(scores) & (scores > 0)
-    if ok.any():
-        idx = np.flatnonzero(ok)
-        order = idx[np.argsort(-scores[idx], kind="stable")]
-        out[order] = 1.0 / (1.0 + np.arange(len(order)))
-    return out
-
-
-def zscore(x: np.ndarray) -> np.ndarray:
-    """Standardised over the finite entries (0 elsewhere, and 0 when fewer than two or no spread).
-
-    >>> zscore(np.array([1.0, 3.0, np.nan])).tolist()
-    [-1.0, 1.0, 0.0]
-    """
-    out = np.zeros(len(x))
-    ok = np.isfinite(x)
-    if ok.sum() > 1:
-        v = x[ok]
-        sd = v.std()
-        if sd > 1e-12:
-            out[ok] = (v - v.mean()) / sd
-    return out
 
 
 def user_features(user: UserView, now_ts: int) -> np.ndarray:
@@ -141,35 +111,6 @@ def history_features(items: list[str], history: list[str], touched: list[int] | 
     return out
 
 
-def _segment_rank_inverse(x: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """`rank_inverse` within each segment (user) of a flat array, in one sort."""
-    out = np.zeros(len(x))
-    idx = np.flatnonzero(np.isfinite(x) & (x > 0))
-    if idx.size:
-        order = idx[np.lexsort((idx, -x[idx], seg[idx]))]        # by user, then score down, then position
-        s = seg[order]
-        first = np.r_[True, s[1:] != s[:-1]]
-        starts = np.flatnonzero(first)
-        pos = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-        out[order] = 1.0 / (1.0 + pos)
-    return out
-
-
-def _segment_zscore(x: np.ndarray, seg: np.ndarray, n: int) -> np.ndarray:
-    """`zscore` within each segment (user) of a flat array."""
-    out = np.zeros(len(x))
-    ok = np.isfinite(x)
-    if not ok.any():
-        return out
-    so, xo = seg[ok], x[ok]
-    cnt = np.bincount(so, minlength=n)
-    mean = np.bincount(so, weights=xo, minlength=n) / np.maximum(cnt, 1)
-    sd = np.sqrt(np.bincount(so, weights=(xo - mean[so]) ** 2, minlength=n) / np.maximum(cnt, 1))
-    good = ok & (cnt[seg] > 1) & (sd[seg] > 1e-12)
-    out[good] = (x[good] - mean[seg[good]]) / sd[seg[good]]
-    return out
-
-
 def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
                    meta: list[list], users: list[UserView], now_ts: int, popularity: list[np.ndarray],
                    trend: list[np.ndarray], content_sim: list[np.ndarray] | None = None,
@@ -189,16 +130,16 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     X[:, :_W] = S
     for j in range(_W):
         if S[:, j].any():
-            X[:, _W + j] = _segment_rank_inverse(S[:, j], seg)
+            X[:, _W + j] = segment_rank_inverse(S[:, j], seg)
     col = 2 * _W
     X[:, col] = (S > 0).sum(axis=1)
     T = np.concatenate(transformer).astype(np.float64) if transformer is not None else np.full(total, np.nan)
-    X[:, col + 1] = _segment_zscore(T, seg, n_users)
+    X[:, col + 1] = segment_zscore(T, seg, n_users)
     X[:, col + 2] = np.isfinite(T)
-    X[:, col + 3] = _segment_zscore(B, seg, n_users)
+    X[:, col + 3] = segment_zscore(B, seg, n_users)
     seg_min = np.full(n_users, np.inf)
     np.minimum.at(seg_min, seg, B)
-    X[:, col + 4] = _segment_rank_inverse(B - seg_min[seg] + 1.0, seg)    # every candidate gets a position
+    X[:, col + 4] = segment_rank_inverse(B - seg_min[seg] + 1.0, seg)    # every candidate gets a position
     X[:, col + 5] = np.log1p(np.maximum(np.concatenate(popularity), 0.0))
     X[:, col + 6] = np.concatenate(trend)
     usual_pop = np.array([u.pop_mean if u.pop_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
