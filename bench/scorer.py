@@ -31,6 +31,33 @@ def _parity(rows, sessions, n_items: int, max_len: int) -> None:
     rows.add("scorer_ort_cuda_vs_cpu_max_abs_diff", float(np.abs(cpu - gpu).max()), "abs", batch=32, candidates=100)
 
 
+def _serving(rows, fp32: Path, n_items: int, max_len: int, cuda: bool) -> None:
+    """The serving path itself (`OnnxScorer.score_many`, what the worker calls), on the CPU provider and,
+    with a GPU, on the provider it picks there (CUDA), from a model folder as the registry lays it out."""
+    import json
+    import shutil
+
+    from stream.core.scoring.transformer import OnnxScorer
+    d = fp32.parent / "version"
+    d.mkdir(exist_ok=True)
+    shutil.copy(fp32, d / "model.onnx")
+    (d / "vocab.json").write_text(json.dumps([""] + [f"i{k}" for k in range(1, n_items)]))
+    (d / "manifest.json").write_text(json.dumps({"version": "bench", "model_config": {"max_len": max_len}}))
+    scorers = {"cpu": OnnxScorer(d, providers=["CPUExecutionProvider"])}
+    if cuda:
+        scorers["cuda"] = OnnxScorer(d)              # no providers given: what a worker on that machine picks
+        rows.add("scorer_serving_provider_picked_is_cuda", scorers["cuda"].provider == "CUDAExecutionProvider", "bool")
+    rng = np.random.default_rng(2)
+    for b in (1, 32, 256):
+        seq, cand = rng.integers(1, n_items, (b, max_len)), rng.integers(1, n_items, (b, 100))
+        for name, sc in scorers.items():
+            rows.add(f"scorer_serving_{name}_b{b}_c100", _rate(lambda: sc.score_many(seq, cand), b), "seq/s",
+                     batch=b, candidates=100)
+        if cuda and b == 256:
+            diff = np.abs(scorers["cpu"].score_many(seq, cand) - scorers["cuda"].score_many(seq, cand)).max()
+            rows.add("scorer_serving_cuda_vs_cpu_max_abs_diff", float(diff), "abs", batch=b, candidates=100)
+
+
 def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
     import onnxruntime as ort
     import torch
@@ -94,6 +121,7 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
                         r32 = r
                     if name == "ort_int8":
                         rows.add(f"scorer_int8_vs_fp32_ratio_b{b}_c{c}", r / r32, "x", batch=b, candidates=c)
+        _serving(rows, fp32, n_items, max_len, cuda)
         if not cuda:
             print("  (no CUDA execution provider here: the GPU path is unmeasured on this machine)")
 
