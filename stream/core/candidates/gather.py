@@ -39,10 +39,10 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
     if content is not None and transformer is not None:
         transformer.borrow_neighbours(all_items, content.index)
     # the ranker compares candidates to the user's newest item, and their popularity to the recent items'
-    newest = {i for u in users for i in snaps[u].recent[:POP_HISTORY]}
+    recent = {i for u in users for i in snaps[u].recent[:POP_HISTORY]}
     batch = CandidateBatch(users, cand_items, feats, [snaps[u].recent for u in users],
                            [triggers[u].type if triggers else (snaps[u].last_type or "query") for u in users],
-                           snapshots=snaps, now_ts=now_ts, meta=catalog.meta(all_items | newest))
+                           snapshots=snaps, now_ts=now_ts, meta=catalog.meta(all_items | recent))
     if content is not None:
         batch.content_sim = content_similarity(content.index, ctx.vectors, cand_items, users)
     if ctx.linear:             # the item linear model's score of every candidate, not only those it proposed
