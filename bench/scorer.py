@@ -31,18 +31,15 @@ def _parity(rows, sessions, n_items: int, max_len: int) -> None:
     rows.add("scorer_ort_cuda_vs_cpu_max_abs_diff", float(np.abs(cpu - gpu).max()), "abs", batch=32, candidates=100)
 
 
-def _serving(rows, fp32: Path, n_items: int, max_len: int, cuda: bool) -> None:
-    """The serving path itself (`OnnxScorer.score_many`, what the worker calls), on the CPU provider and,
-    with a GPU, on the provider it picks there (CUDA), from a model folder as the registry lays it out."""
-    import json
-    import shutil
-
+def _serving(rows, model, root: Path, n_items: int, max_len: int, cuda: bool) -> None:
+    """The serving path itself (`OnnxScorer.score_many`, what the worker calls) on a version registered
+    as `recstream train` registers one, on the CPU provider and, with a GPU, on the provider it picks there."""
+    from exporters.pipeline import export_register
+    from models.data import Vocab
     from stream.core.scoring.transformer import OnnxScorer
-    d = fp32.parent / "version"
-    d.mkdir(exist_ok=True)
-    shutil.copy(fp32, d / "model.onnx")
-    (d / "vocab.json").write_text(json.dumps([""] + [f"i{k}" for k in range(1, n_items)]))
-    (d / "manifest.json").write_text(json.dumps({"version": "bench", "model_config": {"max_len": max_len}}))
+    from stream.core.storage.registry import Registry
+    version, _ = export_register(model, Vocab([f"i{k}" for k in range(1, n_items)]), {"source": "bench"}, root)
+    d = Registry(root).path(version)
     scorers = {"cpu": OnnxScorer(d, providers=["CPUExecutionProvider"])}
     if cuda:
         scorers["cuda"] = OnnxScorer(d)              # no providers given: what a worker on that machine picks
@@ -121,7 +118,7 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
                         r32 = r
                     if name == "ort_int8":
                         rows.add(f"scorer_int8_vs_fp32_ratio_b{b}_c{c}", r / r32, "x", batch=b, candidates=c)
-        _serving(rows, fp32, n_items, max_len, cuda)
+        _serving(rows, model, Path(tmp) / "registry", n_items, max_len, cuda)
         if not cuda:
             print("  (no CUDA execution provider here: the GPU path is unmeasured on this machine)")
 
