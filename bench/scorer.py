@@ -53,6 +53,39 @@ def _serving(rows, model, root: Path, n_items: int, max_len: int, cuda: bool) ->
         if cuda and b == 256:
             diff = np.abs(scorers["cpu"].score_many(seq, cand) - scorers["cuda"].score_many(seq, cand)).max()
             rows.add("scorer_serving_cuda_vs_cpu_max_abs_diff", float(diff), "abs", batch=b, candidates=100)
+    _batch_path(rows, d, n_items, max_len, cuda)
+
+
+def _batch_path(rows, d: Path, n_items: int, max_len: int, cuda: bool) -> None:
+    """What one worker batch asks of the model: its own top items over a pool of every item it knows
+    (the "model" source), then the scores of each user's 100 candidates. The state path (one run for
+    the users' last states, then matrix products) against the single run the scorer used before it (the
+    graph's `scores` output, run twice), side by side; fresh histories every round."""
+    from stream.core.scoring.transformer import OnnxScorer
+    pool = np.arange(1, n_items, dtype=np.int64)
+    kinds = [("cpu", ["CPUExecutionProvider"])] + ([("cuda", None)] if cuda else [])
+    rng = np.random.default_rng(4)
+    for name, providers in kinds:
+        state = OnnxScorer(d, providers=providers)
+        single = OnnxScorer(d, providers=providers)
+        single.items = None                           # the graph's own `scores`, as before the state path
+        table = np.ascontiguousarray(state.items[pool])
+        for b in (1, 32, 256):
+            seqs = [rng.integers(1, n_items, (b, max_len)) for _ in range(8)]
+            cand = rng.integers(1, n_items, (b, 100))
+            rates = {}
+            for mode, sc, tab in (("single_run", single, None), ("state", state, table)):
+                it = iter(range(10**9))
+
+                def one(sc=sc, tab=tab, it=it):
+                    seq = seqs[next(it) % len(seqs)]
+                    sc._states = {}                   # every batch brings new histories
+                    sc.score_pool(seq, pool, tab)
+                    sc.score_many(seq, cand)
+                rates[mode] = _rate(one, b)
+                rows.add(f"scorer_batch_{name}_{mode}_b{b}_pool{len(pool)}", rates[mode], "seq/s", batch=b,
+                         pool=len(pool), candidates=100)
+            rows.add(f"scorer_batch_{name}_state_vs_single_b{b}", rates["state"] / rates["single_run"], "x", batch=b)
 
 
 def run(rows, n_items: int = 5000, max_len: int = 50) -> None:

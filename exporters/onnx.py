@@ -1,17 +1,37 @@
-"""Export a SeqRec model to ONNX: dynamic batch and candidate axes, fixed history length, opset 17."""
+"""Export a SeqRec model to ONNX: dynamic batch and candidate axes, fixed history length, opset 17.
+
+Three outputs: `scores` (B, C), the model's forward; `state` (B, dim), the last position's state the
+scores are dot products with; `items` (n_items, dim), the item embedding table. A server that scores
+many candidates a user (a pool of thousands) runs the graph once for `state` and multiplies it with
+`items` itself; `scores` stays for callers that want one run.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from models.seqrec import SeqRec
 
 OPSET = 17
+OUTPUTS = ("scores", "state", "items")
+
+
+class _ServingGraph(nn.Module):
+    def __init__(self, model: SeqRec):
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: torch.Tensor, candidates: torch.Tensor):
+        h = self.model.state(seq)
+        scores = (self.model.item_emb(candidates) @ h.unsqueeze(-1)).squeeze(-1)
+        return scores, h, self.model.item_emb.weight.clone()
 
 
 def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:
-    """Write `path` (inputs `seq` int64 (B, max_len), `candidates` int64 (B, C); output `scores` (B, C))."""
+    """Write `path` (inputs `seq` int64 (B, max_len), `candidates` int64 (B, C); outputs `scores` (B, C),
+    `state` (B, dim), `items` (n_items, dim))."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -19,9 +39,9 @@ def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:
     seq = torch.randint(1, model.cfg.n_items, (2, T))
     cand = torch.randint(1, model.cfg.n_items, (2, 7))
     torch.onnx.export(
-        model, (seq, cand), str(path), dynamo=False, opset_version=opset,
-        input_names=["seq", "candidates"], output_names=["scores"],
+        _ServingGraph(model).eval(), (seq, cand), str(path), dynamo=False, opset_version=opset,
+        input_names=["seq", "candidates"], output_names=list(OUTPUTS),
         dynamic_axes={"seq": {0: "batch"}, "candidates": {0: "batch", 1: "n_candidates"},
-                      "scores": {0: "batch", 1: "n_candidates"}},
+                      "scores": {0: "batch", 1: "n_candidates"}, "state": {0: "batch"}},
     )
     return path

@@ -35,8 +35,10 @@ def _session(path: str | Path):
 def check_seqrec_parity(model, onnx_path: str | Path, batch_sizes=(1, 7, 64), fills=("short", "full"),
                         n_candidates=(1, 100), atol: float = 1e-4, seed: int = 0, raise_on_fail: bool = True) -> ParityReport:
     """Compare torch eager and onnxruntime on random histories: 'short' = 1..5 items then padding,
-    'full' = max_len items. Raises ParityError naming every failing case and its max diff."""
+    'full' = max_len items; with the state path (outputs `state` and `items`), its dot products too, as
+    the server computes them. Raises ParityError naming every failing case and its max diff."""
     sess = _session(onnx_path)
+    state_path = {"state", "items"} <= {o.name for o in sess.get_outputs()}
     rng = np.random.default_rng(seed)
     T, n = model.cfg.max_len, model.cfg.n_items
     report = ParityReport(atol)
@@ -51,11 +53,15 @@ def check_seqrec_parity(model, onnx_path: str | Path, batch_sizes=(1, 7, 64), fi
                 cand = rng.integers(1, n, (b, c))
                 with torch.no_grad():
                     want = model(torch.from_numpy(seq), torch.from_numpy(cand)).numpy()
-                got = sess.run(["scores"], {"seq": seq, "candidates": cand})[0]
+                outs = sess.run(None, {"seq": seq, "candidates": cand})
+                got = outs[0]
                 if got.shape != want.shape:
                     raise ParityError(f"batch {b} {fill} C={c}: shape {got.shape} != torch {want.shape}")
-                report.cases.append({"batch": b, "fill": fill, "candidates": c,
-                                     "max_abs_diff": float(np.abs(got - want).max())})
+                diff = float(np.abs(got - want).max())
+                if state_path:
+                    state, items = outs[1], outs[2]
+                    diff = max(diff, float(np.abs(np.einsum("bcd,bd->bc", items[cand], state) - want).max()))
+                report.cases.append({"batch": b, "fill": fill, "candidates": c, "max_abs_diff": diff})
     if raise_on_fail and not report.passed:
         bad = [f"batch {c['batch']} {c['fill']} C={c['candidates']}: {c['max_abs_diff']:.2e}"
                for c in report.cases if c["max_abs_diff"] > atol]

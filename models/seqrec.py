@@ -91,8 +91,12 @@ class SeqRec(nn.Module):
             h = block(h, pad)
         return self.ln_f(h)
 
+    def state(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, T) history -> (B, C_dim): the last position's state, what every candidate is scored against."""
+        return self.encode(seq)[:, -1, :]
+
     def forward(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(B, T) history, (B, C) candidate ids -> (B, C) scores (dot products with the last state)."""
-        h = self.encode(seq)[:, -1, :]                                          # (B, C_dim)
+        h = self.state(seq)                                                     # (B, C_dim)
         e = self.item_emb(candidates)                                           # (B, C, C_dim)
         return (e @ h.unsqueeze(-1)).squeeze(-1)                                # (B, C)

@@ -78,3 +78,29 @@ def test_onnxruntime_errors_become_model_errors(tiny, tmp_path):
     scorer = OnnxScorer(reg.path(v))
     with pytest.raises(ModelError, match=v):
         scorer.score_many(np.zeros((1, 3), dtype=np.int32), np.zeros((1, 2), dtype=np.int64))   # wrong dtype
+
+
+def test_state_path_gives_the_single_run_scores_and_legacy_exports_still_serve(tiny, tmp_path):
+    """The export's `state`/`items` outputs: the server's dot products equal the graph's own `scores`
+    (one run per distinct history, remembered for the batch's second use); a version exported before the
+    state path (output `scores` only) is served through the single run, with the same numbers."""
+    model, path = tiny
+    legacy = tmp_path / "legacy.onnx"
+    T = model.cfg.max_len
+    torch.onnx.export(model, (torch.randint(1, 60, (2, T)), torch.randint(1, 60, (2, 7))), str(legacy),
+                      dynamo=False, opset_version=17, input_names=["seq", "candidates"], output_names=["scores"],
+                      dynamic_axes={"seq": {0: "batch"}, "candidates": {0: "batch", 1: "n"}, "scores": {0: "batch", 1: "n"}})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    reg_a, va = register(tmp_path / "a", model, path)
+    reg_b, vb = register(tmp_path / "b", model, legacy)
+    new, old = OnnxScorer(reg_a.path(va)), OnnxScorer(reg_b.path(vb))
+    assert new.items is not None and new.items.shape == (60, model.cfg.dim) and old.items is None
+    rng = np.random.default_rng(3)
+    seq = rng.integers(0, 60, (9, T)).astype(np.int64)
+    cand = rng.integers(1, 60, (9, 40)).astype(np.int64)
+    np.testing.assert_allclose(new.score_many(seq, cand), old.score_many(seq, cand), atol=1e-5)
+    assert len(new._states) == 9
+    pool = np.arange(1, 60, dtype=np.int64)
+    np.testing.assert_allclose(new.score_pool(seq, pool), old.score_pool(seq, pool), atol=1e-5)
+    assert len(new._states) == 9                    # the same histories: no second run

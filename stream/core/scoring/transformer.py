@@ -5,6 +5,9 @@ onnxruntime-gpu and a GPU are present and the CPU provider otherwise,
 and logs which. It maps external item ids to the model's vocabulary: items it does not know get
 no transformer score (NaN) and are ranked by the other candidate sources' scores alone.
 All users of a worker batch are scored in micro-batches of `max_batch` sequences, one run each.
+An export with the `state` and `items` outputs (exporters/onnx.py) is run once per distinct history for
+its last state; every score is then a dot product with the item table in numpy, so the model source's
+pool (thousands of items a user) and the candidates' scores share one run instead of two.
 
 `BlendedScorer` = fallback + weight x (transformer score standardised over the user's candidates).
 """
@@ -47,19 +50,57 @@ class OnnxScorer:
         self.session, available = open_session(d / "model.onnx", providers)
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.items = None                   # (n_items, dim) item table when the export has the state path
+        if {"state", "items"} <= outputs:
+            self.items = self._run(["items"], np.zeros((1, self.T), np.int64), np.zeros((1, 1), np.int64))[0]
+        self._states: dict[bytes, np.ndarray] = {}   # history row -> last state, the most recent batches'
         self._known = (None, 0)             # (content index over the items the model knows, catalog size then)
         # the item linear model registered with it (models/linear.py), when the version has one
         self.linear = ItemLinear(d / "linear.npz", self.index) if (d / "linear.npz").exists() else None
         log.info("transformer %s on %s (available: %s)", self.version, self.provider, ", ".join(available))
 
-    def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """(B, T) model item ids, (B, C) model item ids -> (B, C) scores; one run per call. onnxruntime's
-        errors are translated here, at the edge, into `ModelError` naming the model version."""
-        try:   # a plain run on either provider: IOBinding with host buffers measured no faster on an H200
-            return self.session.run(["scores"], {"seq": histories, "candidates": candidates})[0]
+    def _run(self, outputs: list[str], histories: np.ndarray, candidates: np.ndarray) -> list[np.ndarray]:
+        """One onnxruntime run; its errors are translated here, at the edge, into `ModelError` naming the
+        model version. A plain run on either provider: IOBinding with host buffers measured no faster on
+        an H200."""
+        try:
+            return self.session.run(outputs, {"seq": histories, "candidates": candidates})
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own pybind classes
             raise ModelError(f"transformer {self.version} on {self.provider}, batch {histories.shape}x"
                              f"{candidates.shape[1]}: {exc}") from exc
+
+    def states(self, histories: np.ndarray) -> np.ndarray:
+        """(B, T) model item ids -> (B, dim) last states (export with the state path only). Histories seen
+        in the last few calls (the model source's, then the scorer's, in one batch) are not run again."""
+        keys = [row.tobytes() for row in histories]
+        got = [self._states.get(k) for k in keys]
+        miss = [i for i, g in enumerate(got) if g is None]
+        if miss:
+            fresh = self._run(["state"], np.ascontiguousarray(histories[miss]),
+                              np.zeros((len(miss), 1), np.int64))[0]
+            if len(self._states) > 8192:
+                self._states = {}
+            for i, st in zip(miss, fresh):
+                got[i] = self._states[keys[i]] = st
+        return np.stack(got) if got else np.zeros((0, self.items.shape[1]), np.float32)
+
+    def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(B, T) model item ids, (B, C) model item ids -> (B, C) scores."""
+        if self.items is None:
+            return self._run(["scores"], histories, candidates)[0]
+        if histories.dtype != np.int64 or candidates.dtype != np.int64:
+            raise ModelError(f"transformer {self.version}: ids must be int64, got {histories.dtype}, "
+                             f"{candidates.dtype}")
+        return np.einsum("bcd,bd->bc", self.items[candidates], self.states(histories))
+
+    def score_pool(self, histories: np.ndarray, pool: np.ndarray, pool_items: np.ndarray | None = None) -> np.ndarray:
+        """(B, T) histories against one pool of P model ids -> (B, P): one matrix product with the state
+        path (`pool_items`, the pool's rows of `items`, may be passed in precomputed)."""
+        if self.items is None:
+            return self.score_many(histories, np.broadcast_to(pool, (len(histories), len(pool))).copy())
+        table = self.items[pool] if pool_items is None else pool_items
+        return self.states(histories) @ table.T
 
     def encode_history(self, recent_newest_first: list[str]) -> np.ndarray:
         ids = [self.index[i] for i in reversed(recent_newest_first) if i in self.index][-self.T:]
@@ -118,6 +159,7 @@ class ModelRetrieval:
         inv = {i: item for item, i in scorer.index.items()}
         self.pool_items = [inv[i] for i in ids]
         self.pool_pos = {item: j for j, item in enumerate(self.pool_items)}
+        self.pool_table = None if scorer.items is None else np.ascontiguousarray(scorer.items[self.pool_ids])
 
     def plan(self, ctx, pipe):
         users = list(ctx.snapshots)
@@ -127,8 +169,7 @@ class ModelRetrieval:
             seq = np.stack([self.scorer.encode_history(h) for h in hs[start: start + len(chunk)]])
             if not seq.any():
                 continue
-            cand = np.broadcast_to(self.pool_ids, (len(chunk), len(self.pool_ids))).copy()
-            scores = self.scorer.score_many(seq, cand)
+            scores = self.scorer.score_pool(seq, self.pool_ids, self.pool_table)
             for r, uid in enumerate(chunk):
                 ex = ctx.exclude.get(uid)
                 if ex:
