@@ -92,14 +92,13 @@ def rank_targets(model: SeqRec, histories: list[list[int]], targets: list[int], 
                  exclude_seen: bool, batch: int = 512) -> list[int]:
     """Full-ranking rank (1-based; 0 = target unknown to the model) of each target given its history."""
     model.eval()
-    n = model.cfg.n_items
     dev = next(model.parameters()).device
-    all_items = torch.arange(n, device=dev).unsqueeze(0)
+    table = model.item_emb.weight.T                                          # (dim, n): one product a batch
     ranks = []
     for i in range(0, len(targets), batch):
         hs = histories[i: i + batch]
         x = torch.tensor([left_pad(h, T) for h in hs], device=dev)
-        scores = model(x, all_items.expand(len(hs), n)).cpu().numpy()      # (b, n)
+        scores = (model.state(x) @ table).cpu().numpy()                     # (b, n), as model(x, all items)
         scores[:, 0] = -np.inf
         for j, (h, t) in enumerate(zip(hs, targets[i: i + batch])):
             if t <= 0:
