@@ -3,7 +3,8 @@ onnxruntime (fp32, int8) vs torch eager, measured side by side in one run on the
 GPU: onnxruntime's CUDA provider with plain `run` (the serving path, `OnnxScorer`) and with IOBinding of
 host buffers, and torch eager on CUDA, beside the CPU rows of the same run.
 
-Standalone (what bench/gpu.sh runs on a GPU machine): python -m bench.scorer  -> bench/results/scorer-DEVICE.json
+Standalone (what bench/gpu.sh runs on a GPU machine): python -m bench.scorer  -> bench/results/scorer-DEVICE.json;
+`--batch-path` runs only the state path against the single run -> bench/results/scorer-batch-DEVICE.json
 """
 from __future__ import annotations
 
@@ -156,6 +157,20 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
             print("  (no CUDA execution provider here: the GPU path is unmeasured on this machine)")
 
 
+def _batch_path_only(rows, cuda: bool, n_items: int = 5000, max_len: int = 50) -> None:
+    import torch
+
+    from exporters.pipeline import export_register
+    from models.data import Vocab
+    from models.seqrec import SeqRec, SeqRecConfig
+    from stream.core.storage.registry import Registry
+    torch.manual_seed(0)
+    model = SeqRec(SeqRecConfig(n_items=n_items, max_len=max_len)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        version, _ = export_register(model, Vocab([f"i{k}" for k in range(1, n_items)]), {"source": "bench"}, tmp)
+        _batch_path(rows, Registry(tmp).path(version), n_items, max_len, cuda)
+
+
 def main() -> int:
     import json
     import platform
@@ -170,8 +185,13 @@ def main() -> int:
                  "torch": torch.__version__,
                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None})
     print("== transformer scorer (d=64, 2 layers, T=50, 5000 items)" + (" with the CUDA provider" if gpu else ""))
-    run(rows)
-    out = RESULTS / f"scorer-{'gpu' if gpu else 'cpu'}.json"
+    name = "scorer"
+    if "--batch-path" in sys.argv:        # only the state path against the single run (a short device check)
+        name = "scorer-batch"
+        _batch_path_only(rows, gpu)
+    else:
+        run(rows)
+    out = RESULTS / f"{name}-{'gpu' if gpu else 'cpu'}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows.rows, indent=2))
     print(f"wrote {out}")

@@ -5,9 +5,9 @@ onnxruntime-gpu and a GPU are present and the CPU provider otherwise,
 and logs which. It maps external item ids to the model's vocabulary: items it does not know get
 no transformer score (NaN) and are ranked by the other candidate sources' scores alone.
 All users of a worker batch are scored in micro-batches of `max_batch` sequences, one run each.
-An export with the `state` and `items` outputs (exporters/onnx.py) is run once per distinct history for
-its last state; every score is then a dot product with the item table in numpy, so the model source's
-pool (thousands of items a user) and the candidates' scores share one run instead of two.
+On the CPU provider, an export with the `state` and `items` outputs (exporters/onnx.py) is run once per
+distinct history for its last state; every score is then a dot product with the item table in numpy, so
+the model source's pool (thousands of items a user) and the candidates' scores share one run, not two.
 
 `BlendedScorer` = fallback + weight x (transformer score standardised over the user's candidates).
 """
@@ -52,7 +52,9 @@ class OnnxScorer:
         self.max_batch = max_batch
         outputs = {o.name for o in self.session.get_outputs()}
         self.items = None                   # (n_items, dim) item table when the export has the state path
-        if {"state", "items"} <= outputs:
+        # on the CPU provider only: on a GPU the products stay on the device in the single run (the state
+        # path there is unmeasured: `python -m bench.scorer --batch-path` on a GPU machine decides)
+        if {"state", "items"} <= outputs and self.provider == "CPUExecutionProvider":
             self.items = self._run(["items"], np.zeros((1, self.T), np.int64), np.zeros((1, 1), np.int64))[0]
         self._states: dict[bytes, np.ndarray] = {}   # history row -> last state, the most recent batches'
         self._known = (None, 0)             # (content index over the items the model knows, catalog size then)
