@@ -149,7 +149,12 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    ap.add_argument("--no-state-path", action="store_true",
+                    help="score with the transformer graph's single run, as before its state path (a comparison)")
     args = ap.parse_args(argv)
+    if args.no_state_path:
+        from stream.core.scoring.transformer import OnnxScorer
+        OnnxScorer.state_path = False
     groups = set(args.only or ["worker", "full", "faust", "latency", "scorer", "encoder", "decode"])
 
     cfg = stack.StackConfig(ROOT / ".state" / "bench", broker_port=stack.free_port(), redis_port=stack.free_port())

@@ -37,6 +37,7 @@ class OnnxScorer:
     items to known neighbours, which only `borrow_neighbours` writes."""
 
     name = "transformer"
+    state_path = True                       # False: always the graph's single run (bench.run --no-state-path)
 
     def __init__(self, model_dir: str | Path, max_batch: int = 256, providers: list[str] | None = None):
         d = Path(model_dir)
@@ -54,7 +55,7 @@ class OnnxScorer:
         self.items = None                   # (n_items, dim) item table when the export has the state path
         # on the CPU provider only: on a GPU the products stay on the device in the single run (the state
         # path there is unmeasured: `python -m bench.scorer --batch-path` on a GPU machine decides)
-        if {"state", "items"} <= outputs and self.provider == "CPUExecutionProvider":
+        if self.state_path and {"state", "items"} <= outputs and self.provider == "CPUExecutionProvider":
             self.items = self._run(["items"], np.zeros((1, self.T), np.int64), np.zeros((1, 1), np.int64))[0]
         self._states: dict[bytes, np.ndarray] = {}   # history row -> last state, the most recent batches'
         self._known = (None, 0)             # (content index over the items the model knows, catalog size then)
