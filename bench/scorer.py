@@ -32,15 +32,20 @@ def _parity(rows, sessions, n_items: int, max_len: int) -> None:
     rows.add("scorer_ort_cuda_vs_cpu_max_abs_diff", float(np.abs(cpu - gpu).max()), "abs", batch=32, candidates=100)
 
 
+def _registered(model, root: Path, n_items: int) -> Path:
+    """`model` registered under `root` as `recstream train` registers one (export, parity, registry): its folder."""
+    from exporters.pipeline import export_register
+    from models.data import Vocab
+    from stream.core.storage.registry import Registry
+    version, _ = export_register(model, Vocab([f"i{k}" for k in range(1, n_items)]), {"source": "bench"}, root)
+    return Registry(root).path(version)
+
+
 def _serving(rows, model, root: Path, n_items: int, max_len: int, cuda: bool) -> None:
     """The serving path itself (`OnnxScorer.score_many`, what the worker calls) on a version registered
     as `recstream train` registers one, on the CPU provider and, with a GPU, on the provider it picks there."""
-    from exporters.pipeline import export_register
-    from models.data import Vocab
     from stream.core.scoring.transformer import OnnxScorer
-    from stream.core.storage.registry import Registry
-    version, _ = export_register(model, Vocab([f"i{k}" for k in range(1, n_items)]), {"source": "bench"}, root)
-    d = Registry(root).path(version)
+    d = _registered(model, root, n_items)
     scorers = {"cpu": OnnxScorer(d, providers=["CPUExecutionProvider"])}
     if cuda:
         scorers["cuda"] = OnnxScorer(d)              # no providers given: what a worker on that machine picks
@@ -161,15 +166,11 @@ def run(rows, n_items: int = 5000, max_len: int = 50) -> None:
 def _batch_path_only(rows, cuda: bool, n_items: int = 5000, max_len: int = 50) -> None:
     import torch
 
-    from exporters.pipeline import export_register
-    from models.data import Vocab
     from models.seqrec import SeqRec, SeqRecConfig
-    from stream.core.storage.registry import Registry
     torch.manual_seed(0)
     model = SeqRec(SeqRecConfig(n_items=n_items, max_len=max_len)).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        version, _ = export_register(model, Vocab([f"i{k}" for k in range(1, n_items)]), {"source": "bench"}, tmp)
-        _batch_path(rows, Registry(tmp).path(version), n_items, max_len, cuda)
+        _batch_path(rows, _registered(model, Path(tmp), n_items), n_items, max_len, cuda)
 
 
 def main() -> int:

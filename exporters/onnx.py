@@ -25,8 +25,7 @@ class _ServingGraph(nn.Module):
 
     def forward(self, seq: torch.Tensor, candidates: torch.Tensor):
         h = self.model.state(seq)
-        scores = (self.model.item_emb(candidates) @ h.unsqueeze(-1)).squeeze(-1)
-        return scores, h, self.model.item_emb.weight.clone()
+        return self.model.score(h, candidates), h, self.model.item_emb.weight.clone()
 
 
 def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:

@@ -53,13 +53,13 @@ def check_seqrec_parity(model, onnx_path: str | Path, batch_sizes=(1, 7, 64), fi
                 cand = rng.integers(1, n, (b, c))
                 with torch.no_grad():
                     want = model(torch.from_numpy(seq), torch.from_numpy(cand)).numpy()
-                outs = sess.run(None, {"seq": seq, "candidates": cand})
-                got = outs[0]
+                outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"seq": seq, "candidates": cand})))
+                got = outs["scores"]
                 if got.shape != want.shape:
                     raise ParityError(f"batch {b} {fill} C={c}: shape {got.shape} != torch {want.shape}")
                 diff = float(np.abs(got - want).max())
                 if state_path:
-                    state, items = outs[1], outs[2]
+                    state, items = outs["state"], outs["items"]
                     diff = max(diff, float(np.abs(np.einsum("bcd,bd->bc", items[cand], state) - want).max()))
                 report.cases.append({"batch": b, "fill": fill, "candidates": c, "max_abs_diff": diff})
     if raise_on_fail and not report.passed:

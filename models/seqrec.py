@@ -95,8 +95,11 @@ class SeqRec(nn.Module):
         """(B, T) history -> (B, C_dim): the last position's state, what every candidate is scored against."""
         return self.encode(seq)[:, -1, :]
 
-    def forward(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """(B, T) history, (B, C) candidate ids -> (B, C) scores (dot products with the last state)."""
-        h = self.state(seq)                                                     # (B, C_dim)
+    def score(self, h: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, C_dim) states, (B, C) candidate ids -> (B, C) dot products."""
         e = self.item_emb(candidates)                                           # (B, C, C_dim)
         return (e @ h.unsqueeze(-1)).squeeze(-1)                                # (B, C)
+
+    def forward(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, T) history, (B, C) candidate ids -> (B, C) scores (dot products with the last state)."""
+        return self.score(self.state(seq), candidates)
