@@ -96,8 +96,9 @@ open(s["BENCH_READY"], "w").close()
 while not stop:
     for m in c.consume(1000, 0.005):
         if m.error() is None:
-            eid = orjson.loads(m.value())["event_id"]
-            p.produce(s["RECSTREAM_RECS_TOPIC"], orjson.dumps({"trigger_event_id": eid}), m.key())
+            ev = orjson.loads(m.value())
+            p.produce(s["RECSTREAM_RECS_TOPIC"],
+                      orjson.dumps({"trigger_event_id": ev["event_id"], "user_id": ev["user_id"]}), m.key())
     p.poll(0)
 p.flush(10)
 c.close()
