@@ -150,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    ap.add_argument("--ranker", help="the worker's online ranker for every row (default: the shipped default)")
     ap.add_argument("--no-state-path", action="store_true",
                     help="score with the transformer graph's single run, as before its state path (a comparison)")
     args = ap.parse_args(argv)
@@ -169,6 +170,8 @@ def main(argv=None) -> int:
         return connect(cfg.redis_url)
     base = Settings(brokers=cfg.brokers, redis_url=cfg.redis_url, partitions=args.partitions, encoder_dir="",
                     model_dir="")   # what `artifacts/` holds must not change a row (the `full` group adds both)
+    if args.ranker:
+        base = replace(base, ranker=args.ranker)
     client = fresh_stack()
     rows = Rows({"host": platform.node(), "cpus": os.cpu_count(), "broker": "tansu (local, memory)",
                  "events": args.events, "users": args.users, "items": args.items, "scorer": "fallback-v1",
