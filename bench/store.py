@@ -45,6 +45,17 @@ def redis_cpu_calls(client) -> tuple[float, int]:
     return cpu, calls
 
 
+def command_usec(client) -> dict[str, float]:
+    """Microseconds Redis spent per command so far (INFO COMMANDSTATS, summed over every master; a script's
+    own time under evalsha, the commands it ran inside it counted also on their own)."""
+    out: dict[str, float] = {}
+    for node in _masters(client):
+        for k, v in node.info("commandstats").items():
+            name = k.removeprefix("cmdstat_")
+            out[name] = out.get(name, 0.0) + float(v["usec"])
+    return out
+
+
 def measure(url: str, events: list, batch: int, label: str) -> dict:
     from stream.core.pipeline import Pipeline
     from stream.core.storage.store import connect
@@ -52,16 +63,21 @@ def measure(url: str, events: list, batch: int, label: str) -> dict:
     p = Pipeline(client, "rs:bench:")
     msgs = [(ev, InMessage(b"", None, "bench", 0, n)) for n, ev in enumerate(events)]
     cpu0, calls0 = redis_cpu_calls(client)
+    usec0 = command_usec(client)
     w0, t0 = time.process_time(), time.perf_counter()
     for i in range(0, len(msgs), batch):
         part = msgs[i:i + batch]
         p.apply(Ingested([e for e, _ in part], [m for _, m in part]))
     wall, wcpu = time.perf_counter() - t0, time.process_time() - w0
     cpu1, calls1 = redis_cpu_calls(client)
+    usec1 = command_usec(client)
     n = len(events)
+    by_cmd = {k: (v - usec0.get(k, 0.0)) / n for k, v in usec1.items() if k != "info"}
     return {"store": label, "events": n, "batch": batch, "events_per_s": n / wall,
             "worker_cpu_us_per_event": 1e6 * wcpu / n, "redis_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n,
-            "redis_calls_per_event": (calls1 - calls0) / n}
+            "redis_calls_per_event": (calls1 - calls0) / n,
+            "redis_command_us_per_event": dict(sorted(((k, round(v, 2)) for k, v in by_cmd.items() if v > 0),
+                                                      key=lambda kv: -kv[1]))}
 
 
 def main(argv=None) -> int:
@@ -91,6 +107,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['store']:12s} {r['events_per_s']:10,.0f} {r['worker_cpu_us_per_event']:13.1f} "
               f"{r['redis_cpu_us_per_event']:12.1f} {r['redis_calls_per_event']:15.2f}")
+        print("   Redis time per event by command (us): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in list(r["redis_command_us_per_event"].items())[:8]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0
