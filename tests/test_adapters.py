@@ -53,6 +53,8 @@ def test_movielens_100k_folder():
     items = {i["item_id"]: i for i in src.items()}
     assert len(items) == 1682
     assert items["1"]["title"] == "Toy Story (1995)" and items["1"]["category"] == ["movies", "Animation"]
+    assert items["1"]["created_at"] == 788918400000                      # release date 01-Jan-1995, UTC
+    assert "created_at" not in items["267"]                             # "unknown": no date, no year
 
 
 def test_movielens_current_csv_layout(tmp_path):
@@ -65,7 +67,7 @@ def test_movielens_current_csv_layout(tmp_path):
     assert [(e.user_id, e.item_id, e.ts) for e in evs] == [("1", "31", 1260759144000), ("1", "1029", 1260759179000)]
     items = list(src.items())
     assert items[1] == {"item_id": "1029", "title": "Dumbo (1941)", "category": ["movies", "Animation"],
-                        "description": "Animation, Children, Drama, Musical"}
+                        "description": "Animation, Children, Drama, Musical", "created_at": -915148800000}
 
 
 def test_otto_jsonl():

@@ -5,12 +5,16 @@
 Mapping to Event v1 (ratings are explicit, we replay them as interactions):
   user -> user_id   movie -> item_id   timestamp (unix s) -> ts (ms)   every rating -> type "view"
   rating -> context.rating ; event_id = "ml:{user}:{movie}" (a user rates a movie once)
-Items: title -> title, genres -> category ["movies", first genre], all genres -> description.
+Items: title -> title, genres -> category ["movies", first genre], all genres -> description, release
+date (100K: `01-Jan-1995`; current layout: the year in the title, as 1 January) -> created_at.
 Events come out in file order; replay and training sort by ts.
 """
 from __future__ import annotations
 
+import calendar
 import csv
+import re
+import time
 from typing import Iterator
 
 from schemas import Rejected
@@ -19,6 +23,20 @@ from stream.data.adapters.base import LogSource, ms
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
                "Thriller", "War", "Western"]
+
+
+def _released(date: str = "", title: str = "") -> int | None:
+    """The release date as ms since the epoch: `01-Jan-1995` (100K), else a `(1995)` in the title (1 January)."""
+    try:
+        return calendar.timegm(time.strptime(date.strip(), "%d-%b-%Y")) * 1000
+    except ValueError:
+        pass
+    year = re.search(r"\((\d{4})\)\s*$", title.strip())
+    return calendar.timegm((int(year.group(1)), 1, 1, 0, 0, 0)) * 1000 if year else None
+
+
+def _created(ms: int | None) -> dict:
+    return {"created_at": ms} if ms is not None else {}
 
 
 class MovieLensLog(LogSource):
@@ -61,10 +79,10 @@ class MovieLensLog(LogSource):
                         continue
                     genres = [g for g, flag in zip(GENRES_100K, f[5:24]) if flag == "1"] or ["unknown"]
                     yield {"item_id": f[0], "title": f[1], "category": ["movies", genres[0]],
-                           "description": ", ".join(genres)}
+                           "description": ", ".join(genres), **_created(_released(f[2], f[1]))}
         else:
             with open(self.movies, encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     genres = [g for g in row["genres"].split("|") if g] or ["unknown"]
                     yield {"item_id": row["movieId"], "title": row["title"], "category": ["movies", genres[0]],
-                           "description": ", ".join(genres)}
+                           "description": ", ".join(genres), **_created(_released(title=row["title"]))}
