@@ -34,26 +34,20 @@ def _masters(client) -> list:
     return [client]
 
 
-def redis_cpu_calls(client) -> tuple[float, int]:
-    """Redis' CPU-seconds (user + sys) and commands run so far, summed over every master."""
-    cpu, calls = 0.0, 0
+def redis_cpu_calls(client) -> tuple[float, int, dict[str, float]]:
+    """Redis' CPU-seconds (user + sys), commands run and microseconds per command so far (INFO CPU and
+    COMMANDSTATS, summed over every master; a script's own time is under evalsha, and the commands it ran
+    inside it count also on their own)."""
+    cpu, calls, usec = 0.0, 0, {}
     for node in _masters(client):
         info = node.info("cpu")
         cpu += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-        stats = node.info("commandstats")
-        calls += sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info",))
-    return cpu, calls
-
-
-def command_usec(client) -> dict[str, float]:
-    """Microseconds Redis spent per command so far (INFO COMMANDSTATS, summed over every master; a script's
-    own time under evalsha, the commands it ran inside it counted also on their own)."""
-    out: dict[str, float] = {}
-    for node in _masters(client):
         for k, v in node.info("commandstats").items():
             name = k.removeprefix("cmdstat_")
-            out[name] = out.get(name, 0.0) + float(v["usec"])
-    return out
+            if name != "info":
+                calls += v["calls"]
+                usec[name] = usec.get(name, 0.0) + float(v["usec"])
+    return cpu, calls, usec
 
 
 def measure(url: str, events: list, batch: int, label: str) -> dict:
@@ -62,17 +56,15 @@ def measure(url: str, events: list, batch: int, label: str) -> dict:
     client = connect(url)
     p = Pipeline(client, "rs:bench:")
     msgs = [(ev, InMessage(b"", None, "bench", 0, n)) for n, ev in enumerate(events)]
-    cpu0, calls0 = redis_cpu_calls(client)
-    usec0 = command_usec(client)
+    cpu0, calls0, usec0 = redis_cpu_calls(client)
     w0, t0 = time.process_time(), time.perf_counter()
     for i in range(0, len(msgs), batch):
         part = msgs[i:i + batch]
         p.apply(Ingested([e for e, _ in part], [m for _, m in part]))
     wall, wcpu = time.perf_counter() - t0, time.process_time() - w0
-    cpu1, calls1 = redis_cpu_calls(client)
-    usec1 = command_usec(client)
+    cpu1, calls1, usec1 = redis_cpu_calls(client)
     n = len(events)
-    by_cmd = {k: (v - usec0.get(k, 0.0)) / n for k, v in usec1.items() if k != "info"}
+    by_cmd = {k: (v - usec0.get(k, 0.0)) / n for k, v in usec1.items()}
     return {"store": label, "events": n, "batch": batch, "events_per_s": n / wall,
             "worker_cpu_us_per_event": 1e6 * wcpu / n, "redis_cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n,
             "redis_calls_per_event": (calls1 - calls0) / n,
