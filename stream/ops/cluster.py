@@ -9,6 +9,7 @@ assigned by `redis-cli --cluster create` (no replicas: a local stack, like the s
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -85,15 +86,32 @@ def down(cfg: StackConfig) -> list[str]:
 
 
 def _free_ports(n: int) -> int:
-    """A first port of `n` free consecutive ones whose cluster bus ports (+10000) are free too (a node's
-    port must be at most 55535)."""
+    """A first port of `n` free consecutive ones whose cluster bus ports (+10000) are free too. Both stay
+    below the kernel's ephemeral range, where an outgoing connection (a Kafka or Redis client's) may hold a
+    port that nothing listens on, and a node could not bind it; free means a bind succeeds now."""
     import random
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = min(low, 55536) - 10000 - n            # port + 10000 + n below the ephemeral range
+    if top <= 10000:
+        raise StackError(f"no room for a private Redis Cluster below the ephemeral ports ({low})")
     rnd = random.Random()
     for _ in range(200):
-        port = rnd.randrange(20000, 45000)
-        if not any(port_open("127.0.0.1", port + i) or port_open("127.0.0.1", port + 10000 + i) for i in range(n)):
+        port = rnd.randrange(10000, top)
+        if all(_bindable(port + i) and _bindable(port + 10000 + i) for i in range(n)):
             return port
     raise StackError(f"no {n} free consecutive ports for a private Redis Cluster")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 class private_cluster:
