@@ -95,6 +95,20 @@ def worker_env(s) -> dict:
     return {**os.environ, **s.to_env(), "PYTHONUNBUFFERED": "1"}
 
 
+def stop_process(proc, timeout: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`: a failing test leaves no process behind
+    (and no half-torn-down client in this process). Returns the exit code (negative: the signal)."""
+    import signal
+    import subprocess
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
 def start_worker(s, *extra: str, log: Path | None = None):
     import subprocess
     out = open(log, "ab") if log else subprocess.DEVNULL

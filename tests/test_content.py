@@ -1,6 +1,5 @@
 """Content embeddings: the exported encoder's parity, the index, cold start by search query, the
 exploration slot, and (on the real stack) a brand-new item reaching a user through the content source."""
-import signal
 import time
 import uuid
 
@@ -136,7 +135,7 @@ def test_how_often_lists_explore_is_learned_from_what_the_slot_displaces(slot_ta
 def test_new_item_reaches_a_user_through_the_content_source(settings, redis_client, encoder_dir, tmp_path):
     from dataclasses import replace
 
-    from conftest import start_worker, wait_for
+    from conftest import start_worker, stop_process, wait_for
     from test_worker import Collector
 
     from schemas import validate_recommendation
@@ -178,8 +177,8 @@ def test_new_item_reaches_a_user_through_the_content_source(settings, redis_clie
         print(f"new item recommended {took:.1f} s after its upsert")
         assert worker.poll() is None
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0
+        code = stop_process(worker)
         recs.stop()
+    assert code == 0
     assert "content index: 0 item embeddings loaded" in (tmp_path / "worker.log").read_text()
     assert int(redis_client.hlen(f"{s.key_prefix}emb")) == len(items) + 1

@@ -1,13 +1,12 @@
 """Promote a new model version while the worker consumes: every recommendation after the swap names
 the new version, and no event is lost or applied twice."""
-import signal
 import threading
 from dataclasses import replace
 
 import orjson
 import pytest
 import torch
-from conftest import start_worker, wait_for
+from conftest import start_worker, stop_process, wait_for
 from test_worker import Collector, _applied
 
 from exporters.onnx import export_seqrec
@@ -58,8 +57,7 @@ def test_promote_while_consuming(settings, redis_client, tmp_path):
         wait_for(lambda: {orjson.loads(r.value)["user_id"] for r in recs.items} >= users, timeout=60,
                  what="every user served")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+        stop_process(worker)
         recs.stop()
     assert _applied(redis_client, settings.key_prefix, users) == len(events)   # none lost, none twice
     versions = [orjson.loads(r.value)["model_versions"]["scorer"].removesuffix("+ranker-gbdt") for r in recs.items]

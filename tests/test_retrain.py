@@ -1,13 +1,12 @@
 """Continuous training on the real stack: a worker serves model v1; a retrain on newer archived events produces
 v2, the shadow check promotes it, the worker swaps to it without losing or repeating an event; a deliberately
 worse candidate is kept out; rollback puts v1 back in service. Plus the warm start's unit facts."""
-import signal
 from dataclasses import replace
 
 import orjson
 import pytest
 import torch
-from conftest import start_worker, wait_for
+from conftest import start_worker, stop_process, wait_for
 from test_worker import Collector, _applied
 
 from exporters.pipeline import export_register
@@ -92,8 +91,7 @@ def test_retrain_promotes_a_better_model_the_worker_swaps_and_rollback(settings,
         wait_for(lambda: any(v1 in orjson.loads(r.value)["model_versions"]["scorer"] for r in recs.items[n_before:]),
                  timeout=60, what="the worker back on v1")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+        stop_process(worker)
         recs.stop()
     assert _applied(redis_client, settings.key_prefix, users) == len(raw)      # none lost, none applied twice
     ids = [orjson.loads(r.value)["recommendation_id"] for r in recs.items]

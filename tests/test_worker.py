@@ -7,7 +7,7 @@ from collections import Counter
 
 import orjson
 import pytest
-from conftest import start_worker, wait_for
+from conftest import start_worker, stop_process, wait_for
 
 from schemas import Rejected, validate_item, validate_recommendation
 from stream.core.storage.store import Keys, user_profile_dump
@@ -39,7 +39,8 @@ class Collector:
 
     def stop(self):
         self._stop.set()
-        self._t.join(15)
+        self._t.join(30)
+        assert not self._t.is_alive(), "the collector's consumer did not close"
 
 
 def shop(n_events, seed=5):
@@ -64,10 +65,10 @@ def test_20k_events_every_user_gets_valid_recommendations_and_bad_input_is_dead_
                  timeout=180, what="a recommendation for every user and every dead letter")
         assert worker.poll() is None, "worker died"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(30) == 0     # graceful: finishes the batch, commits, leaves the group
+        code = stop_process(worker)
         recs.stop()
         dlq.stop()
+    assert code == 0                    # graceful: finishes the batch, commits, leaves the group
     parsed = [validate_recommendation(r.value) for r in recs.items]
     assert not [p for p in parsed if isinstance(p, Rejected)]
     assert all(r.key == p.user_id.encode() for r, p in zip(recs.items, parsed))
@@ -142,11 +143,13 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     for k in range(10):
         before = _applied(client, s.key_prefix, users)
         worker = start_worker(s, log=tmp_path / f"w{k}.log")
-        wait_for(lambda b=before: _applied(client, s.key_prefix, users) > b, timeout=90, interval=0.3,
-                 what=f"progress after start {k}")
-        time.sleep(rnd.uniform(0.0, 0.8))
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
+        try:
+            wait_for(lambda b=before: _applied(client, s.key_prefix, users) > b, timeout=90, interval=0.3,
+                     what=f"progress after start {k}")
+            time.sleep(rnd.uniform(0.0, 0.8))
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
         at_kills.append(_applied(client, s.key_prefix, users))
     assert at_kills[-1] < len(events), f"the kills landed after the end: {at_kills}"
     last = start_worker(s, log=tmp_path / "last.log")
@@ -157,8 +160,7 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
         while shared_differences(shared_dump(client, s.key_prefix), expected_shared) and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
-        last.send_signal(signal.SIGTERM)
-        last.wait(30)
+        stop_process(last)
     assert _applied(client, s.key_prefix, users) == len(events)   # nothing double-counted
     assert _all_profiles(client, s.key_prefix, users) == expected
     got = shared_dump(client, s.key_prefix)
@@ -185,9 +187,9 @@ def test_two_workers_share_partitions_and_cover_every_user(store_settings, tmp_p
         wait_for(lambda: {orjson.loads(r.value)["user_id"] for r in recs.items} >= users, timeout=120,
                  what="every user covered")
     finally:
-        for w in workers:
+        for w in workers:               # both stop together: a group that rebalances onto a leaving worker waits
             w.send_signal(signal.SIGTERM)
-        codes = [w.wait(30) for w in workers]
+        codes = [stop_process(w) for w in workers]
         recs.stop()
     assert codes == [0, 0]
     per_worker = Counter(r.headers["recstream.worker"] for r in recs.items)
@@ -238,8 +240,8 @@ def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learn
         trickle(events[:4_000])
         wait_for(lambda: learned() > 0, timeout=120, what="a checkpoint of a ranker that learned something")
     finally:
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0
+        code = stop_process(first)
+    assert code == 0
     log1 = (tmp_path / "w1.log").read_text()
     assert f"ranker checkpoint {key} v7 rejected" in log1 and "checksum" in log1
     at_stop = learned()
@@ -251,9 +253,9 @@ def _ranker_restart_scenario(s, redis_client, tmp_path, key, events, recs, learn
         trickle(events[4_000:])
         wait_for(lambda: learned() > at_stop, timeout=120, what="more learning after the restart")
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0
+        code = stop_process(second)
         recs.stop()
+    assert code == 0
     assert f"({at_stop} examples learned)" in (tmp_path / "w2.log").read_text()
     parsed = [validate_recommendation(r.value) for r in recs.items]
     served = [int(p.model_versions["ranker"].split("@")[1]) for p in parsed]
@@ -278,8 +280,7 @@ def test_faust_driver_serves_users_and_dead_letters_name_partition_and_offset(se
                  {orjson.loads(r.value)["user_id"] for r in recs.items} >= users, timeout=90,
                  what="faust: every user served and every bad message dead-lettered")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
+        stop_process(worker)
         recs.stop()
         dlq.stop()
     for rec in dlq.items:
