@@ -164,7 +164,7 @@ def test_trends_count_every_event_once_through_a_storm_of_sigkills(search_settin
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
-        done = subprocess.run(cmd + ["--max-idle", "3"], env=worker_env(s), cwd=ROOT, stdout=log,
+        done = subprocess.run(cmd + ["--max-idle", "10"], env=worker_env(s), cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, timeout=120, check=False)
     assert done.returncode == 0 and kills == 6
     t = TrendTracker(window_s=s.trends_window_s)

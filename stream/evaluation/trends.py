@@ -66,7 +66,7 @@ def backtest_trends(events, *, window_s: float, baseline_windows: int = 6, min_s
         grew_last = {k: nxt[k] - last[k] for k in keys}
         called = [k for k, *_ in tracker.rising(kind, t, n)]
         popular = _top(dict(last), n)
-        rows.append({"t": t, "learned": kind in tracker.weights, "called": called, "popular": popular,
+        rows.append({"t": t, "learned": tracker.leads(kind), "called": called, "popular": popular,
                      "rising_p": _hits(called, grew, n), "popular_p": _hits(popular, grew, n),
                      "rising_p_last": _hits(called, grew_last, n), "popular_p_last": _hits(popular, grew_last, n),
                      "rising_growth": _mean_growth(called, grew, n),

@@ -4,33 +4,30 @@ Per key (an item, a category, a normalised query): three exponentially decayed c
 quarter window, one window and `baseline_windows` (B) windows), the exact count of the window being counted,
 and the exact counts of the last B closed windows. A key's **baseline** is its mean count per window over
 those B windows (fewer while the tracker has seen fewer), its **growth** in a window that count minus the
-baseline, and the trends answer: which keys will grow most in the next window?
+baseline, its **rise** the last window's count minus the baseline, and the trends answer: which keys will
+grow most in the next window?
 
-Everything that answers it is learned from the stream at window boundaries, nothing is chosen:
-  * the next count: lambda = b + a1 (last - b) + a2 (recent - b), where b is the baseline, `last` the last
-    window's count and `recent` the rate of the last quarter window scaled to a window (4 x the short decayed
-    count): between reverting to its own mean (a = 0) and persisting (a1 = 1) or going on (a2 > 0). At every
-    boundary each key with `min_support` gets an example, labelled at the next boundary with the events it
-    actually got; (a1, a2) is the least-squares fit over the last `memory` boundaries, kept as sums (X'X,
-    X'y: a few floats, so the model is checkpointed with the counts) and shrunk towards persistence (1, 0),
-    the forecast it makes before it has seen anything;
-  * how far counts scatter around lambda: var = lambda + alpha lambda^2 (Poisson, over-dispersed), alpha by
-    the method of moments from the same examples' residuals;
-  * the bar to clear: T, the growth of the `top_n`-th key that grew most, as a share of all the events in
-    its window (averaged over the past boundaries), times the events of the last window.
-A key's **rise** is its expected growth (lambda - baseline); the keys called **rising** are ranked by p, the
-probability that their growth reaches T (P[N >= ceil(T + baseline)] for N ~ Normal(lambda, var) with a
-continuity correction): the keys most likely to be among the `top_n` that grow most. A busy key's count
-scatters more, so in a quiet hour the list leans to busy keys; in a burst the burst leads it. Until the first
-boundary is labelled the rise is the Poisson-style excess (fast - slow / B) / sqrt(slow / B + 1) and only
-keys with a positive rise are listed. A key is ranked only with `min_support` events in its one-window count
-(two views are not a trend). Keys whose counts decayed below `prune_below` are forgotten.
+That is learned from the stream at window boundaries, nothing is chosen on a log:
+  * at every boundary each key with `min_support` events in about the last window gets a row of features
+    (log counts of the last two windows and of the baseline, the rise over sqrt(baseline + 1), the rate of
+    the last quarter window, and the last count times the change of the whole kind's volume: in a ramp
+    the busy keys grow most); at the next boundary the row is labelled: is the key among the `top_n` that
+    grew most (a tie with the `top_n`-th counts)?
+  * a logistic model over the last `memory` boundaries' rows (all positives, up to `negatives` sampled
+    negatives each), shrunk towards the **prior**, the order by last window's count: a tracker that has
+    learned nothing calls what was busiest, the strongest simple rule (docs/search.md);
+  * **the gate**: at each boundary both orders' calls are scored against what happened; the learned one
+    ranks only while it has called more of the growers than the prior over the last `gate` boundaries.
+The keys called **rising** are ranked by that score (p, the learned chance, once the model ranks).
+A key is ranked only with `min_support` events in the last window or the one being counted (two views
+are not a trend).
+Keys whose counts decayed below `prune_below` are forgotten.
 
 >>> t = TrendTracker(window_s=60, baseline_windows=6, min_support=3)
 >>> for s in range(0, 600, 10): t.add("item", "steady", s * 1000)
 >>> for s in range(540, 600, 5): t.add("item", "new", s * 1000)
->>> [k for k, *_ in t.rising("item", 600_000, 2)][0]
-'new'
+>>> [k for k, *_ in t.rising("item", 600_000, 2)]
+['new', 'steady']
 """
 from __future__ import annotations
 
@@ -42,9 +39,9 @@ import numpy as np
 
 KINDS = ("item", "category", "query")
 _SPACE = re.compile(r"\s+")
-N_FEAT = 2
-PRIOR = np.array([1.0, 0.0])                    # persistence: the next window is like the last
-STATE_VERSION = 3
+N_FEAT = 7
+PRIOR = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])    # the order by last window's count
+STATE_VERSION = 4
 SHORT, FAST, SLOW, TS, CUR, HIST = range(6)     # a key's row: decayed counts, last event time, exact counts
 
 
@@ -64,22 +61,34 @@ def _top_growth(growth, n: int) -> float | None:
     return top[-1] if top else None
 
 
+def _features(last: float, b: float, prev: float, short: float, ramp: float) -> list[float]:
+    """A key's row (rounded, so a restored checkpoint refits to the same weights)."""
+    row = (1.0, math.log1p(last), math.log1p(b), math.log1p(prev), ramp * math.log1p(last),
+           (last - b) / math.sqrt(b + 1.0), math.log1p(4.0 * short))
+    return [round(v, 4) for v in row]
+
+
+def _called(scores: np.ndarray, keys: list[str], n: int) -> list[int]:
+    """Indices of the n best scores (ties by key)."""
+    return sorted(range(len(keys)), key=lambda i: (-scores[i], keys[i]))[:n]
+
+
 class TrendTracker:
     def __init__(self, window_s: float = 3600.0, baseline_windows: int = 6, min_support: float = 3.0,
-                 prune_below: float = 0.05, memory: int = 48, ridge: float = 1.0, top_n: int = 10):
+                 prune_below: float = 0.05, memory: int = 48, ridge: float = 1.0, top_n: int = 10,
+                 negatives: int = 100, gate: int = 12):
         self.window_ms = window_s * 1000.0
         self.B, self.min_support, self.prune_below = baseline_windows, min_support, prune_below
         self.taus = (self.window_ms / 4, self.window_ms, self.window_ms * baseline_windows)
-        self.memory, self.ridge, self.top_n = memory, ridge, top_n
+        self.memory, self.ridge, self.top_n, self.negatives, self.gate = memory, ridge, top_n, negatives, gate
         self.now = 0
         self.boundary: int | None = None                               # index of the window being counted
         self.closed = 0                                                # windows closed since counting began
         self._c: dict[str, dict[str, list[float]]] = defaultdict(dict)  # kind -> key -> row (SHORT..HIST+B)
         self._pending: dict[str, dict[str, list[float]]] = defaultdict(dict)   # features at the last boundary
-        self._sums: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.memory))  # per boundary (X'X, X'y)
-        self._spread: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.memory))  # (sum r^2 - lam, sum lam^2)
-        self._bar: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.memory))  # T / volume per boundary
-        self.volume: dict[str, float] = defaultdict(float)               # events in the last closed window
+        self._examples: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.memory))  # (rows, labels)
+        self._gate: dict[str, deque] = defaultdict(lambda: deque(maxlen=self.gate))  # (learned hits, prior hits)
+        self.volume: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])   # events: last closed window, the one before
         self.weights: dict[str, np.ndarray] = {}
         self.counted: dict[str, float] = defaultdict(float)             # kind -> events counted, ever
 
@@ -134,106 +143,115 @@ class TrendTracker:
         m = min(self.B, self.closed + k)
         return hist[0], (sum(hist[:m]) / m if m else 0.0)
 
-    def _at(self, c: list[float], now: int) -> tuple[np.ndarray, float, float, float]:
-        """(x = (last - b, recent - b), b, the one-window decayed count, the B-window decayed count / B)."""
+    def _at(self, kind: str, c: list[float], now: int) -> tuple[list[float], float, float, float, float, float]:
+        """(the key's feature row, last window's count, baseline, one-window decayed count, B-window decayed / B,
+        support: the events of the last closed window or of the one being counted, whichever has more)."""
         dt = max(0.0, now - c[TS])
         s, f, slow = (c[n] * math.exp(-dt / tau) for n, tau in enumerate(self.taus))
         last, b = self._closed_at(c, now)
-        return np.array([last - b, 4.0 * s - b]), b, f, slow / self.B
+        k = 0 if self.boundary is None else max(0, int(now // self.window_ms) - self.boundary)
+        hist = ([0.0] * (k - 1) + [c[CUR]] if k else []) + c[HIST:HIST + self.B]     # as _closed_at sees it
+        v1, v2 = self.volume[kind]
+        row = _features(last, b, hist[1] if len(hist) > 1 else 0.0, s, math.log((v1 + 1.0) / (v2 + 1.0)))
+        return row, last, b, f, slow / self.B, max(last, 0.0 if k else c[CUR])
 
     # ---- learning at window boundaries ---------------------------------------------------------------------
     def tick(self) -> None:
-        """Close the window being counted: label the previous boundary's examples with its counts, learn the
-        fit, the spread and the bar from them, and record every supported key's features at this boundary."""
+        """Close the window being counted: label the previous boundary's rows with its growth, score both
+        orders' calls for the gate, refit; then record every supported key's row at this boundary."""
         t = (self.boundary + 1) * self.window_ms
         for kind, table in self._c.items():
-            pend = self._pending[kind]
-            if pend:
-                rows = np.array(list(pend.values()))
-                X, base = rows[:, :N_FEAT], rows[:, N_FEAT]
-                y = np.array([table[k][CUR] if k in table else 0.0 for k in pend]) - base
-                w = self.weights.get(kind)
-                if w is not None:                 # the spread of the counts around what was predicted
-                    lam = np.maximum(base + X @ w, 0.0)
-                    self._spread[kind].append((float(((y + base - lam) ** 2 - lam).sum()), float((lam ** 2).sum())))
-                self._sums[kind].append((X.T @ X, X.T @ y))
-                self._fit(kind)
+            growth = {k: c[CUR] - self.baseline(c) for k, c in table.items()}
+            bar, pend = _top_growth(growth.values(), self.top_n), self._pending[kind]
+            if pend and bar is not None:
+                self._label(kind, pend, growth, bar)
             volume = sum(c[CUR] for c in table.values())
-            if self.closed and volume > 0:       # the growth the top_n-th grower reached, per event
-                bar = _top_growth((c[CUR] - self.baseline(c) for c in table.values()), self.top_n)
-                if bar is not None:
-                    self._bar[kind].append(bar / volume)
-            self.volume[kind] = volume
+            self.volume[kind] = [volume, self.volume[kind][0]]
             for c in table.values():             # the window closes: its count joins the history
                 c[HIST + 1:HIST + self.B] = c[HIST:HIST + self.B - 1]
                 c[HIST], c[CUR] = c[CUR], 0.0
         self.boundary += 1
         self.closed += 1
         for kind, table in self._c.items():
-            feats = ((k, self._at(c, t)) for k, c in table.items())
-            self._pending[kind] = {k: [*x.tolist(), b] for k, (x, b, f, _) in feats if f >= self.min_support}
+            feats = ((k, self._at(kind, c, t)) for k, c in table.items())
+            self._pending[kind] = {k: row for k, (row, *_, sup) in feats if sup >= self.min_support}
         if self.boundary % 4 == 0:
             self.prune(int(t))
 
-    def _fit(self, kind: str) -> None:
-        """The ridge solution over the kept boundaries' sums: `weights[kind]` is derived from them alone."""
-        sums = self._sums[kind]
-        if sums:
-            xtx = sum(a for a, _ in sums) + self.ridge * np.eye(N_FEAT)
-            self.weights[kind] = np.linalg.solve(xtx, sum(b for _, b in sums) + self.ridge * PRIOR)
+    def _label(self, kind: str, pend: dict, growth: dict, bar: float) -> None:
+        keys = list(pend)
+        X = np.array([pend[k] for k in keys])
+        y = np.array([growth.get(k, 0.0) >= bar for k in keys], dtype=float)
+        n, w = self.top_n, self.weights.get(kind)
+        prior_hits = y[_called(X @ PRIOR, keys, n)].sum() / n
+        self._gate[kind].append((None if w is None else float(y[_called(X @ w, keys, n)].sum() / n), float(prior_hits)))
+        neg = np.flatnonzero(y == 0)
+        if len(neg) > self.negatives:            # a fixed sample per boundary: a replay learns the same
+            neg = np.random.default_rng(self.boundary).choice(neg, self.negatives, replace=False)
+        take = np.sort(np.concatenate([np.flatnonzero(y == 1), neg]))
+        self._examples[kind].append((X[take].tolist(), y[take].tolist()))
+        self._fit(kind)
 
-    def _alpha(self, kind: str) -> float:
-        spread = self._spread[kind]
-        den = sum(b for _, b in spread)
-        return max(0.0, sum(a for a, _ in spread) / den) if den > 0 else 0.0
+    def _fit(self, kind: str) -> None:
+        """The logistic model over the kept boundaries' rows, shrunk towards the prior order."""
+        ex = self._examples[kind]
+        rows = [r for X, _ in ex for r in X]
+        if not rows:
+            return
+        from scipy.optimize import minimize
+        X, y = np.array(rows), np.array([v for _, Y in ex for v in Y])
+
+        def loss(w):
+            z = X @ w
+            d = w - PRIOR
+            grad = X.T @ (0.5 * (1.0 + np.tanh(0.5 * z)) - y) + self.ridge * d
+            return float(np.logaddexp(0.0, z).sum() - y @ z + 0.5 * self.ridge * d @ d), grad
+        self.weights[kind] = minimize(loss, PRIOR.copy(), jac=True, method="L-BFGS-B").x
+
+    def leads(self, kind: str) -> bool:
+        """Does the learned order rank? Only once it has called more growers than the prior order over the
+        last `gate` boundaries (at least three of them judged)."""
+        judged = [(a, b) for a, b in self._gate[kind] if a is not None]
+        return kind in self.weights and len(judged) >= 3 and sum(a for a, _ in judged) > sum(b for _, b in judged)
 
     def rising(self, kind: str, now: int | None = None, n: int = 10) -> list[tuple[str, float, float, float, float | None]]:
-        """The `n` keys most likely to grow most in the next window at `now`: (key, rise (expected growth),
-        one-window count, baseline per window, p (None until a bar was learned))."""
+        """The `n` keys most likely to be among the `top_n` that grow most in the next window at `now`:
+        (key, rise (last window's count - baseline), one-window count, baseline per window, p (the learned
+        chance; None while the prior order ranks))."""
         now = self.now if now is None else now
-        w, bars = self.weights.get(kind), self._bar[kind]
-        bar = sum(bars) / len(bars) * self.volume[kind] if bars else None
-        alpha = self._alpha(kind)
+        w = self.weights[kind] if self.leads(kind) else None
         out = []
         for key, c in self._c[kind].items():
-            x, b, f, slow = self._at(c, now)
-            if f < self.min_support:
+            row, last, b, f, _, sup = self._at(kind, c, now)
+            if sup < self.min_support:
                 continue
-            if w is None:                        # nothing labelled yet: the excess over the decayed baseline
-                rise, p = float((f - slow) / math.sqrt(slow + 1.0)), None
-            else:
-                lam = max(b + float(x @ w), 0.0)
-                rise, p = lam - b, None
-                if bar is not None:
-                    need = math.ceil(bar + b - 1e-9) - 0.5       # N >= ceil(T + baseline)
-                    sd = math.sqrt(lam + alpha * lam * lam) or 1e-9
-                    p = 0.5 * math.erfc((need - lam) / (sd * math.sqrt(2.0)))
-            if p is not None or rise > 0:        # without a bar, a key predicted to fall is not rising
-                out.append((key, rise, f, b, p))
-        out.sort(key=lambda r: (-(r[4] if r[4] is not None else 0.0), -r[1], r[0]))
-        return out[:n]
+            z = float(np.dot(row, PRIOR if w is None else w))
+            out.append((z, key, last - b, f, b, None if w is None else 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))))
+        out.sort(key=lambda r: (-r[0], r[1]))
+        return [r[1:] for r in out[:n]]
 
     def popular(self, kind: str, now: int | None = None, n: int = 10) -> list[tuple[str, float]]:
         """The `n` keys with the most events in about the last window (the fast count)."""
         now = self.now if now is None else now
-        got = sorted(((k, float(self._at(c, now)[2])) for k, c in self._c[kind].items()), key=lambda r: (-r[1], r[0]))
+        got = sorted(((k, float(self._at(kind, c, now)[3])) for k, c in self._c[kind].items()), key=lambda r: (-r[1], r[0]))
         return got[:n]
 
     def prune(self, now: int | None = None) -> int:
         now = self.now if now is None else now
         gone = 0
-        for table in self._c.values():
-            for key in [k for k, c in table.items() if self._at(c, now)[3] * self.B < self.prune_below and c[CUR] == 0]:
+        for kind, table in self._c.items():
+            for key in [k for k, c in table.items() if self._at(kind, c, now)[4] * self.B < self.prune_below and c[CUR] == 0]:
                 del table[key]
                 gone += 1
         return gone
 
     # ---- publishing and checkpoints -------------------------------------------------------------------------
     def snapshot(self, n: int = 20) -> dict:
-        """What is published: per kind, the rising keys and the popular ones, at the newest event time."""
+        """What is published: per kind, the rising keys and the popular ones, at the newest event time
+        (`learned`: the kinds whose learned order ranks)."""
         def _r(v):
             return None if v is None else round(v, 3)
-        return {"ts": self.now, "window_s": self.window_ms / 1000, "learned": sorted(self.weights),
+        return {"ts": self.now, "window_s": self.window_ms / 1000, "learned": sorted(k for k in KINDS if self.leads(k)),
                 **{kind: {"rising": [{"key": k, "rise": round(r, 3), "p": _r(p), "count": round(f, 2),
                                       "baseline": round(b, 2)} for k, r, f, b, p in self.rising(kind, n=n)],
                           "popular": [{"key": k, "count": round(f, 2)} for k, f in self.popular(kind, n=n)]}
@@ -243,9 +261,8 @@ class TrendTracker:
         return {"version": STATE_VERSION, "now": self.now, "boundary": self.boundary, "closed": self.closed,
                 "counted": dict(self.counted), "counts": {k: dict(v) for k, v in self._c.items()},
                 "pending": {k: dict(v) for k, v in self._pending.items()},
-                "sums": {k: [(a.tolist(), b.tolist()) for a, b in v] for k, v in self._sums.items()},
-                "spread": {k: list(v) for k, v in self._spread.items()},
-                "bar": {k: list(v) for k, v in self._bar.items()}, "volume": dict(self.volume)}
+                "examples": {k: list(v) for k, v in self._examples.items()},
+                "gate": {k: list(v) for k, v in self._gate.items()}, "volume": dict(self.volume)}
 
     def load(self, state: dict) -> None:
         """Restore a checkpoint. One of an older layout keeps its counts (padded with an empty history) and
@@ -258,17 +275,14 @@ class TrendTracker:
         self._c = defaultdict(dict, {k: {key: (list(c) + [0.0] * width)[:width] for key, c in v.items()}
                                      for k, v in state["counts"].items()})
         self._pending = defaultdict(dict, {k: dict(v) for k, v in state["pending"].items()} if same else {})
-        self._sums = defaultdict(lambda: deque(maxlen=self.memory))
-        self._spread = defaultdict(lambda: deque(maxlen=self.memory))
-        self._bar = defaultdict(lambda: deque(maxlen=self.memory))
+        self._examples = defaultdict(lambda: deque(maxlen=self.memory))
+        self._gate = defaultdict(lambda: deque(maxlen=self.gate))
+        self.volume = defaultdict(lambda: [0.0, 0.0], {k: list(v) for k, v in state.get("volume", {}).items()} if same else {})
         self.weights = {}
-        self.volume = defaultdict(float, state.get("volume", {}) if same else {})
         if not same:
             return
-        for kind, sums in state["sums"].items():
-            self._sums[kind].extend((np.array(a), np.array(b)) for a, b in sums)
+        for kind, ex in state.get("examples", {}).items():
+            self._examples[kind].extend((list(X), list(y)) for X, y in ex)
             self._fit(kind)
-        for kind, v in state.get("spread", {}).items():
-            self._spread[kind].extend(tuple(x) for x in v)
-        for kind, v in state.get("bar", {}).items():
-            self._bar[kind].extend(v)
+        for kind, v in state.get("gate", {}).items():
+            self._gate[kind].extend(tuple(x) for x in v)
