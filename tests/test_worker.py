@@ -172,7 +172,10 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
 
 
 def test_two_workers_share_partitions_and_cover_every_user(store_settings, tmp_path):
-    settings = store_settings                     # a single Redis, then the 3-master cluster
+    from dataclasses import replace
+    # a single Redis, then the 3-master cluster; a session timeout that a starved CI box cannot miss: a member
+    # dropped mid-run would move its partitions, and its users, to the other worker
+    settings = replace(store_settings, session_timeout_ms=10_000)
     sh = shop(6_000, seed=13)
     events = list(sh.events())
     users = {e["user_id"] for e in events}
