@@ -175,7 +175,7 @@ def test_trends_count_every_event_once_through_a_storm_of_sigkills(search_settin
 
 
 def test_one_trends_process_at_a_time_holds_the_lease(search_settings):
-    from stream.drivers.search import TRENDS_STATE, LeaseLost, TrendsPublisher
+    from stream.drivers.search import TRENDS_LEASE, TRENDS_STATE, LeaseLost, TrendsPublisher
     s = search_settings
     a, b = TrendsPublisher(s), TrendsPublisher(s)
     assert a.acquire() and not b.acquire()
@@ -185,7 +185,15 @@ def test_one_trends_process_at_a_time_holds_the_lease(search_settings):
         b.publish(None)                                    # a second process never overwrites the state
     state = orjson.loads(connect(s.redis_url).get(s.key_prefix + TRENDS_STATE))
     assert state["tracker"]["counted"] == {"item": 1.0}
+    client = connect(s.redis_url)
+    client.delete(s.key_prefix + TRENDS_LEASE)            # a's lease lapsed (a starved box) and nobody took it:
+    a.publish(None)                                       # a wrote the state last, so it takes the lease back
+    assert not b.acquire()
     a.release()
     assert b.acquire()
     b.restore()
     assert b.tracker.counted["item"] == 1.0
+    b.publish(None)
+    client.delete(s.key_prefix + TRENDS_LEASE)            # b's lease lapsed and b wrote since a did:
+    with pytest.raises(LeaseLost):
+        a.publish(None)                                   # a must not write over b's state

@@ -41,9 +41,10 @@ from stream.errors import TRANSIENT_REDIS, translate_redis
 from stream.secrets import Pseudonymiser
 
 log = logging.getLogger("recstream.search")
-TRENDS_KEY = "{trends}"                 # one hash tag: the publish script writes all three (Redis Cluster)
+TRENDS_KEY = "{trends}"                 # one hash tag: the publish script writes all four (Redis Cluster)
 TRENDS_STATE = "{trends}:state"
 TRENDS_LEASE = "{trends}:lease"
+TRENDS_WRITER = "{trends}:writer"       # who wrote the state last (it may take a lapsed lease back)
 
 
 def read_only_reranker(s: Settings) -> SearchReranker:
@@ -150,13 +151,17 @@ class SearchService:
             log.info("search service stopped: %d answered, %d refused", self.answered, self.refused)
 
 
-# the snapshot and the state (with its offsets) written only by the lease's holder, which extends it
+# the snapshot and the state (with its offsets) written only by the lease's holder, which extends it; one
+# slowed past its lease takes it back if nobody holds it and nobody else wrote the state since.
 _PUBLISH = """
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call("PEXPIRE", KEYS[1], ARGV[2])
-redis.call("SET", KEYS[2], ARGV[3])
-redis.call("SET", KEYS[3], ARGV[4])
-return 1
+local cur, took = redis.call("GET", KEYS[1]), 1
+if cur ~= ARGV[1] then
+  if cur or redis.call("GET", KEYS[4]) ~= ARGV[1] then return 0 end
+  took = 2
+end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+redis.call("MSET", KEYS[2], ARGV[3], KEYS[3], ARGV[4], KEYS[4], ARGV[1])
+return took
 """
 
 
@@ -166,8 +171,8 @@ class LeaseLost(RuntimeError):
 
 class TrendsPublisher:
     """One per deployment: its state is one Redis key, so a lease (`{P}trends:lease`, extended at every
-    publish, `max(2 s, 3 x RECSTREAM_TRENDS_EVERY_S)`) lets only one process count and write; a second one
-    waits for it, and a holder that lost it (paused past the lease) stops without writing."""
+    publish, `max(2 s, 3 x RECSTREAM_TRENDS_EVERY_S)`) lets one process count and write; a second waits. A
+    holder paused past its lease stops without writing, or takes it back if nobody did and wrote since."""
 
     def __init__(self, s: Settings, *, n: int = 20):
         self.s, self.n, self.stop_event = s, n, threading.Event()
@@ -219,9 +224,13 @@ class TrendsPublisher:
         body = orjson.dumps(snap)
         state = orjson.dumps({"tracker": self.tracker.state(), "offsets": self.offsets}, option=orjson.OPT_SERIALIZE_NUMPY)
         p = self.s.key_prefix                                   # the snapshot, the state and its offsets: one write
-        if not self._publish(keys=[p + TRENDS_LEASE, p + TRENDS_KEY, p + TRENDS_STATE],
-                             args=[self.holder, self.lease_ms, body, state]):
+        done = self._publish(keys=[p + TRENDS_LEASE, p + TRENDS_KEY, p + TRENDS_STATE, p + TRENDS_WRITER],
+                             args=[self.holder, self.lease_ms, body, state])
+        if not done:
             raise LeaseLost(f"{p}{TRENDS_LEASE} is held by another trends process; this one stops without writing")
+        if done == 2:
+            log.warning("trends: lease %s%s lapsed (over %d ms between publishes); nobody took it: taken back",
+                        p, TRENDS_LEASE, self.lease_ms)
         if producer is not None:
             producer.produce(self.s.trends_topic, body, b"trends")
             producer.flush(10)
