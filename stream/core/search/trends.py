@@ -39,7 +39,6 @@ import numpy as np
 
 KINDS = ("item", "category", "query")
 _SPACE = re.compile(r"\s+")
-N_FEAT = 7
 PRIOR = np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])    # the order by last window's count
 STATE_VERSION = 4
 SHORT, FAST, SLOW, TS, CUR, HIST = range(6)     # a key's row: decayed counts, last event time, exact counts
@@ -133,27 +132,33 @@ class TrendTracker:
 
     def baseline(self, c: list[float]) -> float:
         """The key's mean count per window over the last B closed windows (as many as were closed)."""
-        return self._closed_at(c, None)[1]
+        return self._closed_at(c, None)[2]
 
-    def _closed_at(self, c: list[float], now: int | None) -> tuple[float, float]:
-        """(the last closed window's count, the baseline) as of `now`: windows that ended after the newest
-        event are closed here too (the counted one with what it got, later ones empty)."""
+    def _closed_at(self, c: list[float], now: int | None) -> tuple[float, float, float, float]:
+        """(the last closed window's count, the one before, the baseline, the support: the events of the last
+        closed window or of the one being counted, whichever has more) as of `now`: windows that ended after
+        the newest event are closed here too (the counted one with what it got, later ones empty)."""
         k = 0 if now is None or self.boundary is None else max(0, int(now // self.window_ms) - self.boundary)
         hist = ([0.0] * (k - 1) + [c[CUR]] if k else []) + c[HIST:HIST + self.B]
         m = min(self.B, self.closed + k)
-        return hist[0], (sum(hist[:m]) / m if m else 0.0)
+        return hist[0], (hist[1] if len(hist) > 1 else 0.0), (sum(hist[:m]) / m if m else 0.0), \
+            max(hist[0], 0.0 if k else c[CUR])
 
-    def _at(self, kind: str, c: list[float], now: int) -> tuple[list[float], float, float, float, float, float]:
-        """(the key's feature row, last window's count, baseline, one-window decayed count, B-window decayed / B,
-        support: the events of the last closed window or of the one being counted, whichever has more)."""
+    def _decayed(self, c: list[float], now: int) -> tuple[float, float, float]:
+        """The key's decayed counts at `now`: (quarter window, one window, B windows / B)."""
         dt = max(0.0, now - c[TS])
         s, f, slow = (c[n] * math.exp(-dt / tau) for n, tau in enumerate(self.taus))
-        last, b = self._closed_at(c, now)
-        k = 0 if self.boundary is None else max(0, int(now // self.window_ms) - self.boundary)
-        hist = ([0.0] * (k - 1) + [c[CUR]] if k else []) + c[HIST:HIST + self.B]     # as _closed_at sees it
+        return s, f, slow / self.B
+
+    def _supported(self, kind: str, now: int):
+        """(key, feature row, rise, one-window decayed count, baseline) of every key with `min_support`."""
         v1, v2 = self.volume[kind]
-        row = _features(last, b, hist[1] if len(hist) > 1 else 0.0, s, math.log((v1 + 1.0) / (v2 + 1.0)))
-        return row, last, b, f, slow / self.B, max(last, 0.0 if k else c[CUR])
+        ramp = math.log((v1 + 1.0) / (v2 + 1.0))
+        for key, c in self._c[kind].items():
+            last, prev, b, sup = self._closed_at(c, now)
+            if sup >= self.min_support:
+                s, f, _ = self._decayed(c, now)
+                yield key, _features(last, b, prev, s, ramp), last - b, f, b
 
     # ---- learning at window boundaries ---------------------------------------------------------------------
     def tick(self) -> None:
@@ -172,9 +177,8 @@ class TrendTracker:
                 c[HIST], c[CUR] = c[CUR], 0.0
         self.boundary += 1
         self.closed += 1
-        for kind, table in self._c.items():
-            feats = ((k, self._at(kind, c, t)) for k, c in table.items())
-            self._pending[kind] = {k: row for k, (row, *_, sup) in feats if sup >= self.min_support}
+        for kind in self._c:
+            self._pending[kind] = {key: row for key, row, *_ in self._supported(kind, t)}
         if self.boundary % 4 == 0:
             self.prune(int(t))
 
@@ -220,27 +224,25 @@ class TrendTracker:
         chance; None while the prior order ranks))."""
         now = self.now if now is None else now
         w = self.weights[kind] if self.leads(kind) else None
-        out = []
-        for key, c in self._c[kind].items():
-            row, last, b, f, _, sup = self._at(kind, c, now)
-            if sup < self.min_support:
-                continue
-            z = float(np.dot(row, PRIOR if w is None else w))
-            out.append((z, key, last - b, f, b, None if w is None else 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))))
-        out.sort(key=lambda r: (-r[0], r[1]))
-        return [r[1:] for r in out[:n]]
+        keys = list(self._supported(kind, now))
+        if not keys:
+            return []
+        z = np.array([row for _, row, *_ in keys]) @ (PRIOR if w is None else w)
+        p = None if w is None else 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        best = _called(z, [k for k, *_ in keys], n)
+        return [(keys[i][0], *keys[i][2:], None if p is None else float(p[i])) for i in best]
 
     def popular(self, kind: str, now: int | None = None, n: int = 10) -> list[tuple[str, float]]:
         """The `n` keys with the most events in about the last window (the fast count)."""
         now = self.now if now is None else now
-        got = sorted(((k, float(self._at(kind, c, now)[3])) for k, c in self._c[kind].items()), key=lambda r: (-r[1], r[0]))
+        got = sorted(((k, float(self._decayed(c, now)[1])) for k, c in self._c[kind].items()), key=lambda r: (-r[1], r[0]))
         return got[:n]
 
     def prune(self, now: int | None = None) -> int:
         now = self.now if now is None else now
         gone = 0
-        for kind, table in self._c.items():
-            for key in [k for k, c in table.items() if self._at(kind, c, now)[4] * self.B < self.prune_below and c[CUR] == 0]:
+        for table in self._c.values():
+            for key in [k for k, c in table.items() if self._decayed(c, now)[2] * self.B < self.prune_below and c[CUR] == 0]:
                 del table[key]
                 gone += 1
         return gone
