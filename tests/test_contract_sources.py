@@ -1,5 +1,5 @@
 """The candidate-source contract: every source (co-visitation, co-occurrence, the user's history, trending,
-category, content, the transformer's own top items, the item linear model's) passes the same checks on a real redis-server: a fresh store
+category, content, the transformer's own top items, the item linear model's, popular at the user's stage) passes the same checks on a real redis-server: a fresh store
 proposes nothing; the same state gives the same candidates; no users, no candidates; a replayed batch
 changes nothing; scores are in (0, 1] and land in the source's own column only."""
 import random
@@ -15,6 +15,7 @@ from stream.core.candidates import (
     CategoryPopular,
     CoOccurrence,
     CoVisitation,
+    StagePopular,
     Trending,
     UserHistory,
 )
@@ -67,6 +68,7 @@ SOURCES = {
     "model": lambda ctx: _model(ctx["tiny"], ctx["tmp"]),
     "cooccur": lambda ctx: CoOccurrence(ctx["prefix"]),
     "linear": lambda ctx: _linear(ctx["tmp"]),
+    "stage": lambda ctx: StagePopular(ctx["prefix"]),
 }
 
 
@@ -136,3 +138,29 @@ def test_scores_in_range_and_in_own_column(setup, redis_client):
         for row in cands.values():
             assert 0.0 < row[col] <= 1.0 + 1e-9
             assert all(v == 0.0 for j, v in enumerate(row) if j != col)
+
+
+def test_stage_popularity_counts_what_users_touch_at_each_stage_of_their_history(redis_client):
+    from stream.core.storage.store import Keys
+    prefix = f"rs:c{uuid.uuid4().hex[:8]}:"
+    pipeline = Pipeline(redis_client, prefix)
+    pipeline.catalog.upsert(_items())
+    ev = [("a", "view", "i1"), ("a", "view", "i2"), ("a", "view", "i3"), ("a", "view", "i4"),   # stages 0 1 1 2
+          ("b", "click", "i1"), ("b", "view", "i1"),     # stage 0 (weight 2), then the same item again: still 1
+          ("c", "view", "i5"), ("c", "view", "i1")]      # stages 0 1
+    pipeline.process_events([Event(event_id=f"e{k}", user_id=u, type=t, ts=T0 + k * 1000, item_id=i)
+                             for k, (u, t, i) in enumerate(ev)])
+    keys = Keys(prefix)
+
+    def stage(n):
+        return {m.decode(): s for m, s in redis_client.zrange(keys.stage_pop(n), 0, -1, withscores=True)}
+    assert stage(0) == {"i1": 3.0, "i5": 1.0}
+    assert stage(1) == {"i2": 1.0, "i3": 1.0, "i1": 2.0}
+    assert stage(2) == {"i4": 1.0}
+    # a new user is offered stage 0's items, best first; a user with one item, stage 1's
+    got = propose(StagePopular(prefix), redis_client, pipeline.profiles.read(["new", "c"]), T0 + 10_000)
+    col = SOURCE_NAMES.index("stage")
+    assert {i: r[col] for i, r in got["new"].items()} == {"i1": 1.0, "i5": 1 / 3}
+    assert max(got["c"].items(), key=lambda kv: kv[1][col])[0] == "i1"
+    for k in redis_client.scan_iter(match=prefix + "*", count=10_000):
+        redis_client.unlink(k)

@@ -5,13 +5,14 @@ from stream.core.candidates.base import SOURCE_NAMES, BatchContext, CandidateSou
 from stream.core.candidates.category import CategoryPopular
 from stream.core.candidates.covisit import CoOccurrence, CoVisitation
 from stream.core.candidates.recent import UserHistory
+from stream.core.candidates.stage import StagePopular
 from stream.core.candidates.trending import Trending
 
 
 def default_sources(prefix: str, trend_half_life_s: float) -> list[CandidateSource]:
     return [CoVisitation(prefix), CoOccurrence(prefix), UserHistory(), Trending(prefix, trend_half_life_s),
-            CategoryPopular(prefix)]
+            CategoryPopular(prefix), StagePopular(prefix)]
 
 
 __all__ = ["SOURCE_NAMES", "BatchContext", "CandidateSource", "CategoryPopular", "CoOccurrence", "CoVisitation",
-           "UserHistory", "Trending", "default_sources"]
+           "StagePopular", "UserHistory", "Trending", "default_sources"]

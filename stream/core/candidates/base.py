@@ -6,7 +6,7 @@ from typing import Callable, Protocol
 
 from stream.core.storage.profile import Snapshot
 
-SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model", "cooccur", "linear")
+SOURCE_NAMES = ("covisit", "recent", "trending", "category", "content", "model", "cooccur", "linear", "stage")
 
 
 @dataclass

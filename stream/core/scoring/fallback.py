@@ -8,13 +8,13 @@ from stream.core.candidates import SOURCE_NAMES
 from stream.core.scoring.base import CandidateBatch, Scored
 
 DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 1.5, "trending": 0.4, "category": 0.3, "content": 0.5, "model": 0.5,
-                   "cooccur": 0.5, "linear": 0.5}
+                   "cooccur": 0.5, "linear": 0.5, "stage": 0.0}
 
 
 class FallbackScorer:
     """Weighted sum of source scores: co-visitation first, then trending, category, recency.
 
-    >>> b = CandidateBatch(["u"], [["a", "b"]], [np.array([[1, 0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0]], float)], [[]])
+    >>> b = CandidateBatch(["u"], [["a", "b"]], [np.array([[1, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0, 0]], float)], [[]])
     >>> [round(float(x), 2) for x in FallbackScorer().score(b).final[0]]
     [1.0, 0.4]
     """

@@ -1,4 +1,5 @@
-"""The shared statistics (co-visitation, co-occurrence, trending, popularity), added up per batch.
+"""The shared statistics (co-visitation, co-occurrence, trending, popularity, popularity per user stage),
+added up per batch.
 
 The per-user script (`lua/apply_events.lua`) touches only the user's keys; for each applied, not bot-like
 event with an item it returns the event's *shared part* (the items it follows, the items it co-occurs
@@ -37,13 +38,25 @@ class Fed:
     ts: int
     follows: tuple[str, ...]
     cooccurs: tuple[str, ...]
+    stage: int = -1        # the user's recent items before the event (-1: an outbox entry written before it)
 
     @classmethod
     def decode(cls, source: str, offset: int, item: str, category: str, weight: int, ts: int, raw: bytes) -> Fed:
         part = orjson.loads(raw)
         v, s = part.get("v"), part.get("s")        # cjson writes an empty list as {}
         return cls(source, offset, item, category, weight, ts, tuple(v) if isinstance(v, list) else (),
-                   tuple(s) if isinstance(s, list) else ())
+                   tuple(s) if isinstance(s, list) else (), int(part.get("h", -1)))
+
+
+def stage_of(n_recent: int) -> int:
+    """A user's stage from the length of their recent sequence: 0 (new), 1 (1-2 items), 2 (3-6), 3 (7-14),
+    4 (15-30), 5 (31 or more). What users touch at the start of their history differs from what they touch
+    later (a shop's landing page, a rating site's first questions): popularity is also counted per stage.
+
+    >>> [stage_of(n) for n in (0, 1, 2, 3, 7, 15, 31, 50)]
+    [0, 1, 1, 2, 3, 4, 5, 5]
+    """
+    return min(int(n_recent + 1).bit_length() - 1, 5)
 
 
 class SharedStats:
@@ -80,6 +93,8 @@ class SharedStats:
             yield (*key(k.trend, epoch, f.category), item, boost)
             yield (*key(k.pop, f.category), item, w)
         yield (*key(k.pop), item, w)
+        if f.stage >= 0:
+            yield (*key(k.stage_pop, stage_of(f.stage)), item, w)
 
     def write(self, fed: list[Fed], newest: dict[str, int]) -> int:
         """Add the batch's increments, once per input offset. `newest`: source -> the batch's newest offset

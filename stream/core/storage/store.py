@@ -18,6 +18,7 @@ and S = {P}{s:NN}:
   S cs:{item}          zset   co-occurring items -> count (symmetric: among a user's last 5 distinct items)
   S tr:{epoch}, S tr:c:{cat}:{epoch}     zset   forward-decayed trending scores
   S pop, S pop:c:{cat}                   zset   all-time popularity
+  S ps:{stage}         zset   all-time popularity among events of users at a stage (`shared.stage_of`)
   S guard              hash   input partition -> newest offset whose increments the shard holds
   {P}meta:live         string the store's marker: written at initialisation and by `recstream rebuild`;
                               a store without it was emptied, and nothing is applied to it
@@ -138,6 +139,10 @@ class Keys:
 
     def pop(self, cat: str | None = None) -> str:
         return f"{self.shared('c:' + cat)}pop:c:{key_part(cat)}" if cat else f"{self.shared('pop')}pop"
+
+    def stage_pop(self, stage: int) -> str:
+        """Popularity among events of users at `stage` (`shared.stage_of`)."""
+        return f"{self.shared(f'ps:{stage}')}ps:{stage}"
 
 
 class Script:

@@ -17,7 +17,8 @@
 --            recent items (newest first), aff fields+values, bought (recent), last_ts,
 --            {prev_ts, last_type, log-price sum, priced events, query, touch times},
 --            {event index (1-based), shared part, ...} }  where a shared part is cjson
---            {"v": [items it follows (co-visitation)], "s": [items it co-occurs with]}
+--            {"v": [items it follows (co-visitation)], "s": [items it co-occurs with],
+--             "h": the user's recent items before it (their stage; popularity per stage)}
 local hl = tonumber(ARGV[1])
 local max_seq, covis_n, seen_cap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local gap, max_aff, bot_per_min = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -141,7 +142,7 @@ for e = 0, n - 1 do
         plog = redis.call("HINCRBYFLOAT", U, "plog", math.log(price))
         pn = redis.call("HINCRBY", U, "pn", 1)
       end
-      local prev = {}
+      local prev, stage = {}, #seq          -- stage: the user's recent items before this event (capped at max_seq)
       for i = 1, math.min(#seq, math.max(covis_n, 3 * cooc_n)) do prev[i] = seq[i] end
       if prev[1] ~= item then
         table.insert(seq, 1, item)
@@ -186,7 +187,7 @@ for e = 0, n - 1 do
           end
         end
         if not is_new then last_distinct = {} end
-        local part = cjson.encode({ v = follows, s = last_distinct })
+        local part = cjson.encode({ v = follows, s = last_distinct, h = stage })
         shared[#shared + 1] = e + 1
         shared[#shared + 1] = part
         if offset ~= "" then
