@@ -1,7 +1,8 @@
 """The candidate-source contract: every source (co-visitation, co-occurrence, the user's history, trending,
-category, content, the transformer's own top items, the item linear model's, popular at the user's stage) passes the same checks on a real redis-server: a fresh store
-proposes nothing; the same state gives the same candidates; no users, no candidates; a replayed batch
-changes nothing; scores are in (0, 1] and land in the source's own column only."""
+category, content, the transformer's own top items, the item linear model's, popular at the user's stage)
+passes the same checks on a real redis-server: a fresh store proposes nothing; the same state gives the same
+candidates; no users, no candidates; a replayed batch changes nothing; scores are in (0, 1] and land in the
+source's own column only."""
 import random
 import uuid
 

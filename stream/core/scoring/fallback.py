@@ -14,7 +14,9 @@ DEFAULT_WEIGHTS = {"covisit": 1.0, "recent": 1.5, "trending": 0.4, "category": 0
 class FallbackScorer:
     """Weighted sum of source scores: co-visitation first, then trending, category, recency.
 
-    >>> b = CandidateBatch(["u"], [["a", "b"]], [np.array([[1, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0, 0]], float)], [[]])
+    >>> rows = np.zeros((2, len(SOURCE_NAMES)))
+    >>> rows[0, SOURCE_NAMES.index("covisit")] = rows[1, SOURCE_NAMES.index("trending")] = 1
+    >>> b = CandidateBatch(["u"], [["a", "b"]], [rows], [[]])
     >>> [round(float(x), 2) for x in FallbackScorer().score(b).final[0]]
     [1.0, 0.4]
     """
