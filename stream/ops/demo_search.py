@@ -45,7 +45,9 @@ def show_search(port: int, user: str, events: list[dict], items: list[dict], tit
         tr = httpx.get(f"http://127.0.0.1:{port}/v1/trends", params={"kind": "item", "n": 3}, timeout=10)
         if tr.status_code == 200:
             got = tr.json()
-            rising = ", ".join(f"{titles.get(r['key'], r['key'])} (+{r['rise']:.1f})" for r in got["rising"]) or "none"
+            # rising = most likely to grow most in the next window; the last window may still be below baseline
+            rising = ", ".join(f"{titles.get(r['key'], r['key'])} ({r['rise']:+.1f} on its baseline)"
+                               for r in got["rising"]) or "none"
             busy = ", ".join(f"{titles.get(r['key'], r['key'])} ({r['count']:.0f})" for r in got["popular"])
             print(f"== trends (GET /v1/trends, {got['window_s']:.0f} s windows of event time, at the log's end): "
                   f"rising {rising}; most active {busy}")
