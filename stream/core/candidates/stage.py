@@ -12,8 +12,7 @@ class StagePopular:
     name = "stage"
 
     def __init__(self, prefix: str, n: int = 20):
-        self.prefix, self.n = prefix, n
-        self.keys = Keys(prefix)
+        self.n, self.keys = n, Keys(prefix)
 
     def plan(self, ctx: BatchContext, pipe):
         wanted = {uid: [(stage_of(len(snap.recent)), 1.0)] for uid, snap in ctx.snapshots.items()}
