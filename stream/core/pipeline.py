@@ -23,6 +23,7 @@ from stream.core.candidates.gather import gather, item_stats
 from stream.core.content import ContentSimilar
 from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.explore import FreshExplorer
+from stream.core.ranking.gate import list_gains
 from stream.core.ranking.rank import RankConfig, top_k
 from stream.core.scoring import CandidateBatch, FallbackScorer, Scorer, scored
 from stream.core.scoring.transformer import model_sources
@@ -126,14 +127,11 @@ class Pipeline:
         if self.pseudonymiser is not None:
             events = self.pseudonymiser.events(events)
         timings = {"validate": t() - t0}
-        if items:
-            t1 = t()
-            self.catalog.upsert(items)
-            timings["catalog"] = t() - t1
-            if self.content is not None:
+        for name, store in (("catalog", self.catalog), ("embed", self.content)) if items else ():
+            if store is not None:               # the catalog, then the items' embeddings
                 t1 = t()
-                self.content.upsert(items)
-                timings["embed"] = t() - t1
+                store.upsert(items)
+                timings[name] = t() - t1
         return Ingested(events, origins, dead, len(items), timings)
 
     def apply(self, ing: Ingested, share: bool = True) -> Applied:
@@ -216,6 +214,7 @@ class Pipeline:
         `candidates` receives each user's candidate set, best first by the first scorer, as (item, a bool per
         `SOURCE_NAMES` source that proposed it); `unexplored` scorer -> user -> the list without exploration."""
         snaps = self.profiles.read(users)
+        self._asks += 1       # one key per user and ask, the same for every scorer: their rankers sample alike
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
         if candidates is not None and scorers:
             first = scored(next(iter(scorers.values())), batch).final
@@ -291,10 +290,11 @@ class Pipeline:
             out[uid] = (items, batch.features[u], picked, {name: arrs[u] for name, arrs in result.components.items()})
             if ranker is not None and rows is not None and picked and not snap.bot:
                 idx = ranker.recorded([i for i, _ in picked], scores[u], rows[u])
-                self._asks += trigger is None
                 key = (emit.recommendation_id(uid, trigger.event_id) if trigger is not None
                        else f"ask:{uid}:{batch.now_ts}:{self._asks}")
                 ranker.record(uid, trigger.ts if trigger is not None else batch.now_ts, key,
-                              [items[i] for i in idx], rows[u][idx], trigger.event_id if trigger else None)
+                              [items[i] for i in idx], rows[u][idx], trigger.event_id if trigger else None,
+                              list_gains(items, *result.judge[u], exclude=drop, category_of=cats, cfg=cfg)
+                              if result.judge else None)
         timings["rank"] = t() - t4
         return out

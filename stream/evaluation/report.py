@@ -93,7 +93,7 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
     if report.get("rankers"):
         md.append("Online rankers: " + "; ".join(
             f"{k}: {v['examples_learned']:,} examples learned from {v['impressions']:,} impressions "
-            f"({v['with_positive']:,} with a positive)" for k, v in report["rankers"].items()))
+            f"({v['with_positive']:,} with a positive)" + _gate(v) for k, v in report["rankers"].items()))
         md.append("")
     md += ["## By event type and segment (NDCG@10, events)", "", format_segments(report), ""]
     if "recstream_batch_ms" in report:
@@ -138,3 +138,13 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
         md += ["", "(plots skipped: matplotlib is not installed; pip install 'recstream[train]')"]
     (out / "report.md").write_text("\n".join(md) + "\n")
     return files
+
+
+def _gate(v: dict) -> str:
+    """The gate's part of a ranker's line (stream/core/ranking/gate.py), empty for an ungated ranker."""
+    if "gate_judged" not in v:
+        return ""
+    lists = v["lists_by_trees"] + v["lists_by_base"]
+    return (f", its gate judged {v['gate_judged']:,} sets (last window's mean gain: learned "
+            f"{v['gate_window_gain_trees']:.3f}, base {v['gate_window_gain_base']:.3f}) and let the learned "
+            f"order serve {v['lists_by_trees'] / max(lists, 1):.0%} of {lists:,} lists")

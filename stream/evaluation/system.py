@@ -92,7 +92,8 @@ class RecstreamSystem:
         for n, s in self.variants.items():
             r = s.ranker
             if r is not None:
-                out[n] = {"examples_learned": r.n_learned, "examples_over_budget": r.skipped, **vars(r.join.stats)}
+                out[n] = {"examples_learned": r.n_learned, "examples_over_budget": r.skipped, **vars(r.join.stats),
+                          **(r.gate.stats() if r.gate is not None else {})}
         return out
 
     def close(self) -> None:

@@ -35,7 +35,9 @@ class RankedScorer:
     against the whole set, so no hand-chosen weight decides the order, and the base scorer's influence
     (the transformer's with it) is what the ranker learned it is worth. With a `weight` (the `lr` / `fm`
     cascade), the base's top `rerank` are re-scored by base + weight * z(logit among them) and the rest
-    keep the base order below them: that ranker learned from shown lists, so it judges only that part."""
+    keep the base order below them: that ranker learned from shown lists, so it judges only that part.
+    In the whole-set modes the ranker's gate (`gate.py`) hands the order back to the base scorer while
+    the base's lists have earned more on the users' next events."""
 
     name = "ranked"
     needs_item_stats = True
@@ -77,6 +79,8 @@ class RankedScorer:
         probs, final = [], []
         active = self.ranker.active
         w = self.ranker.cfg.weight
+        gate = self.ranker.gate if active and w is None else None
+        trees = gate.serve(len(base)) if gate is not None else True
         sizes = [len(X) for X in feats]
         all_logits = self.ranker.logits(np.vstack(feats)) if sum(sizes) else np.zeros(0)   # one product per batch
         all_probs = sigmoid(all_logits)
@@ -87,11 +91,14 @@ class RankedScorer:
             if not active:
                 final.append(b.copy())
             elif w is None:
-                final.append(logit.copy())
+                final.append(logit.copy() if trees else b.copy())
             else:
                 final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w))
         until = getattr(self.transformer, "trained_until", None)
-        if until is not None and batch.now_ts <= until and self.ranker.masks_in_sample:
-            blended = getattr(self.base, "weight", 0) != 0       # the base order carries the transformer
-            feats = [in_sample(X, blended) for X in feats]         # learned from, never scored with
-        return Scored(final, {**comps, "ranker": probs, self.name: final}, rows=feats)
+        judge = list(zip(probs, base)) if gate is not None else None       # both orders, for the gate
+        if until is not None and batch.now_ts <= until:
+            judge = None                 # the model's own training events flatter whichever order trusts it
+            if self.ranker.masks_in_sample:
+                blended = getattr(self.base, "weight", 0) != 0       # the base order carries the transformer
+                feats = [in_sample(X, blended) for X in feats]         # learned from, never scored with
+        return Scored(final, {**comps, "ranker": probs, self.name: final}, rows=feats, judge=judge)

@@ -23,6 +23,8 @@ same labels.
   waiting for their user's next event.
 - Impressions with no positive are counted and, by default, not learned from: they carry no
   ranking information, and skipping them keeps the learning cost bounded.
+- A set recorded with `gains` (both orders' lists, `gate.py`) is also a judgement between the two
+  orders: the labelling item's gains are queued in `judged` for the ranker's gate.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Impression:
     trigger_id: str | None = None
     hits: dict[int, float] = field(default_factory=dict)   # row -> label weight
     labelled_by: set = field(default_factory=set)
+    gains: dict | None = None          # item -> (gain in the ranker's list, in the base list): `gate.py`
 
 
 @dataclass
@@ -78,16 +81,18 @@ class FeedbackJoin:
         self.n_open = 0
         self.closed_keys: OrderedDict[str, None] = OrderedDict()
         self.stats = JoinStats()
+        self.judged: list = []         # the labelling items' gains in the two orders (`gate.py`), drained by the ranker
 
     def impression(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray,
-                   trigger_id: str | None = None) -> list[Example]:
-        """Record what was shown; returns the examples of an impression this one superseded."""
+                   trigger_id: str | None = None, gains: dict | None = None) -> list[Example]:
+        """Record what was shown (with `gains`, both orders' lists to judge by the label); returns the
+        examples of an impression this one superseded."""
         if key in self.closed_keys or any(i.key == key for i in self.open.get(user, ())):
             self.stats.replayed += 1
             return []
         lst = self.open.setdefault(user, [])
         self.open.move_to_end(user)
-        lst.append(Impression(user, ts, key, list(items), X, trigger_id))
+        lst.append(Impression(user, ts, key, list(items), X, trigger_id, gains=gains))
         self.deadlines.append((ts + self.window_ms, user, key))
         self.n_open += 1
         self.stats.impressions += 1
@@ -129,6 +134,8 @@ class FeedbackJoin:
                 imp.labelled_by.add(event_id)
                 imp.hits[row] = max(imp.hits.get(row, 0.0), w)
             if self.close_on_next:
+                if imp.gains is not None:
+                    self.judged.append(imp.gains.get(item_id))
                 keep.pop()
                 out += self._close(imp)
         self._set(user, keep)

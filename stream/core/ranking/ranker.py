@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.core.ranking.feedback import Example, FeedbackJoin
+from stream.core.ranking.gate import OrderGate
 from stream.core.ranking.gbdt import WindowedGBDT
 from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES
 
@@ -53,15 +54,16 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def parse_spec(spec: str) -> tuple[str, float | None]:
     """'gbdt' (trees, always whole-set), 'lr' (the cascade at the default weight), 'lr:2.5' (the cascade at
     weight 2.5) or 'lr:learned' (the learned model orders the whole candidate set, learning from every
-    event): (model, weight or None).
+    event; `gate.py` judges it against the base order): (model, weight or None). 'gbdt:ungated' and
+    'lr:ungated' are the whole-set modes without the gate (the learned order always serves).
 
-    >>> parse_spec("fm:2"), parse_spec("lr"), parse_spec("lr:learned"), parse_spec("gbdt")
-    (('fm', 2.0), ('lr', 0.5), ('lr', None), ('gbdt', None))
+    >>> parse_spec("fm:2"), parse_spec("lr"), parse_spec("lr:learned"), parse_spec("gbdt"), parse_spec("gbdt:ungated")
+    (('fm', 2.0), ('lr', 0.5), ('lr', None), ('gbdt', None), ('gbdt', None))
     """
     model, _, w = spec.partition(":")
     if model not in MODELS:
         raise ValueError(f"ranker model {model!r}: expected one of {', '.join(MODELS)}")
-    if w == "learned" or (model == "gbdt" and w in ("", "learned")):
+    if w in ("learned", "ungated") or (model == "gbdt" and w == ""):
         return model, None
     if model == "gbdt":
         raise ValueError(f"ranker {spec!r}: the gbdt ranker orders the whole candidate set (no cascade weight)")
@@ -96,6 +98,7 @@ class RankerConfig:
     max_learn_per_batch: int = 5000  # learning budget per batch (the rest are counted as skipped)
     seed: int = 0
     background_fit: bool = False    # gbdt: refit in a background thread (the worker) or inline (the backtest)
+    gate_window: int = 1000         # whole-set modes: judgements the gate weighs (`gate.py`); 0: no gate
 
     @classmethod
     def for_spec(cls, spec: str, **kw) -> RankerConfig:
@@ -104,6 +107,8 @@ class RankerConfig:
         model, weight = parse_spec(spec)
         if weight is None:
             kw = {"negatives": 20, "min_examples": 2_000, "record_max": 100, **kw}
+            if spec.endswith(":ungated"):
+                kw["gate_window"] = 0
         return cls(model=model, weight=weight, **kw)
 
 
@@ -119,6 +124,7 @@ class OnlineRanker:
                                  max_open=20_000 if whole else 200_000, close_on_next=whole)
         self.skipped = 0
         self._pending: list[Example] = []     # from superseded impressions, learned with the next feedback
+        self.gate = OrderGate(cfg.gate_window) if whole and cfg.gate_window else None
         self.reset()
 
     def reset(self) -> None:
@@ -161,6 +167,10 @@ class OnlineRanker:
                 if not snap.bot:
                     examples += self.join.observe(uid, ev.event_id, ev.type, ev.item_id, ev.ts)
         examples += self.join.advance(newest)
+        if self.gate is not None:                  # judgements by the lists as they were shown (prequential)
+            for gains in self.join.judged:
+                self.gate.judge(gains)
+        self.join.judged.clear()
         return self.learn(examples) if examples else 0
 
     @property
@@ -186,8 +196,10 @@ class OnlineRanker:
             keep = [i for i in keep if rows[i, _N_SOURCES] > 0]
         return keep
 
-    def record(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray, trigger_id=None) -> None:
-        self._pending += self.join.impression(user, ts, key, items, np.asarray(X, dtype=np.float32), trigger_id)
+    def record(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray, trigger_id=None,
+               gains: dict | None = None) -> None:
+        self._pending += self.join.impression(user, ts, key, items, np.asarray(X, dtype=np.float32), trigger_id,
+                                              gains if self.gate is not None else None)
 
     # ---- scoring --------------------------------------------------------------------------------
     @property
@@ -235,7 +247,8 @@ class OnlineRanker:
 
     # ---- persistence ----------------------------------------------------------------------------
     def state(self) -> bytes:
-        return pickle.dumps({"model": self.model, "n_learned": self.n_learned, "cfg_model": self.cfg.model},
+        return pickle.dumps({"model": self.model, "n_learned": self.n_learned, "cfg_model": self.cfg.model,
+                             "gate": self.gate.state() if self.gate is not None else None},
                             protocol=pickle.HIGHEST_PROTOCOL)
 
     def load_state(self, payload: bytes) -> None:
@@ -244,6 +257,8 @@ class OnlineRanker:
             raise ValueError(f"checkpoint holds a {st.get('cfg_model')!r} model, this ranker is {self.cfg.model!r}")
         self.model, self.n_learned = st["model"], int(st["n_learned"])
         self._mirror_at = -1
+        if self.gate is not None:
+            self.gate.load_state(st.get("gate"))
 
 
 def mirror_params(model):
