@@ -44,7 +44,7 @@ def test_trees_serve_until_enough_judgements_and_while_the_base_does_not_clearly
 
 
 def test_noise_does_not_hand_the_order_back():
-    """The base order must lead by two standard errors: 110 wins against 100 is not enough."""
+    """The base order must lead by three standard errors: 110 wins against 100 is not enough."""
     gate = OrderGate(window=1000, min_judged=10)
     for n in range(210):
         gate.judge((1.0, 0.0) if n % 21 < 10 else (0.0, 1.0))
