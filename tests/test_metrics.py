@@ -19,6 +19,34 @@ def test_metrics_endpoint_exposes_worker_series():
     assert 'recstream_consumer_lag{partition="0"} 7.0' in body
 
 
+def test_the_rankers_state_and_its_gate_are_exposed():
+    """Which order serves is visible: examples learned, 1/0 for the learned order, both orders' gains."""
+    import numpy as np
+
+    from stream.core.ranking.feedback import Example
+    from stream.core.ranking.ranker import OnlineRanker, RankerConfig
+    from stream.core.scoring.features import N_FEATURES
+    port = free_port()
+    m = WorkerMetrics(port=port, log_every_s=0)
+    r = OnlineRanker(RankerConfig.for_spec("lr:learned", min_examples=10))
+    r.learn([Example(np.ones(N_FEATURES) * (k % 2), bool(k % 2), 1.0) for k in range(20)])
+    r.gate.min_judged = 5
+    for _ in range(5):
+        r.gate.judge((0.25, 1.0))                  # the base order's lists clearly earned more
+    m.observe_ranker(r)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "recstream_ranker_examples_learned 20.0" in body
+    assert "recstream_ranker_learned_order 0.0" in body
+    assert 'recstream_ranker_gate_gain{order="learned"} 0.25' in body
+    assert 'recstream_ranker_gate_gain{order="base"} 1.0' in body
+    r.gate.judge((1.0, 0.0))
+    r.gate.judge((1.0, 0.0))
+    m.observe_ranker(r)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "recstream_ranker_learned_order 1.0" in body
+    m.observe_ranker(None)                         # a worker without a ranker: nothing to set, no error
+
+
 def test_a_fault_in_the_heartbeat_numbers_is_logged_and_the_worker_goes_on(caplog):
     """The heartbeat runs in the worker's consuming loop: a bug in computing its numbers (one was a deque
     mutated during iteration) is logged with its traceback and the beat skipped, never raised."""

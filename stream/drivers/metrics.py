@@ -34,6 +34,11 @@ class WorkerMetrics:
                         ["dependency"], registry=r)
         for dep in ("redis", "broker", "store"):
             self.up.labels(dep).set(1)
+        self.ranker_examples = Gauge("recstream_ranker_examples_learned", "Examples the online ranker learned", registry=r)
+        self.ranker_order = Gauge("recstream_ranker_learned_order", "1 while the online ranker's learned order "
+                                  "serves lists, 0 while the base order does (not active yet, or its gate)", registry=r)
+        self.ranker_gain = Gauge("recstream_ranker_gate_gain", "Mean NDCG@10 gain of each order's lists over the "
+                                 "gate's window of judgements (stream/core/ranking/gate.py)", ["order"], registry=r)
         if port:
             start_http_server(port, registry=r)
             log.info("metrics on http://0.0.0.0:%d/metrics", port)
@@ -76,6 +81,18 @@ class WorkerMetrics:
             log.info("%.0f events/s; %d events total; event->emit p50 %.1f ms p99 %.1f ms; rejects %d",
                      rate, self._n, np.percentile(lat, 50), np.percentile(lat, 99), self._rejected)
             self._t_last, self._n_last, self._lat = now, self._n, []
+
+    def observe_ranker(self, ranker) -> None:
+        """The online ranker's state after a batch: examples learned, which order serves, the gate's gains."""
+        if ranker is None:
+            return
+        self.ranker_examples.set(ranker.n_learned)
+        gate = ranker.gate
+        self.ranker_order.set(int(ranker.active and (gate is None or gate.trees_lead)))
+        if gate is not None:
+            st = gate.stats()
+            self.ranker_gain.labels("learned").set(st["gate_window_gain_trees"])
+            self.ranker_gain.labels("base").set(st["gate_window_gain_base"])
 
     def status(self) -> dict:
         """A worker's heartbeat in Redis: events/s since the last call, event-to-emit latency percentiles

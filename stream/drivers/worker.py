@@ -272,6 +272,7 @@ class ConfluentWorker:
         done.put(job.offsets)
         now_ms = time.time() * 1000
         self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
+        self.metrics.observe_ranker(self.pipeline.ranker)
         self.batches += 1
         if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
             self.retry.call("after batch", lambda: at_edge("after batch", lambda: self.on_batch(result)))
