@@ -94,8 +94,9 @@ def register(sub) -> None:
                     help="with --encoder-dir: no exploration slot for fresh items (to measure what it costs)")
     bt.add_argument("--rankers", default="gbdt",
                     help="online rankers run beside the base order as recstream+SPEC: gbdt (the default: learned, "
-                    "whole candidate set), lr or fm (the cascade over shown lists), lr:learned, fm:learned; "
-                    "comma-separated; '' = none")
+                    "whole candidate set, gated against the base order), gbdt:ungated (without the gate), lr or "
+                    "fm (the cascade over shown lists), lr:learned, fm:learned; comma-separated, the rows of one "
+                    "run learn from the same sampled negatives; '' = none")
     bt.add_argument("--retrain-every", type=duration, metavar="DURATION",
                     help="also run recstream with its model retrained every DURATION of event time (30m, 1h, 30d) "
                     "on the events revealed so far, warm-started, beside the frozen model; reports the ratio")

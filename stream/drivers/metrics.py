@@ -34,7 +34,8 @@ class WorkerMetrics:
                         ["dependency"], registry=r)
         for dep in ("redis", "broker", "store"):
             self.up.labels(dep).set(1)
-        self.ranker_examples = Gauge("recstream_ranker_examples_learned", "Examples the online ranker learned", registry=r)
+        self.ranker_examples = Gauge("recstream_ranker_examples_learned", "Examples the online ranker learned",
+                                     registry=r)
         self.ranker_order = Gauge("recstream_ranker_learned_order", "1 while the online ranker's learned order "
                                   "serves lists, 0 while the base order does (not active yet, or its gate)", registry=r)
         self.ranker_gain = Gauge("recstream_ranker_gate_gain", "Mean NDCG@10 gain of each order's lists over the "
