@@ -2,8 +2,9 @@
 
 The whole-set ranker learns from every event; whether its order is better than the base order it
 learned beside is itself measured on every event. When a candidate set is recorded, both orders' lists
-are computed as the user would be shown them (`top_k` with the same exclusions and diversity rule), and
-the gain each list would earn (NDCG@10's 1 / log2(position + 2)) is kept for the items on either list.
+are computed as the user would be shown them (`top_k` with the same length, exclusions and diversity
+rule: the worker's top 10; the backtest asks for 50), and the gain each list would earn (NDCG's
+1 / log2(position + 2)) is kept for the items on either list.
 The user's next event labels the set (`FeedbackJoin`): the touched item's two gains are one judgement.
 The learned order serves unless, over the last `window` judgements (at least `min_judged`), the base
 order's lists earned more by `z` standard errors of the paired difference: the burden of proof is on
