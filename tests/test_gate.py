@@ -16,7 +16,7 @@ from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES
 
 def test_list_gains_are_the_lists_each_order_would_show():
     """Both lists follow the shown list's rules: excluded items and the per-category cap apply, and an
-    item's gain is NDCG@10's 1 / log2(position + 2) in each list (0 on a list it is not on)."""
+    item's gain is NDCG's 1 / log2(position + 2) in each list (0 on a list it is not on)."""
     items = ["a", "b", "c", "d"]
     cats = {"a": "x", "b": "x", "c": "y", "d": "y"}
     g = list_gains(items, np.array([4.0, 3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0, 4.0]), exclude={"d"},

@@ -38,8 +38,9 @@ class WorkerMetrics:
                                      registry=r)
         self.ranker_order = Gauge("recstream_ranker_learned_order", "1 while the online ranker's learned order "
                                   "serves lists, 0 while the base order does (not active yet, or its gate)", registry=r)
-        self.ranker_gain = Gauge("recstream_ranker_gate_gain", "Mean NDCG@10 gain of each order's lists over the "
-                                 "gate's window of judgements (stream/core/ranking/gate.py)", ["order"], registry=r)
+        self.ranker_gain = Gauge("recstream_ranker_gate_gain", "Mean NDCG gain (1/log2(position + 2)) of each "
+                                 "order's lists over the gate's window of judgements (stream/core/ranking/gate.py)",
+                                 ["order"], registry=r)
         if port:
             start_http_server(port, registry=r)
             log.info("metrics on http://0.0.0.0:%d/metrics", port)

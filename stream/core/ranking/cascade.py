@@ -95,7 +95,9 @@ class RankedScorer:
             else:
                 final.append(rerank_top(b, logit, self.ranker.cfg.rerank, w))
         until = getattr(self.transformer, "trained_until", None)
-        judge = list(zip(probs, base)) if gate is not None else None       # both orders, for the gate
+        judge = None
+        if gate is not None:     # both orders for the gate: the logits themselves (probabilities saturate into ties)
+            judge = [(all_logits[end - size: end], b) for b, end, size in zip(base, ends, sizes)]
         if until is not None and batch.now_ts <= until:
             judge = None                 # the model's own training events flatter whichever order trusts it
             if self.ranker.masks_in_sample:

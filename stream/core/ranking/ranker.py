@@ -199,7 +199,7 @@ class OnlineRanker:
     def record(self, user: str, ts: int, key: str, items: list[str], X: np.ndarray, trigger_id=None,
                gains: dict | None = None) -> None:
         self._pending += self.join.impression(user, ts, key, items, np.asarray(X, dtype=np.float32), trigger_id,
-                                              gains if self.gate is not None else None)
+                                              gains)
 
     # ---- scoring --------------------------------------------------------------------------------
     @property

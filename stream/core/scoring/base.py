@@ -50,7 +50,7 @@ class CandidateBatch:
 class Scored:
     """A scorer's answer for one batch. `final[u]` orders user u's candidates; `components` holds every
     score shown per item (the final one under the scorer's name); `rows[u]` are the feature rows an
-    online ranker scored (None without one); `judge[u]`, the (ranker, base) scores of a whole-set ranker
+    online ranker scored (None without one); `judge[u]`, the (ranker logit, base) scores of a whole-set ranker
     whose gate compares the two orders' lists (`stream/core/ranking/gate.py`)."""
     final: list[np.ndarray]
     components: dict[str, list[np.ndarray]]
