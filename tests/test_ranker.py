@@ -58,6 +58,10 @@ def test_features_hand_computed():
     assert X[:, col["pop_rel"]] == pytest.approx([np.log(10 / 4), -np.log(4), 0.0])
     assert X[:, col["hist_log_hours"]] == pytest.approx([np.log1p(10.0), np.log1p(1.0), 0.0])
     assert X[:, col["hist_recency"]].tolist() == [0.5, 1.0, 0.0]
+    assert X[:, col["hist_bought"]].tolist() == [0, 0, 0]                 # no purchases known
+    X = candidate_features(sources, tr, base, meta, _user(bought=["c", "x"]), now, np.zeros(3), np.zeros(3),
+                           items=["a", "b", "c"], history=["b", "a"])
+    assert X[:, col["hist_bought"]].tolist() == [0, 0, 1]
 
 
 def _examples(n, seed=0):
@@ -332,3 +336,21 @@ def test_rows_are_masked_only_while_the_model_had_trained_on_them():
     kept = r.recorded([0], np.array([3.0, 2.0, 1.0]), in_sample(only_model, True))
     assert kept == [1, 2]
     assert r.recorded([0], np.array([3.0, 2.0, 1.0]), only_model) == [0, 1, 2]
+
+
+def test_bought_items_stay_candidates_unless_the_shop_excludes_them(redis_client):
+    """Shoppers come back to what they bought (the Taobao slice and the REES46 head, twentieth session): by
+    default a purchase stays among the user's candidates, flagged `hist_bought` for the learned ranker;
+    `RankConfig(exclude_bought=True)` (`RECSTREAM_EXCLUDE_BOUGHT=1`) restores the rule that drops it."""
+    from schemas import Event
+    from stream.core.pipeline import Pipeline
+    from stream.core.ranking.rank import RankConfig
+    t0 = 1_700_000_000_000
+    lists = {}
+    for exclude in (False, True):
+        p = Pipeline(redis_client, f"rs:t{uuid.uuid4().hex[:8]}:",
+                     rank_cfg=RankConfig(k=10, exclude_trigger=False, exclude_bought=exclude))
+        p.process_events([Event(event_id="e0", user_id="u", type="purchase", ts=t0, item_id="bag", price=20.0)])
+        res = p.process_events([Event(event_id="e1", user_id="u", type="view", ts=t0 + 60_000, item_id="hat")])
+        lists[exclude] = [r.item_id for r in res.recommendations[0].items]
+    assert "bag" in lists[False] and "bag" not in lists[True]

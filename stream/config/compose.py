@@ -67,7 +67,7 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
     rebuild` passes guard=False and ranker=False."""
     pipeline = assemble(connect(s.redis_url), s.key_prefix,
                         rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger),
-                                            max_per_category=s.max_per_category),
+                                            exclude_bought=bool(s.exclude_bought), max_per_category=s.max_per_category),
                         encoder_dir=s.encoder_dir, pseudonymise_key=s.pseudonymise_key, init_store=init_store,
                         guard=guard, profile_cfg=ProfileConfig(covis_cap=s.covis_cap))
     if s.ranker != "off" and ranker:

@@ -39,6 +39,7 @@ class Settings:
     batch_wait_ms: int = 5                    # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
     top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
     exclude_trigger: int = 1                  # RECSTREAM_EXCLUDE_TRIGGER: 1 = never recommend the item just interacted with
+    exclude_bought: int = 0                   # RECSTREAM_EXCLUDE_BOUGHT: 1 = never recommend the user's recent purchases
     ranker: str = "gbdt"                      # RECSTREAM_RANKER: online ranker gbdt | lr | fm | off (gbdt:ungated, lr:WEIGHT, lr:learned)
     max_per_category: int = 0                 # RECSTREAM_MAX_PER_CATEGORY: diversity cap per category in a list (0 = off)
     covis_cap: int = 100                      # RECSTREAM_COVIS_CAP: co-visitation/co-occurrence members kept per item

@@ -271,7 +271,7 @@ class Pipeline:
         for u, uid in enumerate(batch.users):
             snap = batch.snapshots[uid]
             items = batch.items[u]
-            drop = set(snap.bought) | ctx.exclude.get(uid, set())
+            drop = set(snap.bought if cfg.exclude_bought else ()) | ctx.exclude.get(uid, set())
             trigger = triggers.get(uid) if triggers else None
             if trigger is not None and trigger.item_id and cfg.exclude_trigger:
                 drop.add(trigger.item_id)

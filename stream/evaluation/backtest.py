@@ -175,6 +175,8 @@ class Replay:
                 seg.append("user_first_3_events")
             if self.item_first.get(e.item_id, start) >= self.split:
                 seg.append("item_new_after_warmup")
+            if not cfg.exclude_seen and self.user_events[e.user_id]:
+                seg.append("repeat" if e.item_id in self.seen_by_user[e.user_id] else "new_to_user")
             seen = self.seen_by_user[e.user_id] if cfg.exclude_seen else None
             if self.rs:
                 cands = self.rs[0].candidates.get(e.user_id, [])

@@ -59,7 +59,7 @@ class RankedScorer:
             seen = [stats[i][0] for i in snap.recent[:POP_HISTORY] if i in stats]
             views.append(UserView(snap.affinity, snap.aff_ts, snap.last_ts, snap.prev_ts, snap.last_type,
                                   snap.price_mean, len(snap.recent), snap.recent_ts,
-                                  float(np.log1p(np.maximum(seen, 0.0)).mean()) if seen else None))
+                                  float(np.log1p(np.maximum(seen, 0.0)).mean()) if seen else None, snap.bought))
             metas.append([batch.meta.get(i, (None, None, None)) for i in items])
             st = [stats.get(i, none) for i in items]
             pops.append(np.array([p for p, _ in st], dtype=np.float64))

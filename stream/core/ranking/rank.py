@@ -1,4 +1,4 @@
-"""Stage 5: filters and ranking: drop what the user just bought and the item they are on,
+"""Stage 5: filters and ranking: drop the item the user is on (and, if asked, what they bought),
 dedupe, cap items per category for diversity (off by default), keep the top K."""
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ class RankConfig:
     max_per_category: int = 0        # diversity cap; 0 = off (a cap of 4 cost 6 % NDCG@10 on REES46)
     exclude_recent: bool = False     # also drop every item in the user's recent sequence
     exclude_trigger: bool = True     # drop the item of the event that triggered the recommendation
+    exclude_bought: bool = False     # drop the user's recent purchases (off: the learned ranker weighs them,
+                                     # `hist_bought`; shoppers come back to what they bought)
 
 
 def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_of: dict[str, str | None],

@@ -32,6 +32,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"trigger_{t}" for t in TRIGGER_TYPES),       # what the user did last
     "hist_recency", "hist_count", "hist_is_last",   # in the user's own history: 1/(1+newest position), log1p(count), newest
     "hist_log_hours",                               # log1p(hours since the user last touched it); 0 if never or unknown
+    "hist_bought",                                  # among the user's recent purchases (shoppers come back to them)
     "content_sim", "content_known",                 # cosine to the user's recent items' (or query's) embedding
     "last_same_cat", "last_same_brand",             # same category / brand as the user's newest item
     "last_price_rel", "last_price_known",           # log(item price) - log(the newest item's price)
@@ -40,8 +41,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 _W = len(SOURCE_NAMES)
-_HIST, _CONTENT, _LAST, _LINEAR, _POP_REL = (FEATURE_NAMES.index(n) for n in (
-    "hist_recency", "content_sim", "last_same_cat", "linear_score", "pop_rel"))
+_HIST, _BOUGHT, _CONTENT, _LAST, _LINEAR, _POP_REL = (FEATURE_NAMES.index(n) for n in (
+    "hist_recency", "hist_bought", "content_sim", "last_same_cat", "linear_score", "pop_rel"))
 
 
 @dataclass
@@ -56,6 +57,7 @@ class UserView:
     history: int
     recent_ts: list[int] | None = None  # when the user last touched each recent item (ms, newest first; 0 unknown)
     pop_mean: float | None = None     # mean log1p(popularity) of the user's recent items (how mainstream they are)
+    bought: list[str] | None = None   # the user's recent purchases (newest first)
 
 
 def user_features(user: UserView, now_ts: int) -> np.ndarray:
@@ -170,6 +172,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     if items is not None and histories is not None:
         X[:, _HIST:_HIST + 4] = np.concatenate([history_features(i, h, u.recent_ts, now_ts)
                                                 for i, h, u in zip(items, histories, users)]).reshape(-1, 4)
+    if items is not None and any(u.bought for u in users):
+        X[:, _BOUGHT] = [it in b for i, u in zip(items, users) for b in (set(u.bought or ()),) for it in i]
     if content_sim is not None:
         cs = np.concatenate(content_sim).astype(np.float64)
         known = np.isfinite(cs)
