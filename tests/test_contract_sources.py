@@ -165,3 +165,17 @@ def test_stage_popularity_counts_what_users_touch_at_each_stage_of_their_history
     assert max(got["c"].items(), key=lambda kv: kv[1][col])[0] == "i1"
     for k in redis_client.scan_iter(match=prefix + "*", count=10_000):
         redis_client.unlink(k)
+
+
+def test_history_source_proposes_the_whole_kept_history_but_nothing_excluded():
+    """The user's own items as far back as the profile keeps them (shoppers return to items further back
+    than the newest few), newest scoring highest; an item the user may not be shown is not proposed."""
+    from stream.core.storage.profile import Snapshot
+    recent = [f"i{k}" for k in range(30)]                 # newest first
+    snap = Snapshot("u", recent=recent, affinity={}, bought=[], last_ts=T0)
+    ctx = BatchContext({"u": snap}, now_ts=T0, exclude={"u": {"i3"}})
+    UserHistory().plan(ctx, None)([])
+    col = SOURCE_NAMES.index("recent")
+    got = {item: row[col] for item, row in ctx.cands["u"].items()}
+    assert set(got) == set(recent) - {"i3"}
+    assert got["i0"] == 1.0 and got["i29"] == 1.0 / 30 and got["i1"] > got["i2"]
