@@ -123,3 +123,20 @@ def test_ungated_and_cascade_rankers_have_no_gate_and_are_not_judged():
     r = OnlineRanker(RankerConfig.for_spec("lr"))
     r.learn([Example(np.ones(N_FEATURES), True, 1.0)] * 300)
     assert RankedScorer(FallbackScorer(), r).score(_batch(1)).judge is None
+
+
+def test_each_variant_explores_on_its_own(redis_client):
+    """The deployment's scorer uses the pipeline's exploration slot; any other scorer (an experiment's
+    variant, a backtest row) one of its own, the same one every batch, so rows compared side by side do not
+    learn from each other's slots."""
+    import uuid
+
+    from stream.core.pipeline import Pipeline
+    from stream.core.ranking.explore import FreshExplorer
+    p = Pipeline(redis_client, f"rs:t{uuid.uuid4().hex[:8]}:")
+    assert p.explorer_for(p.scorer) is None                       # no slot without content
+    p.explorer = FreshExplorer()
+    a = RankedScorer(p.scorer, OnlineRanker(RankerConfig.for_spec("gbdt")))
+    b = RankedScorer(p.scorer, OnlineRanker(RankerConfig.for_spec("gbdt:ungated")))
+    assert p.explorer_for(p.scorer) is p.explorer
+    assert p.explorer_for(a) is p.explorer_for(a) and p.explorer_for(a) not in (p.explorer, p.explorer_for(b))

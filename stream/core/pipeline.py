@@ -4,10 +4,10 @@
     (validate, dedupe,    (profiles, one      (feedback, candidates, scoring,
      catalog upserts)      Lua call per user)   ranking, exploration, emit)
 
-Transport-agnostic: the confluent worker (which runs `apply` and `recommend` on two threads), the faust
-driver (`process_batch`), the backtest (`apply` then the read-only `ask_variants`) and the benchmarks
-all call these stages, so what we measure is what we ship. Redis is touched once per stage per batch
-(pipelined), never per event. The values between stages are frozen (`stream/core/stages.py`).
+Transport-agnostic: the confluent worker (`apply` and `recommend` on two threads), the faust driver
+(`process_batch`), the backtest (`apply`, then the read-only `ask_variants`) and the benchmarks all call
+these stages: what we measure is what we ship. Redis is touched once per stage per batch (pipelined),
+never per event. The values between stages are frozen (`stream/core/stages.py`).
 """
 from __future__ import annotations
 
@@ -39,9 +39,8 @@ PIPELINE_VERSION = "recstream-0.1"
 class Pipeline:
     """The serving core over one Redis (key prefix `prefix`): profiles, catalog, candidate sources, a
     scorer (hot-swappable between batches) with an optional online ranker, optional content embeddings
-    and exploration slot. Build one from settings with `stream.config.compose.build_pipeline`.
-    `init_store`, `guard`: see `ProfileStore` (the worker decides about a store without its marker itself;
-    `recstream rebuild` writes into an emptied one)."""
+    and exploration slot. Built from settings by `stream.config.compose.build_pipeline`. `init_store`,
+    `guard`: see `ProfileStore`."""
 
     explore_position = 10           # the exploration slot: 10th in a list (the last one of a top-10)
 
@@ -65,17 +64,20 @@ class Pipeline:
         self.variant_rankers: dict = {}   # variant name -> its online ranker (None: none)
         self.outcomes = None        # OutcomeJoin: what the experiment's shown lists led to
         self.observers: list = []   # .observe(snapshots) each batch: the search re-ranker's learner
-        self._fallback = FallbackScorer()
-        self._variant_scorers: dict = {}
+        self._fallback, self._variant_scorers, self._explorers = FallbackScorer(), {}, {}   # explorer_for's
 
     # ---- wiring -----------------------------------------------------------------------------------
     def attach_content(self, store, explore: bool = True) -> None:
-        """Content embeddings (stream/core/content.py): catalog upserts are embedded as they arrive, the
-        "content" candidate source joins, items unknown to the transformer borrow the score of their
-        nearest known item, and (with `explore`) fresh items get a bounded exploration slot."""
+        """Content embeddings (stream/core/content.py): catalog upserts embedded as they arrive, the "content"
+        source, items unknown to the transformer borrow their nearest known item's score, and (with
+        `explore`) fresh items get a bounded exploration slot."""
         self.content = store
         self.sources = [s for s in self.sources if s.name != "content"] + [ContentSimilar(store)]
         self.explorer = FreshExplorer() if explore else None
+
+    def explorer_for(self, scorer: Scorer):   # the deployment's slot for its scorer; any other its own (paired)
+        own = self.explorer is None or scorer is self.scorer
+        return self.explorer if own else self._explorers.setdefault(id(scorer.ranker or scorer), FreshExplorer())
 
     def attach_ranker(self, ranker) -> None:
         """Put an online ranker on top of the scorer, now and after every hot swap."""
@@ -122,8 +124,7 @@ class Pipeline:
     def ingest(self, messages: list[InMessage]) -> Ingested:
         """Stage 1: validate and dedupe; catalog upserts (and their embeddings) applied."""
         t = time.perf_counter
-        t0 = t()
-        events, origins, items, dead = validate_with_origins(messages)
+        t0, (events, origins, items, dead) = t(), validate_with_origins(messages)
         if self.pseudonymiser is not None:
             events = self.pseudonymiser.events(events)
         timings = {"validate": t() - t0}
@@ -201,18 +202,17 @@ class Pipeline:
     # ---- reading without applying -----------------------------------------------------------------
     def ask(self, users: list[str], now_ts: int, k: int | None = None,
             exclude: dict[str, set] | None = None) -> dict[str, list[str]]:
-        """Read-only: each user's current top-k from the state as it is now (no event applied),
-        leaving out `exclude[user]` (e.g. what the caller knows the user has already watched).
-        Users with no profile get what a new user gets (trending). What an HTTP endpoint would call."""
+        """Read-only: each user's current top-k from the state as it is now (no event applied), leaving out
+        `exclude[user]`; a user with no profile gets what a new user gets (trending). What the API calls."""
         return self.ask_variants(users, now_ts, {"": self.scorer}, k=k, exclude=exclude)[""]
 
     def ask_variants(self, users: list[str], now_ts: int, scorers: dict, *, k: int | None = None,
                      exclude: dict[str, set] | None = None, record: bool = False,
                      candidates: dict | None = None, unexplored: dict | None = None) -> dict[str, dict[str, list[str]]]:
-        """`ask` for several scorers over one candidate stage (the backtest compares variants side by side);
-        with `record`, what is returned counts as shown (an impression for each scorer's online ranker).
-        `candidates` receives each user's candidate set, best first by the first scorer, as (item, a bool per
-        `SOURCE_NAMES` source that proposed it); `unexplored` scorer -> user -> the list without exploration."""
+        """`ask` for several scorers over one candidate stage (the backtest's variants side by side); with
+        `record`, what is returned counts as shown (each scorer's ranker's impressions). `candidates` gets each
+        user's candidates, best first by the first scorer, as (item, a bool per source that proposed it);
+        `unexplored` scorer -> user -> the list without exploration."""
         snaps = self.profiles.read(users)
         self._asks += 1       # one key per user and ask, the same for every scorer: their rankers sample alike
         ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
@@ -234,8 +234,8 @@ class Pipeline:
     def feedback(self, snaps: dict, scorers=None) -> int:
         """Hand the users' newly applied events to the online ranker(s) as feedback on what they were
         shown, and to the exploration slot. Returns the examples learned."""
-        if self.explorer is not None:
-            self.explorer.feedback(snaps)
+        for explorer in [self.explorer, *self._explorers.values()] if self.explorer is not None else ():
+            explorer.feedback(snaps)
         rankers = {id(sc.ranker): sc.ranker for sc in scorers or [self.scorer] if sc.ranker is not None}
         return sum(r.feedback(snaps) for r in rankers.values())
 
@@ -253,9 +253,9 @@ class Pipeline:
         """Scoring and ranking: user -> (items, feats, picked, components). With `record` and an online
         ranker, what is picked is recorded as shown, with the feature rows it was ranked with. `unexplored`
         receives user -> what was picked before the exploration slot was placed."""
-        t = time.perf_counter
+        t, explorer = time.perf_counter, self.explorer_for(scorer)
         t3 = t()
-        if (scorer.needs_item_stats or self.explorer is not None) and batch.item_stats is None:
+        if (scorer.needs_item_stats or explorer is not None) and batch.item_stats is None:
             batch.item_stats = item_stats(self.client, self.profiles.keys, self.profiles.cfg.trend_half_life_s,
                                           sorted(batch.meta), batch.now_ts)   # once per candidate set
         result = scored(scorer, batch)
@@ -266,7 +266,7 @@ class Pipeline:
         cfg = self.rank_cfg if k is None else replace(self.rank_cfg, k=k)
         ranker = scorer.ranker if record else None
         rows = result.rows
-        pops = {i: st[0] for i, st in batch.item_stats.items()} if self.explorer is not None else {}
+        pops = {i: st[0] for i, st in batch.item_stats.items()} if explorer is not None else {}
         out = {}
         for u, uid in enumerate(batch.users):
             snap = batch.snapshots[uid]
@@ -280,13 +280,13 @@ class Pipeline:
             picked = top_k(items, scores[u], exclude=drop, category_of=cats, cfg=cfg)
             if unexplored is not None:
                 unexplored[uid] = picked
-            if self.explorer is not None and explore and picked:
-                slot = self.explorer.choose(items, batch.features[u], pops, picked, drop, cfg.k)
+            if explorer is not None and explore and picked:
+                slot = explorer.choose(items, batch.features[u], pops, picked, drop, cfg.k)
                 if slot is not None:
                     pos, j = min(len(picked), self.explore_position) - 1, slot.index
                     picked = picked[:pos] + [(j, float(scores[u][j]))] + picked[pos:cfg.k - 1]
                     if record:
-                        self.explorer.shown(uid, items[j], slot.displaced)
+                        explorer.shown(uid, items[j], slot.displaced)
             out[uid] = (items, batch.features[u], picked, {name: arrs[u] for name, arrs in result.components.items()})
             if ranker is not None and rows is not None and picked and not snap.bot:
                 idx = ranker.recorded([i for i, _ in picked], scores[u], rows[u])
