@@ -76,8 +76,8 @@ class Pipeline:
         self.explorer = FreshExplorer() if explore else None
 
     def explorer_for(self, scorer: Scorer):   # the deployment's slot for its scorer; any other its own (paired)
-        own = self.explorer is None or scorer is self.scorer
-        return self.explorer if own else self._explorers.setdefault(id(scorer.ranker or scorer), FreshExplorer())
+        deployment = self.explorer is None or scorer is self.scorer
+        return self.explorer if deployment else self._explorers.setdefault(id(scorer.ranker or scorer), FreshExplorer())
 
     def attach_ranker(self, ranker) -> None:
         """Put an online ranker on top of the scorer, now and after every hot swap."""

@@ -173,7 +173,8 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         X[:, _HIST:_HIST + 4] = np.concatenate([history_features(i, h, u.recent_ts, now_ts)
                                                 for i, h, u in zip(items, histories, users)]).reshape(-1, 4)
     if items is not None and any(u.bought for u in users):
-        X[:, _BOUGHT] = [it in b for i, u in zip(items, users) for b in (set(u.bought or ()),) for it in i]
+        bought = [set(u.bought or ()) for u in users]
+        X[:, _BOUGHT] = [it in b for i, b in zip(items, bought) for it in i]
     if content_sim is not None:
         cs = np.concatenate(content_sim).astype(np.float64)
         known = np.isfinite(cs)
