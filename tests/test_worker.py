@@ -291,3 +291,20 @@ def test_faust_driver_serves_users_and_dead_letters_name_partition_and_offset(se
         assert h["recstream.source.topic"].decode() == settings.events_topic
         assert int(h["recstream.source.partition"]) >= 0 and int(h["recstream.source.offset"]) >= 0
         assert h["recstream.stage"] == b"validate" and h["recstream.reason"]
+
+
+def test_repeated_sigterm_still_ends_in_a_graceful_exit(settings, tmp_path):
+    # an operator (or a supervisor) that sends SIGTERM again while the worker is already stopping: the
+    # worker still finishes, commits and exits 0, even when a signal lands during interpreter teardown
+    log = tmp_path / "w.log"
+    worker = start_worker(settings, "--max-idle", "600", log=log)
+    try:
+        wait_for(lambda: log.exists() and f"{settings.events_topic}[" in log.read_text(), timeout=60,
+                 what="the worker assigned")
+        while worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            time.sleep(0.005)
+        code = worker.wait(30)
+    finally:
+        stop_process(worker)
+    assert code == 0, log.read_text()[-2000:]

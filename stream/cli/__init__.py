@@ -20,6 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from stream.cli import data, evaluate, experiment, model, search, serve, stack  # noqa: E402
 from stream.config.settings import Settings, SettingsError  # noqa: E402
 from stream.drivers.kafka import configure_security  # noqa: E402
+from stream.drivers.resilience import stopped_gracefully  # noqa: E402
 from stream.errors import RecstreamError  # noqa: E402
 from stream.secrets import install_redaction, redact_text  # noqa: E402
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConnectionError, RuntimeError, RecstreamError) as exc:
         print(f"recstream {args.cmd}: {redact_text(str(exc), s.secrets())}", file=sys.stderr)
         return 1
+    finally:
+        stopped_gracefully()
 
 
 if __name__ == "__main__":

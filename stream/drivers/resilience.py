@@ -29,8 +29,18 @@ def stop_on_signals(stop: threading.Event, log, doing: str) -> None:
     def handler(signum, frame):
         log.info("signal %d: %s", signum, doing)
         stop.set()
+    handler.recstream_stop = True
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def stopped_gracefully() -> None:
+    """After a command that `stop_on_signals` stopped has finished its work: ignore further SIGTERM/SIGINT.
+    Python resets a handled signal to its default action while the interpreter tears down, so a second
+    SIGTERM (a supervisor repeating itself) landing then would turn a clean exit 0 into death by signal."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if getattr(signal.getsignal(sig), "recstream_stop", False):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class Stopping(Exception):
