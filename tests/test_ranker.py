@@ -354,3 +354,24 @@ def test_bought_items_stay_candidates_unless_the_shop_excludes_them(redis_client
         res = p.process_events([Event(event_id="e1", user_id="u", type="view", ts=t0 + 60_000, item_id="hat")])
         lists[exclude] = [r.item_id for r in res.recommendations[0].items]
     assert "bag" in lists[False] and "bag" not in lists[True]
+
+
+def test_a_spec_without_features_never_learns_or_scores_them():
+    from stream.config.compose import make_ranker
+    col = FEATURE_NAMES.index("hist_bought")
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(3000, N_FEATURES))
+    y = X[:, col] > 0                                     # the label is that one column
+    examples = [Example(x, bool(t), 1.0) for x, t in zip(X, y)]
+    with_it, without = make_ranker("gbdt"), make_ranker("gbdt:without=hist_bought+pop_rel")
+    assert without.cfg.without == ("hist_bought", "pop_rel") and without.cfg.weight is None
+    for r in (with_it, without):
+        r.learn(examples)
+    assert with_it.importance()["hist_bought"] > 0.5
+    assert without.importance()["hist_bought"] == 0 and without.importance()["pop_rel"] == 0
+    flipped = X[:50].copy()
+    flipped[:, col] *= -1
+    assert np.array_equal(without.logits(X[:50]), without.logits(flipped))
+    assert not np.array_equal(with_it.logits(X[:50]), with_it.logits(flipped))
+    with pytest.raises(ValueError, match="unknown features.*nope"):
+        make_ranker("gbdt:without=nope")

@@ -95,8 +95,9 @@ def register(sub) -> None:
     bt.add_argument("--rankers", default="gbdt",
                     help="online rankers run beside the base order as recstream+SPEC: gbdt (the default: learned, "
                     "whole candidate set, gated against the base order), gbdt:ungated (without the gate), lr or "
-                    "fm (the cascade over shown lists), lr:learned, fm:learned; comma-separated, the rows of one "
-                    "run learn from the same sampled negatives; '' = none")
+                    "fm (the cascade over shown lists), lr:learned, fm:learned; any SPEC may end in :without=NAME+NAME (the "
+                    "same ranker with those features held at 0: an ablation row, e.g. gbdt,gbdt:without=hist_bought); "
+                    "comma-separated, the rows of one run learn from the same sampled negatives; '' = none")
     bt.add_argument("--retrain-every", type=duration, metavar="DURATION",
                     help="also run recstream with its model retrained every DURATION of event time (30m, 1h, 30d) "
                     "on the events revealed so far, warm-started, beside the frozen model; reports the ratio")

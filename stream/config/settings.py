@@ -151,7 +151,7 @@ class Settings:
             if getattr(self, name) < 1:
                 raise SettingsError(f"RECSTREAM_{name.upper()}={getattr(self, name)}: must be >= 1")
         if self.ranker != "off":
-            from stream.core.ranking.ranker import parse_spec
+            from stream.core.ranking.spec import parse_spec
             try:
                 parse_spec(self.ranker)
             except ValueError as e:

@@ -152,7 +152,7 @@ class Experiment:
                 raise bad(f"{at}.scorer", f"expected 'model' or 'fallback', got {scorer!r}")
             ranker = v.get("ranker")
             if ranker is not None and ranker != "off":
-                from stream.core.ranking.ranker import parse_spec
+                from stream.core.ranking.spec import parse_spec
                 try:
                     parse_spec(ranker)
                 except ValueError as exc:

@@ -34,12 +34,11 @@ import numpy as np
 from stream.core.ranking.feedback import Example, FeedbackJoin
 from stream.core.ranking.gate import OrderGate
 from stream.core.ranking.gbdt import WindowedGBDT
+from stream.core.ranking.spec import DEFAULT_WEIGHT, MODELS, parse_spec, spec_without, strip_without
 from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES
 
 log = logging.getLogger("recstream.ranker")
 
-MODELS = ("gbdt", "lr", "fm")
-DEFAULT_SPEC = "gbdt"
 FM_FEATURES = ("src_covisit", "src_recent", "src_model", "src_content", "transformer_z", "base_z", "base_rank",
                "log_popularity", "trend", "cat_affinity", "cat_log_hours", "price_rel", "log_since_last_s",
                "content_sim")
@@ -49,25 +48,6 @@ _TRANSFORMER_Z, _N_SOURCES = _COL["transformer_z"], _COL["n_sources"]
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
-
-
-def parse_spec(spec: str) -> tuple[str, float | None]:
-    """'gbdt' (trees, always whole-set), 'lr' (the cascade at the default weight), 'lr:2.5' (the cascade at
-    weight 2.5) or 'lr:learned' (the learned model orders the whole candidate set, learning from every
-    event; `gate.py` judges it against the base order): (model, weight or None). 'gbdt:ungated' and
-    'lr:ungated' are the whole-set modes without the gate (the learned order always serves).
-
-    >>> parse_spec("fm:2"), parse_spec("lr"), parse_spec("lr:learned"), parse_spec("gbdt"), parse_spec("gbdt:ungated")
-    (('fm', 2.0), ('lr', 0.5), ('lr', None), ('gbdt', None), ('gbdt', None))
-    """
-    model, _, w = spec.partition(":")
-    if model not in MODELS:
-        raise ValueError(f"ranker model {model!r}: expected one of {', '.join(MODELS)}")
-    if w in ("learned", "ungated") or (model == "gbdt" and w == ""):
-        return model, None
-    if model == "gbdt":
-        raise ValueError(f"ranker {spec!r}: the gbdt ranker orders the whole candidate set (no cascade weight)")
-    return model, float(w) if w else RankerConfig.weight
 
 
 def make_model(kind: str, seed: int = 0, background: bool = False):
@@ -92,22 +72,25 @@ class RankerConfig:
     # A number (the default): the cascade, final = base + weight * z(ranker logit) over the base's top
     # `rerank`, learning from the shown lists only. None ("lr:learned"): learn from every event against
     # the whole candidate set it was ranked from, and order the whole set by the learned model alone.
-    weight: float | None = 0.5
+    weight: float | None = DEFAULT_WEIGHT
     rerank: int = 50
     record_max: int = 200           # candidates kept per impression (the best by the current order)
     max_learn_per_batch: int = 5000  # learning budget per batch (the rest are counted as skipped)
     seed: int = 0
     background_fit: bool = False    # gbdt: refit in a background thread (the worker) or inline (the backtest)
     gate_window: int = 1000         # whole-set modes: judgements the gate weighs (`gate.py`); 0: no gate
+    without: tuple[str, ...] = ()   # features held at 0 (an ablation: `spec_without`)
 
     @classmethod
     def for_spec(cls, spec: str, **kw) -> RankerConfig:
         """The configuration a spec names: the whole-set modes learn from every event against the set
         (more negatives per label, a larger first sample before they take over)."""
         model, weight = parse_spec(spec)
+        if spec_without(spec):
+            kw["without"] = spec_without(spec)
         if weight is None:
             kw = {"negatives": 20, "min_examples": 2_000, "record_max": 100, **kw}
-            if spec.endswith(":ungated"):
+            if strip_without(spec).endswith(":ungated"):
                 kw["gate_window"] = 0
         return cls(model=model, weight=weight, **kw)
 
@@ -141,13 +124,21 @@ class OnlineRanker:
             self.skipped += len(examples) - budget
             examples = examples[:budget]
         if isinstance(self.model, WindowedGBDT):
-            self.model.learn_many(np.stack([ex.x for ex in examples]), np.array([ex.y for ex in examples]),
+            self.model.learn_many(self._held(np.stack([ex.x for ex in examples])), np.array([ex.y for ex in examples]),
                                   np.array([ex.weight for ex in examples]))
         else:
             for ex in examples:
-                self.model.learn_one(self.as_input(ex.x), ex.y, w=ex.weight)
+                self.model.learn_one(self.as_input(self._held(ex.x[None])[0]), ex.y, w=ex.weight)
         self.n_learned += len(examples)
         return len(examples)
+
+    def _held(self, X: np.ndarray) -> np.ndarray:
+        """X with the configuration's left-out features at 0 (a copy; X itself when none are)."""
+        if not self.cfg.without:
+            return X
+        X = np.array(X, copy=True)
+        X[:, [_COL[n] for n in self.cfg.without]] = 0.0
+        return X
 
     def as_input(self, x: np.ndarray) -> dict:
         """A feature row as the river model takes it (the FM sees its subset)."""
@@ -229,6 +220,7 @@ class OnlineRanker:
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """(n, N_FEATURES) -> (n,) raw scores (log-odds) of the river model, vectorised."""
+        X = self._held(X)
         if isinstance(self.model, WindowedGBDT):
             return self.model.logits(X)
         p = self._params()
