@@ -58,3 +58,39 @@ def test_trained_until_says_what_the_model_learned_from():
     train_ev = [x for x in events if x.ts < plain["split_ts"]]
     val_ts = validation_window(train_ev, vocab, TrainConfig(**small))[0]
     assert plain["trained_until_ts"] == val_ts - 1 < tuned["trained_until_ts"]
+
+
+def test_promote_keeps_out_a_model_that_does_not_beat_most_popular(tmp_path):
+    """`recstream train --promote` promotes only a model that beats most-popular on the training window's
+    own validation slice: a log with no order in it (each event an independent draw from a skewed
+    popularity) is registered and kept out, with the reason in the registry; users walking through items in order are promoted."""
+    import random
+
+    import orjson
+
+    from exporters.pipeline import train_export_register
+    from stream.core.storage.registry import Registry
+    rnd = random.Random(1)
+    items = [f"i{k}" for k in range(300)]
+    weights = [1.0 / (k + 1) for k in range(300)]
+    noise = tmp_path / "noise.jsonl"
+    noise.write_bytes(b"\n".join(orjson.dumps({
+        "event_id": f"e{n}", "user_id": f"u{rnd.randrange(400)}", "type": "view",
+        "item_id": rnd.choices(items, weights)[0], "ts": 1_700_000_000_000 + n * 1000}) for n in range(6000)))
+    ordered, walks = tmp_path / "walks.jsonl", []          # users walking a ring of items, i -> i + 1, a minute a step
+    for u in range(300):
+        at, start = rnd.randrange(100), 1_700_000_000_000 + rnd.randrange(1_000_000)
+        walks += [{"event_id": f"w{u}-{j}", "user_id": f"u{u}", "type": "view", "item_id": f"i{(at + j) % 100}",
+                   "ts": start + j * 60_000} for j in range(20)]
+    ordered.write_bytes(b"\n".join(orjson.dumps(e) for e in sorted(walks, key=lambda e: e["ts"])))
+    quiet = dict(epochs=2, promote=True, log=lambda *_: None)
+    reg_noise, reg_ordered = tmp_path / "noise-models", tmp_path / "ordered-models"
+    bad = train_export_register(noise, "jsonl", registry_root=reg_noise, **quiet)
+    assert bad["kept_out"] and "not above most-popular" in bad["kept_out"]
+    reg = Registry(reg_noise)
+    assert reg.promoted() is None
+    assert reg.history()[-1]["action"] == "reject" and reg.history()[-1]["version"] == bad["version"]
+    assert bad["val_ndcg@10"] <= bad["val_most_popular_ndcg@10"]
+    good = train_export_register(ordered, "jsonl", registry_root=reg_ordered, **quiet)
+    assert good["kept_out"] is None and Registry(reg_ordered).promoted() == good["version"]
+    assert good["val_ndcg@10"] > good["val_most_popular_ndcg@10"]

@@ -34,8 +34,12 @@ def cmd_train(s: Settings, args) -> int:
               f"most_popular {vp:.4f}" + (f" ({report['val_ndcg@10'] / vp:.2f}x)" if vp else ""))
     if report.get("ndcg@10_ratio_vs_most_popular"):
         print(f"NDCG@10 ratio vs most-popular: {report['ndcg@10_ratio_vs_most_popular']:.2f}x")
+    promoted = args.promote and not report["kept_out"]
     print(f"parity max abs diff {report['parity']['max_abs_diff']:.2e}; registered {report['version']}"
-          + (" (promoted)" if args.promote else f"; promote with: recstream models promote {report['version']}"))
+          + (" (promoted)" if promoted else f"; promote with: recstream models promote {report['version']}"))
+    if report["kept_out"]:
+        print(f"not promoted: {report['kept_out']} (the registry's history has it; "
+              "`recstream models promote` overrides)", file=sys.stderr)
     return 0
 
 
@@ -110,7 +114,8 @@ def cmd_models(s: Settings, args) -> int:
                 what = (f"shadow ndcg@10 {sh['candidate']:.4f} vs {sh['promoted']:.4f} ({m.get('decision')})"
                         if sh.get("candidate") is not None else str(m.get("decision")))
             else:
-                what = f"test ndcg@10 {t.get('ndcg@10', float('nan')):.4f}"
+                what = f"test ndcg@10 {t.get('ndcg@10', float('nan')):.4f}" + (
+                    " (kept out: not above most-popular)" if m.get("decision") == "kept out" else "")
             print(f"{mark} {m['version']:16s} created {created}  data {m.get('data_hash')}  {what}  "
                   f"parity {m['parity']['max_abs_diff']:.1e}  opset {m.get('opset')}")
         if not reg.versions():
@@ -157,7 +162,9 @@ def register(sub) -> None:
                          "linear model stop where the window's validation split begins, so that split is new to them")
     tr.add_argument("--limit", type=int, help="use only the first N events of the log")
     tr.add_argument("--quantize", action="store_true", help="also write an int8 model and report its metric/speed change")
-    tr.add_argument("--promote", action="store_true", help="promote the new version (workers pick it up)")
+    tr.add_argument("--promote", action="store_true",
+                    help="promote the new version (workers pick it up) if it beats most-popular on the training "
+                    "window's own validation slice (its last 10 %%); otherwise it is registered and kept out")
     tr.set_defaults(fn=cmd_train)
 
     rt = sub.add_parser("retrain", help="retrain the transformer on the event archive; promote it only if it wins",

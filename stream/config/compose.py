@@ -41,6 +41,9 @@ def assemble(client, prefix: str, *, rank_cfg: RankConfig = RankConfig(), model_
         scorer = load_promoted(model_dir)
         if scorer is not None:
             pipeline.set_scorer(scorer)
+        else:
+            log.info("no promoted model in %s: the fallback scorer (`recstream models list` shows what is "
+                     "registered and why a version was kept out)", model_dir)
     if encoder_dir and (Path(encoder_dir) / "model.onnx").exists():
         store = ContentStore(client, prefix, ContentEncoder(encoder_dir))
         if load_embeddings:
