@@ -14,18 +14,19 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
 import redis
 
 from stream.core import emit
+from stream.core.asking import Asking
 from stream.core.candidates import BatchContext, CandidateSource, default_sources
 from stream.core.candidates.gather import gather, item_stats
 from stream.core.content import ContentSimilar
 from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.explore import FreshExplorer
 from stream.core.ranking.gate import list_gains
-from stream.core.ranking.rank import RankConfig, top_k
+from stream.core.ranking.rank import RankConfig, drop_set, top_k
 from stream.core.scoring import CandidateBatch, FallbackScorer, Scorer, scored
+from stream.core.scoring.blendweight import adopt, observe_events, record_lists
 from stream.core.scoring.transformer import model_sources
 from stream.core.stages import Applied, BatchResult, Ingested
 from stream.core.storage.catalog import Catalog
@@ -36,13 +37,14 @@ from stream.core.validate import InMessage, validate_with_origins
 PIPELINE_VERSION = "recstream-0.1"
 
 
-class Pipeline:
+class Pipeline(Asking):
     """The serving core over one Redis (key prefix `prefix`): profiles, catalog, candidate sources, a
     scorer (hot-swappable between batches) with an optional online ranker, optional content embeddings
     and exploration slot. Built from settings by `stream.config.compose.build_pipeline`. `init_store`,
     `guard`: see `ProfileStore`."""
 
     explore_position = 10           # the exploration slot: 10th in a list (the last one of a top-10)
+    learn_blend = True              # learn the base order's transformer weight (off: a shadow check's fixed weight)
 
     def __init__(self, client: redis.Redis, prefix: str = "rs:", *, scorer: Scorer | None = None,
                  sources: list[CandidateSource] | None = None, profile_cfg: ProfileConfig = ProfileConfig(),
@@ -64,6 +66,7 @@ class Pipeline:
         self.variant_rankers: dict = {}   # variant name -> its online ranker (None: none)
         self.outcomes = None        # OutcomeJoin: what the experiment's shown lists led to
         self.observers: list = []   # .observe(snapshots) each batch: the search re-ranker's learner
+        self.blend = None           # BlendWeight: the base order's transformer weight, learned (with a model)
         self._fallback, self._variant_scorers, self._explorers = FallbackScorer(), {}, {}   # explorer_for's
 
     # ---- wiring -----------------------------------------------------------------------------------
@@ -89,6 +92,7 @@ class Pipeline:
         becomes a candidate source ("model": its own top items for the user's sequence)."""
         self.base_scorer = scorer
         self._variant_scorers = {}
+        self.blend = adopt(self.blend, scorer) if self.learn_blend else None   # a model's weight in the base order
         if self.ranker is not None:
             scorer = RankedScorer(scorer, self.ranker)
         sources = [s for s in self.sources if s.name not in ("model", "linear")]
@@ -162,12 +166,13 @@ class Pipeline:
         scorers = {v: self.variant_scorer(v) if exp else self.scorer for v in sorted(set(variant.values()), key=str)}
         t = time.perf_counter
         t0 = t()
-        if any(sc.ranker is not None for sc in scorers.values()) or self.explorer is not None:
+        if any(sc.ranker is not None for sc in scorers.values()) or self.explorer or self.blend:
             self.feedback(snaps, list(scorers.values()))   # what these events say about earlier recommendations
             timings["feedback"] = t() - t0
         for obs in ([self.outcomes] if self.outcomes is not None else []) + self.observers:
             obs.observe(snaps)                       # what these events say about lists and pages shown
         ctx, batch = self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
+        self._record_blend(ctx, batch, triggers)
         ranked = {}
         for name, scorer in scorers.items():
             users = [u for u in batch.users if variant[u] == name]
@@ -199,43 +204,13 @@ class Pipeline:
             add_outcomes(pipe, self.prefix, self.experiment.name, self.outcomes.drain())
         pipe.execute()                              # nothing queued: no round-trip
 
-    # ---- reading without applying -----------------------------------------------------------------
-    def ask(self, users: list[str], now_ts: int, k: int | None = None,
-            exclude: dict[str, set] | None = None) -> dict[str, list[str]]:
-        """Read-only: each user's current top-k from the state as it is now (no event applied), leaving out
-        `exclude[user]`; a user with no profile gets what a new user gets (trending). What the API calls."""
-        return self.ask_variants(users, now_ts, {"": self.scorer}, k=k, exclude=exclude)[""]
-
-    def ask_variants(self, users: list[str], now_ts: int, scorers: dict, *, k: int | None = None,
-                     exclude: dict[str, set] | None = None, record: bool = False,
-                     candidates: dict | None = None, unexplored: dict | None = None) -> dict[str, dict[str, list[str]]]:
-        """`ask` for several scorers over one candidate stage (the backtest's variants side by side); with
-        `record`, what is returned counts as shown (each scorer's ranker's impressions). `candidates` gets each
-        user's candidates, best first by the first scorer, as (item, a bool per source that proposed it);
-        `unexplored` scorer -> user -> the list without exploration."""
-        snaps = self.profiles.read(users)
-        self._asks += 1       # one key per user and ask, the same for every scorer: their rankers sample alike
-        ctx, batch = self._candidates(snaps, now_ts, {}, exclude, None)
-        if candidates is not None and scorers:
-            first = scored(next(iter(scorers.values())), batch).final
-            for u, uid in enumerate(batch.users):
-                order = np.argsort(-np.nan_to_num(first[u], nan=-np.inf), kind="stable")
-                proposed = batch.features[u] > 0           # (C, sources): which source proposed which item
-                candidates[uid] = [(batch.items[u][i], proposed[i]) for i in order]
-        out = {}
-        for name, scorer in scorers.items():
-            plain = {} if unexplored is not None else None
-            ranked = self._score_rank(ctx, batch, scorer, {}, k=k, triggers=None, record=record, unexplored=plain)
-            out[name] = {uid: [items[i] for i, _ in picked] for uid, (items, _, picked, _) in ranked.items()}
-            if plain is not None:
-                unexplored[name] = {uid: [ranked[uid][0][i] for i, _ in p] for uid, p in plain.items()}
-        return out
-
     def feedback(self, snaps: dict, scorers=None) -> int:
         """Hand the users' newly applied events to the online ranker(s) as feedback on what they were
         shown, and to the exploration slot. Returns the examples learned."""
         for explorer in [self.explorer, *self._explorers.values()] if self.explorer is not None else ():
             explorer.feedback(snaps)
+        if self.blend is not None:
+            self.base_scorer.weight = observe_events(self.blend, snaps)
         rankers = {id(sc.ranker): sc.ranker for sc in scorers or [self.scorer] if sc.ranker is not None}
         return sum(r.feedback(snaps) for r in rankers.values())
 
@@ -246,6 +221,14 @@ class Pipeline:
                      content=self.content, transformer=self.scorer.transformer)
         timings["candidates"] = time.perf_counter() - t0
         return out
+
+    def _record_blend(self, ctx: BatchContext, batch: CandidateBatch, triggers: dict | None) -> None:
+        """The lists each of the base order's transformer weights would serve now, judged by the users' next
+        events (`stream/core/scoring/blendweight.py`)."""
+        if self.blend is not None:
+            def drop_of(uid: str) -> set:
+                return drop_set(batch.snapshots[uid], ctx.exclude.get(uid), (triggers or {}).get(uid), self.rank_cfg)
+            record_lists(self.blend, batch, scored(self.base_scorer, batch).components, self.rank_cfg.k, drop_of)
 
     def _score_rank(self, ctx: BatchContext, batch: CandidateBatch, scorer: Scorer, timings: dict, *,
                     k: int | None = None, triggers=None, record: bool = False, unexplored: dict | None = None,
@@ -271,12 +254,8 @@ class Pipeline:
         for u, uid in enumerate(batch.users):
             snap = batch.snapshots[uid]
             items = batch.items[u]
-            drop = set(snap.bought if cfg.exclude_bought else ()) | ctx.exclude.get(uid, set())
             trigger = triggers.get(uid) if triggers else None
-            if trigger is not None and trigger.item_id and cfg.exclude_trigger:
-                drop.add(trigger.item_id)
-            if cfg.exclude_recent:
-                drop.update(snap.recent)
+            drop = drop_set(snap, ctx.exclude.get(uid), trigger, cfg)
             picked = top_k(items, scores[u], exclude=drop, category_of=cats, cfg=cfg)
             if unexplored is not None:
                 unexplored[uid] = picked

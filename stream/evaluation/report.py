@@ -95,6 +95,11 @@ def write_report(report: dict, out: str | Path, title: str) -> list[Path]:
             f"{k}: {v['examples_learned']:,} examples learned from {v['impressions']:,} impressions "
             f"({v['with_positive']:,} with a positive)" + _gate(v) for k, v in report["rankers"].items()))
         md.append("")
+    if report.get("blend"):
+        b = report["blend"]
+        moves = ", ".join(f"to {w:g} after {n:,}" for n, w in b["blend_moves"]) or "none"
+        md += [f"Base order: the transformer's weight {b['blend_weight']:g} at the end ({b['blend_judged']:,} "
+               f"lists judged; moves: {moves}; last window's mean gain by weight: {b['blend_window_gain']})", ""]
     md += ["## By event type and segment (NDCG@10, events)", "", format_segments(report), ""]
     if "recstream_batch_ms" in report:
         b = report["recstream_batch_ms"]

@@ -30,12 +30,14 @@ class RecstreamSystem:
 
     def __init__(self, redis_url: str, items: list[dict], model_dir: str | None, k: int, seed: int,
                  exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None,
-                 explore: bool = True, label: str = "", model_path: str | None = None):
+                 explore: bool = True, label: str = "", model_path: str | None = None, learn_blend: bool = True):
         self.client = connect(redis_url)
         self.prefix = f"rs:bt:{uuid.uuid4().hex[:8]}:"
         self.label = label            # appended to every variant's name: "recstream+gbdt (retrained)"
         self.pipeline = assemble(self.client, self.prefix, rank_cfg=RankConfig(k=k), model_dir=model_dir,
                                  encoder_dir=encoder_dir, explore=explore, load_embeddings=False)
+        if not learn_blend:           # a shadow check compares models, each at the scorer's fixed weight
+            self.pipeline.learn_blend, self.pipeline.blend = False, None
         if model_path:                # a given model version instead of the registry's promoted one
             self.pipeline.set_scorer(BlendedScorer(OnnxScorer(model_path)))
         self.version = self.pipeline.scorer.version
@@ -124,11 +126,13 @@ def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, 
                 raise ValueError("the recstream system needs a Redis (redis_url)")
             args = (redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen, cfg.rankers,
                     cfg.encoder_dir, cfg.explore)
-            systems[name] = RecstreamSystem(*args)
+            learn = not cfg.challenger          # a shadow check compares two models, not two learned weights
+            systems[name] = RecstreamSystem(*args, learn_blend=learn)
             if cfg.retrain_every_s:
                 systems[name + RETRAINED] = RecstreamSystem(*args, label=RETRAINED)
             if cfg.challenger:
-                systems[name + CANDIDATE] = RecstreamSystem(*args, label=CANDIDATE, model_path=cfg.challenger)
+                systems[name + CANDIDATE] = RecstreamSystem(*args, label=CANDIDATE, model_path=cfg.challenger,
+                                                            learn_blend=False)
         else:
             raise ValueError(f"unknown system {name!r}")
     return systems, popular
@@ -138,6 +142,8 @@ def recstream_report(rs: RecstreamSystem, report: dict, n: int) -> dict:
     """recstream's own figures: version, rankers, content, batch latency, ratios to the best baseline."""
     bs = np.asarray(rs.batch_seconds) * 1000
     out = {"recstream_version": rs.version, "rankers": rs.ranker_stats()}
+    if rs.pipeline.blend is not None:          # the base order's transformer weight, learned on the stream
+        out["blend"] = rs.pipeline.blend.stats()
     if rs.encoder is not None:
         out["content"] = {"encoder": rs.encoder.version, "provider": rs.encoder.provider,
                           "items_embedded": len(rs.pipeline.content.index),

@@ -43,3 +43,14 @@ def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_o
         if len(out) >= cfg.k:
             break
     return out
+
+
+def drop_set(snap, exclude: set | None, trigger, cfg: RankConfig) -> set:
+    """What a user's list leaves out: items the caller excludes, the trigger's item, and (if configured)
+    the user's recent purchases or whole recent sequence."""
+    drop = set(snap.bought if cfg.exclude_bought else ()) | (exclude or set())
+    if trigger is not None and trigger.item_id and cfg.exclude_trigger:
+        drop.add(trigger.item_id)
+    if cfg.exclude_recent:
+        drop.update(snap.recent)
+    return drop

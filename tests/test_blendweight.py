@@ -1,0 +1,56 @@
+"""The base order's transformer weight, learned from the users' next events (pure logic)."""
+import numpy as np
+
+from stream.core.scoring.blendweight import BlendWeight, weight_gains
+
+
+def _run(blend: BlendWeight, informative: str, n_users: int = 600, seed: int = 3) -> float:
+    """Users whose next item is the candidate the informative score ranks first; the other score is noise."""
+    rng = np.random.default_rng(seed)
+    items = [f"i{j}" for j in range(30)]
+    for rnd in range(3):
+        for u in range(n_users):
+            uid = f"u{u}"
+            fb, tr = rng.normal(size=30), rng.normal(size=30)
+            good = fb if informative == "fallback" else tr
+            blend.record(uid, items, weight_gains(fb, tr, np.zeros(30, bool), 10, blend.weights))
+            blend.observe(uid, items[int(np.argmax(good))])
+        blend.choose()
+    return blend.weight
+
+
+def test_a_noisy_transformer_loses_its_weight_and_a_good_one_keeps_it():
+    noisy = BlendWeight(start=1.0)
+    assert _run(noisy, informative="fallback") == 0.0 and noisy.moves and noisy.n_judged > 1000
+    good = BlendWeight(start=1.0)
+    assert _run(good, informative="transformer") == 2.0          # the largest weight the grid offers
+    assert good.stats()["blend_weight"] == 2.0
+
+
+def test_no_move_before_enough_judgements_and_none_on_noise():
+    few = BlendWeight(start=1.0, min_judged=5000)
+    assert _run(few, informative="fallback") == 1.0 and not few.moves
+    rng = np.random.default_rng(0)
+    tie = BlendWeight(start=1.0)
+    items = [f"i{j}" for j in range(30)]
+    for u in range(3000):                 # the next item has nothing to do with either score: no weight leads
+        blend_gains = weight_gains(rng.normal(size=30), rng.normal(size=30), np.zeros(30, bool), 10, tie.weights)
+        tie.record(f"u{u}", items, blend_gains)
+        tie.observe(f"u{u}", items[int(rng.integers(30))])
+        tie.choose()
+    assert tie.weight == 1.0
+
+
+def test_only_the_users_next_item_event_judges_and_excluded_items_are_never_listed():
+    b = BlendWeight(start=1.0, weights=(0.0, 1.0))
+    g = weight_gains(np.array([3.0, 2.0, 1.0]), np.array([0.0, 0.0, 5.0]), np.array([True, False, False]), 1,
+                     b.weights)
+    assert set(g) == {1, 2}                       # item 0 is excluded from every list
+    b.record("u", ["a", "b", "c"], g)
+    b.observe("u", "c")
+    b.observe("u", "b")                           # the list was judged by the first event: nothing more
+    assert b.n_judged == 1 and list(b.judged[0]) == [0.0, 1.0]
+    b.record("v", ["a", "b", "c"], g)
+    b.observe("v", "zzz")                         # on no list: no information, not counted
+    b.restart()
+    assert b.n_judged == 1 and not b.judged and not b.pending
