@@ -9,7 +9,8 @@ On the CPU provider, an export with the `state` and `items` outputs (exporters/o
 distinct history for its last state; every score is then a dot product with the item table in numpy, so
 the model source's pool (thousands of items a user) and the candidates' scores share one run, not two.
 
-`BlendedScorer` = fallback + weight x (transformer score standardised over the user's candidates).
+`BlendedScorer` = fallback + weight x (transformer score standardised over the user's candidates); the
+pipeline learns the weight from what users do next (`blendweight.py`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import orjson
 from stream.core.content import ContentIndex
 from stream.core.onnxrt import open_session
 from stream.core.scoring.base import CandidateBatch, Scored
+from stream.core.scoring.blendweight import standardised
 from stream.core.scoring.fallback import FallbackScorer
 from stream.core.scoring.linear import ItemLinear, LinearRetrieval
 from stream.core.storage.registry import Registry
@@ -210,14 +212,7 @@ class BlendedScorer:
     def score(self, batch: CandidateBatch) -> Scored:
         fb = self.fallback.score(batch).final
         tr = self.transformer.predict(batch)
-        final = []
-        for f, t in zip(fb, tr):
-            z = np.zeros_like(f)
-            known = np.isfinite(t)
-            if known.sum() > 1:
-                tk = t[known]
-                z[known] = (tk - tk.mean()) / (tk.std() + 1e-9)
-            final.append(f + self.weight * z)
+        final = [f + self.weight * standardised(t) for f, t in zip(fb, tr)]   # the weight: learned (`blendweight.py`)
         return Scored(final, {"fallback": fb, "transformer": tr, self.name: final})
 
 
