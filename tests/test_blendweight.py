@@ -1,7 +1,7 @@
 """The base order's transformer weight, learned from the users' next events (pure logic)."""
 import numpy as np
 
-from stream.core.scoring.blendweight import BlendWeight, weight_gains
+from stream.core.scoring.blendweight import BlendWeight, standardised, weight_gains
 
 
 def _run(blend: BlendWeight, informative: str, n_users: int = 600, seed: int = 3) -> float:
@@ -54,3 +54,29 @@ def test_only_the_users_next_item_event_judges_and_excluded_items_are_never_list
     b.observe("v", "zzz")                         # on no list: no information, not counted
     b.restart()
     assert b.n_judged == 1 and not b.judged and not b.pending
+
+
+def test_the_lists_are_what_a_stable_sort_would_serve_ties_and_exclusions_included():
+    """`weight_gains` cuts each list with argpartition; a plain stable sort per weight is the reference."""
+    rng = np.random.default_rng(11)
+    weights = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+    def reference(fb, z, excluded, k):
+        scores = fb[None, :] + np.asarray(weights)[:, None] * z[None, :]
+        scores = np.where(np.isfinite(scores) & ~excluded[None, :], scores, -np.inf)
+        out = {}
+        for w, row in enumerate(np.argsort(-scores, axis=1, kind="stable")[:, :k]):
+            for pos, i in enumerate(row.tolist()):
+                if np.isfinite(scores[w, i]):
+                    out.setdefault(i, np.zeros(len(weights)))[w] = 1 / np.log2(pos + 2)
+        return out
+
+    for trial in range(1500):
+        c = int(rng.integers(0, 40))
+        fb = np.round(rng.normal(size=c), 0 if trial % 3 == 0 else 1)         # many ties
+        tr = rng.normal(size=c)
+        tr[rng.random(c) < (1.0 if trial % 5 == 0 else 0.3)] = np.nan       # unknown to the model
+        excluded, k = rng.random(c) < 0.2, int(rng.integers(1, 12))
+        z = standardised(tr)
+        got, want = weight_gains(fb, z, excluded, k, weights), reference(fb, z, excluded, k)
+        assert got.keys() == want.keys() and all(np.allclose(got[i], want[i]) for i in got), trial
