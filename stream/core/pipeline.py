@@ -166,7 +166,7 @@ class Pipeline(Asking):
         scorers = {v: self.variant_scorer(v) if exp else self.scorer for v in sorted(set(variant.values()), key=str)}
         t = time.perf_counter
         t0 = t()
-        if any(sc.ranker is not None for sc in scorers.values()) or self.explorer or self.blend:
+        if any(sc.ranker is not None for sc in scorers.values()) or self.explorer is not None or self.blend is not None:
             self.feedback(snaps, list(scorers.values()))   # what these events say about earlier recommendations
             timings["feedback"] = t() - t0
         for obs in ([self.outcomes] if self.outcomes is not None else []) + self.observers:

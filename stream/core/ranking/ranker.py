@@ -86,8 +86,9 @@ class RankerConfig:
         """The configuration a spec names: the whole-set modes learn from every event against the set
         (more negatives per label, a larger first sample before they take over)."""
         model, weight = parse_spec(spec)
-        if spec_without(spec):
-            kw["without"] = spec_without(spec)
+        without = spec_without(spec)
+        if without:
+            kw["without"] = without
         if weight is None:
             kw = {"negatives": 20, "min_examples": 2_000, "record_max": 100, **kw}
             if strip_without(spec).endswith(":ungated"):

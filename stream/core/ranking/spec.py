@@ -4,7 +4,6 @@ from __future__ import annotations
 from stream.core.scoring.features import FEATURE_NAMES
 
 MODELS = ("gbdt", "lr", "fm")
-DEFAULT_SPEC = "gbdt"
 DEFAULT_WEIGHT = 0.5            # the cascade's weight when a spec names none
 
 
