@@ -80,3 +80,63 @@ def test_the_lists_are_what_a_stable_sort_would_serve_ties_and_exclusions_includ
         z = standardised(tr)
         got, want = weight_gains(fb, z, excluded, k, weights), reference(fb, z, excluded, k)
         assert got.keys() == want.keys() and all(np.allclose(got[i], want[i]) for i in got), trial
+
+
+# ---- the state in Redis: a restart resumes it, the API follows it ---------------------------------------------
+
+def _model_pipeline(redis_client, prefix, reg, version, group="g"):
+    from stream.core.pipeline import Pipeline
+    from stream.core.scoring.blendstore import BlendKeeper, BlendStore
+    from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
+    p = Pipeline(redis_client, prefix)
+    keeper = BlendKeeper(p, BlendStore(redis_client, prefix, group), every_s=3600)
+    p.set_scorer(BlendedScorer(OnnxScorer(reg.path(version))))
+    return p, keeper
+
+
+def test_the_learned_weight_survives_a_restart_and_the_api_follows_it(redis_client, tiny, tmp_path, caplog):
+    """A pipeline judges its lists (a random transformer over the tiny model's items), saves; a pipeline
+    started afresh on the same store and version resumes the same state (weight, judgements, moves); another
+    version starts afresh; the API's follower serves the saved weight; a corrupted state is refused."""
+    import uuid
+
+    from conftest import register_model
+
+    from schemas import Event
+    from stream.core.pipeline import Pipeline
+    from stream.core.scoring.blendstore import BlendFollower, BlendStore
+    from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
+    prefix = f"rs:blend{uuid.uuid4().hex[:6]}:"
+    reg, v1 = register_model(tmp_path, *tiny)
+    p, keeper = _model_pipeline(redis_client, prefix, reg, v1)
+    rng = np.random.default_rng(5)
+    t0 = 1_700_000_000_000
+    for step in range(40):                          # 40 users, 40 batches: each batch is every user's next event
+        p.process_events([Event(event_id=f"e{step}-{u}", user_id=f"u{u}", type="click", ts=t0 + step * 60_000 + u,
+                                item_id=f"i{int(rng.integers(1, 60))}") for u in range(40)])
+    blend = p.blend
+    assert blend.n_judged > 50 and blend.version.endswith(v1)
+    blend.current = blend.weights.index(0.25)       # as if it had moved: the restart must keep what it learned
+    blend.moves.append((blend.n_judged, 0.25))
+    keeper.save()
+
+    again, _ = _model_pipeline(redis_client, prefix, reg, v1)
+    assert again.blend.state()["weight"] == 0.25 == again.base_scorer.weight
+    a, b = blend.state(), again.blend.state()
+    assert a.pop("judged").tolist() == b.pop("judged").tolist() and a == b
+
+    other, _ = _model_pipeline(redis_client, prefix, reg, v1, group="another-deployment")
+    assert other.blend.n_judged == 0 and other.base_scorer.weight == 1.0      # nothing saved for that group
+
+    api = Pipeline(redis_client, prefix)
+    api.learn_blend = False
+    api.set_scorer(BlendedScorer(OnnxScorer(reg.path(v1))))
+    assert api.base_scorer.weight == 1.0 and api.blend is None
+    BlendFollower(api, BlendStore(redis_client, prefix, "g"))()
+    assert api.base_scorer.weight == 0.25
+
+    key = BlendStore(redis_client, prefix, "g").key(blend.version)
+    redis_client.hset(key, "judged", b"\0" * 16)
+    broken, _ = _model_pipeline(redis_client, prefix, reg, v1)
+    assert broken.blend.n_judged == 0 and broken.base_scorer.weight == 1.0
+    assert "rejected" in caplog.text and "checksum" in caplog.text

@@ -33,7 +33,7 @@ def cmd_worker(s: Settings, args) -> int:
             try:
                 keeper.save()   # the finishing thread has stopped: nothing is learning now
             except Exception as exc:  # noqa: BLE001 - do not hide why the worker stopped
-                logging.getLogger("recstream.ranker").error("ranker checkpoint at shutdown failed: %s", exc)
+                logging.getLogger("recstream.ranker").error("checkpoint at shutdown failed: %s", exc)
     return 0
 
 

@@ -15,6 +15,7 @@ from stream.core.content import ContentEncoder, ContentStore
 from stream.core.experiments import HOLDOUT_VARIANT, Experiment, OutcomeJoin
 from stream.core.pipeline import Pipeline
 from stream.core.ranking.checkpoint import Keepers, RankerCheckpoint, RankerKeeper
+from stream.core.scoring.blendstore import BlendKeeper, BlendStore
 from stream.core.ranking.rank import RankConfig
 from stream.core.ranking.ranker import OnlineRanker, RankerConfig
 from stream.core.scoring.transformer import load_promoted
@@ -95,6 +96,10 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
             k.restore()
         if own:
             pipeline.keeper = Keepers(([pipeline.keeper] if pipeline.keeper else []) + own)
+    if ranker:      # the base order's learned transformer weight, saved and resumed after a restart
+        blend = BlendKeeper(pipeline, BlendStore(pipeline.client, s.key_prefix, group_id or s.group_id),
+                            s.ranker_checkpoint_s)
+        pipeline.keeper = Keepers(([pipeline.keeper] if pipeline.keeper else []) + [blend])
     return pipeline
 
 

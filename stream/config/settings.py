@@ -43,7 +43,7 @@ class Settings:
     ranker: str = "gbdt"                      # RECSTREAM_RANKER: online ranker gbdt | lr | fm | off (gbdt:ungated, lr:WEIGHT, lr:learned)
     max_per_category: int = 0                 # RECSTREAM_MAX_PER_CATEGORY: diversity cap per category in a list (0 = off)
     covis_cap: int = 100                      # RECSTREAM_COVIS_CAP: co-visitation/co-occurrence members kept per item
-    ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown)
+    ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown); the blend weight too
     ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
     experiments: str = ""                     # RECSTREAM_EXPERIMENTS: an A/B experiment file (TOML; empty = none)
     outcome_window_s: float = 1800.0          # RECSTREAM_OUTCOME_WINDOW_S: a shown list's outcomes count this long (event time)

@@ -67,6 +67,7 @@ class Pipeline(Asking):
         self.outcomes = None        # OutcomeJoin: what the experiment's shown lists led to
         self.observers: list = []   # .observe(snapshots) each batch: the search re-ranker's learner
         self.blend = None           # BlendWeight: the base order's transformer weight, learned (with a model)
+        self.blend_store = None     # BlendStore: where a swapped-in model's learned weight is resumed from
         self._fallback, self._variant_scorers, self._explorers = FallbackScorer(), {}, {}   # explorer_for's
 
     # ---- wiring -----------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class Pipeline(Asking):
         becomes a candidate source ("model": its own top items for the user's sequence)."""
         self.base_scorer = scorer
         self._variant_scorers = {}
-        self.blend = adopt(self.blend, scorer) if self.learn_blend else None   # a model's weight in the base order
+        self.blend = adopt(self.blend, scorer, self.blend_store) if self.learn_blend else None   # a model's weight in the base order
         if self.ranker is not None:
             scorer = RankedScorer(scorer, self.ranker)
         sources = [s for s in self.sources if s.name not in ("model", "linear")]

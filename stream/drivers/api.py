@@ -41,6 +41,7 @@ from stream.core import emit
 from stream.core.abstats import summarise
 from stream.core.experiments import Experiment
 from stream.core.ranking.rank import RankConfig
+from stream.core.scoring.blendstore import BlendFollower, BlendStore
 from stream.core.scoring.transformer import ModelWatcher
 from stream.core.similar import similar_items
 from stream.core.storage.serving import (
@@ -70,13 +71,15 @@ class Api:
         self.redis = connect_async(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.pipeline = assemble(connect(s.redis_url), s.key_prefix, rank_cfg=RankConfig(k=s.top_k),
                                  encoder_dir=s.encoder_dir, explore=False, init_store=False, guard=False)
+        self.pipeline.learn_blend = False     # no next events here: fresh asks follow the workers' learned weight
         self.watcher = ModelWatcher(s.model_dir, self.pipeline)
+        self.follower = BlendFollower(self.pipeline, BlendStore(self.pipeline.client, s.key_prefix, s.group_id))
         self.experiment = Experiment.load(s.experiments) if s.experiments else None
         if self.experiment is not None:
             self.pipeline.attach_experiment(self.experiment, {}, None)
         self.pseudo = Pseudonymiser(s.pseudonymise_key.encode()) if s.pseudonymise_key else None
         # fresh asks: concurrent requests answered together, on one thread (api_batch.py)
-        self.asker = AskBatcher(self.pipeline, s.key_prefix, experiment=self.experiment, before=self.watcher)
+        self.asker = AskBatcher(self.pipeline, s.key_prefix, experiment=self.experiment, before=self._before)
         self.similar_pool = ThreadPoolExecutor(1, thread_name_prefix="similar")   # one thread, as for asks
         self._producer = None
         self._broker_ok = (0.0, False)
@@ -86,6 +89,10 @@ class Api:
                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1))
         self.served = Counter("recstream_api_recommendations_total", "Lists served", ["via"], registry=r)
         r.register(StoreCollector(self.pipeline.client, s.key_prefix, self.experiment))
+
+    def _before(self) -> None:          # before a batch of fresh asks: a promoted model, the learned weight
+        self.watcher()
+        self.follower()
 
     @property
     def producer(self):

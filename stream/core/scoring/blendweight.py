@@ -12,8 +12,9 @@ judgement, the touched item's gains under every weight. Over the last `window` j
 `min_judged`), the weight whose lists earned most replaces the one in service once it leads it by `z`
 standard errors of the paired difference: noise does not move it, a model that only adds noise loses its
 weight within a few hundred events. Prequential (each judgement is of lists computed before the event),
-so a replay decides the same; in memory per worker, like the exploration statistics (a restarted worker
-starts again from the scorer's weight).
+so a replay decides the same. The state (weight, judgements, moves) is kept per model version in Redis by
+`blendstore.py`: a restarted worker resumes where it stopped and the API's fresh asks follow the weight the
+workers learned.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ class BlendWeight:
         self.pending: dict[str, dict[str, np.ndarray]] = {}     # user -> item -> gains, for the user's last list
         self.n_judged = 0
         self.moves: list[tuple[int, float]] = []                # (judgements so far, the new weight)
+        self.version = ""                                       # the scorer version whose lists are judged
 
     @property
     def weight(self) -> float:
@@ -130,19 +132,47 @@ class BlendWeight:
         self.judged.clear()
         self.pending.clear()
 
+    def state(self) -> dict:
+        """What a restart needs (`load_state`): the weight in service, the judgements in the window, the moves."""
+        return {"version": self.version, "weights": list(self.weights), "weight": self.weight,
+                "n_judged": self.n_judged, "moves": [list(m) for m in self.moves],
+                "judged": np.asarray(self.judged, dtype=np.float64).reshape(-1, len(self.weights))}
+
+    def load_state(self, st: dict) -> None:
+        """Resume from `state()` (same weight grid; open lists are not kept: their users' next events judge
+        nothing after a restart).
+
+        >>> a = BlendWeight(); a.version = "v"; a.judged.append(np.arange(5.0)); a.n_judged = 1
+        >>> b = BlendWeight(); b.load_state(a.state()); (b.version, b.n_judged, b.weight, np.asarray(b.judged).tolist())
+        ('v', 1, 1.0, [[0.0, 1.0, 2.0, 3.0, 4.0]])
+        """
+        if [float(w) for w in st["weights"]] != list(self.weights):
+            raise ValueError(f"weight grid {st['weights']} is not {list(self.weights)}")
+        self.current = self.weights.index(float(st["weight"]))
+        self.version, self.n_judged = st["version"], int(st["n_judged"])
+        self.moves = [(int(n), float(w)) for n, w in st["moves"]]
+        self.judged.clear()
+        self.judged.extend(np.asarray(st["judged"], dtype=np.float64)[-self.window:])
+        self.pending.clear()
+
     def stats(self) -> dict:
         J = np.asarray(self.judged) if self.judged else np.zeros((1, len(self.weights)))
         return {"blend_weight": self.weight, "blend_judged": self.n_judged, "blend_moves": list(self.moves),
                 "blend_window_gain": {str(w): round(float(v), 4) for w, v in zip(self.weights, J.mean(axis=0))}}
 
 
-def adopt(blend: BlendWeight | None, scorer) -> BlendWeight | None:
+def adopt(blend: BlendWeight | None, scorer, stored=None) -> BlendWeight | None:
     """The learner for a base scorer just swapped in: one with a transformer weight gets one (a new model
-    version's lists are judged afresh, starting from the weight in service); any other keeps none."""
+    version's lists are judged afresh, starting from the weight in service, unless `stored`, a
+    `blendstore.BlendStore`, holds this version's state: then it resumes from that); any other keeps none."""
     if getattr(scorer, "weight", None) is None:
         return None
     blend = blend or BlendWeight(start=scorer.weight)
     blend.restart()
+    blend.version = getattr(scorer, "version", "")
+    st = stored.load(blend.version) if stored is not None else None
+    if st is not None:
+        blend.load_state(st)
     scorer.weight = blend.weight
     return blend
 
