@@ -103,3 +103,39 @@ def test_the_same_events_give_the_same_state_and_recommendations_on_a_cluster(re
     assert not shared_differences(out["cluster"][1], out["redis"][1]) and out["redis"][1]
     assert out["cluster"][2] == out["redis"][2] and len(out["redis"][2]) > 100
     assert out["cluster"][3] == out["redis"][3]
+
+
+def test_candidates_gathered_ahead_give_the_same_lists_and_a_model_swap_gathers_again(redis_client, tiny, tmp_path):
+    """The worker's consuming thread gathers a batch's candidates right after its writes (`Pipeline.prepare`);
+    `recommend` then uses them: the lists are those of gathering in `recommend` itself (the backtest's way).
+    Candidates gathered before a model swap are not used after it: `recommend` gathers again."""
+    from conftest import register_model
+
+    from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
+    sh, events = _shop(1500, seed=13)
+    items = [validate_item(i) for i in sh.items]
+    lists = {}
+    for ahead in (False, True):
+        prefix = f"rs:ahead-{ahead}:"
+        Catalog(redis_client, prefix).upsert(items)
+        p = Pipeline(redis_client, prefix)
+        lists[ahead] = []
+        for a in range(0, len(events), 300):
+            applied = p.apply(Ingested(events[a:a + 300], _origins(events[a:a + 300], a)))
+            if ahead:
+                applied = p.prepare(applied)
+                assert applied.prepared[0] is p.scorer and "candidates" in applied.timings
+            res = p.recommend(applied)
+            lists[ahead] += [(r.user_id, [i.item_id for i in r.items]) for r in res.recommendations]
+    assert lists[True] == lists[False] and len(lists[True]) > 100
+
+    reg, version = register_model(tmp_path, *tiny)
+    gathered = []
+    real = p._candidates
+    p._candidates = lambda *a, **kw: gathered.append(1) or real(*a, **kw)
+    more = events[-40:]
+    applied = p.prepare(p.apply(Ingested(more, _origins(more, 5000))))
+    p.set_scorer(BlendedScorer(OnnxScorer(reg.path(version))))              # a swap between the two threads
+    res = p.recommend(applied)
+    assert len(gathered) == 2 and res.recommendations
+    assert all(r.model_versions["scorer"].endswith(version) for r in res.recommendations)

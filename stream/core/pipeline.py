@@ -4,13 +4,15 @@
     (validate, dedupe,    (profiles, one      (feedback, candidates, scoring,
      catalog upserts)      Lua call per user)   ranking, exploration, emit)
 
-Transport-agnostic: the confluent worker (`apply` and `recommend` on two threads), the faust driver
+Transport-agnostic: the confluent worker (`apply` and `prepare`, the candidates, then `recommend` on
+another thread), the faust driver
 (`process_batch`), the backtest (`apply`, then the read-only `ask_variants`) and the benchmarks all call
 these stages: what we measure is what we ship. Redis is touched once per stage per batch (pipelined),
 never per event. The values between stages are frozen (`stream/core/stages.py`).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -33,6 +35,8 @@ from stream.core.storage.catalog import Catalog
 from stream.core.storage.profile import ProfileConfig, ProfileStore
 from stream.core.storage.serving import add_outcomes, put_latest
 from stream.core.validate import InMessage, validate_with_origins
+
+log = logging.getLogger("recstream.pipeline")
 
 PIPELINE_VERSION = "recstream-0.1"
 
@@ -93,7 +97,7 @@ class Pipeline(Asking):
         becomes a candidate source ("model": its own top items for the user's sequence)."""
         self.base_scorer = scorer
         self._variant_scorers = {}
-        self.blend = adopt(self.blend, scorer, self.blend_store) if self.learn_blend else None   # a model's weight in the base order
+        self.blend = adopt(self.blend, scorer, self.blend_store) if self.learn_blend else None   # its base weight
         if self.ranker is not None:
             scorer = RankedScorer(scorer, self.ranker)
         sources = [s for s in self.sources if s.name not in ("model", "linear")]
@@ -152,6 +156,20 @@ class Pipeline(Asking):
         self.profiles.share(applied.snapshots, applied.ingested.origins)
         applied.timings["shared"] = time.perf_counter() - t0
 
+    def prepare(self, applied: Applied) -> Applied:
+        """The candidates gathered ahead, right after the batch's shared statistics were written, while another
+        thread scores the batch before. An optimisation only: on any failure `recommend` gathers them itself,
+        under the driver's failure isolation."""
+        if not (events := applied.events):
+            return applied
+        try:
+            got = self._candidates(applied.snapshots, max(ev.ts for ev in events), applied.timings, None,
+                                   {uid: snap.events[-1] for uid, snap in applied.snapshots.items()})
+        except Exception as exc:  # noqa: BLE001 - recommend gathers again, and reports what persists
+            log.debug("candidates not gathered ahead (%s: %s): recommend gathers them", type(exc).__name__, exc)
+            return applied
+        return replace(applied, prepared=(self.scorer, *got))
+
     def recommend(self, applied: Applied) -> BatchResult:
         """Stages 3-6 for the users whose profiles were just updated: feedback to the learners, candidates,
         scoring, ranking, one recommendation per user (a user's events in one batch coalesce)."""
@@ -172,7 +190,8 @@ class Pipeline(Asking):
             timings["feedback"] = t() - t0
         for obs in ([self.outcomes] if self.outcomes is not None else []) + self.observers:
             obs.observe(snaps)                       # what these events say about lists and pages shown
-        ctx, batch = self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
+        ahead = applied.prepared[1:] if applied.prepared and applied.prepared[0] is self.scorer else None
+        ctx, batch = ahead or self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
         self._record_blend(ctx, batch, triggers)
         ranked = {}
         for name, scorer in scorers.items():

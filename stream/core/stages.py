@@ -48,6 +48,7 @@ class Applied:
     snapshots: dict[str, Snapshot]
     dead_letters: list[DeadLetter] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    prepared: tuple | None = None     # (scorer, context, candidates): stage 3 gathered ahead (`Pipeline.prepare`)
 
     @property
     def events(self) -> list[Event]:

@@ -83,10 +83,10 @@ class ConfluentWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped. Two threads overlap the work of consecutive batches: this one
-        consumes, validates and applies profiles (mostly waiting on Redis' Lua), the other gathers
-        candidates, scores, ranks, emits and hands the offsets back to be committed here. A batch's
-        recommendations may therefore read co-visitation/trending that already include the next
-        batch (one batch of look-ahead in live serving; the backtest runs the stages in order)."""
+        consumes, validates, applies profiles and shared statistics (mostly waiting on Redis' Lua) and
+        gathers the batch's candidates (`Pipeline.prepare`), the other scores, ranks, emits and hands the
+        offsets back to be committed here. Candidates are gathered right after their own batch's writes,
+        before the next batch's: what they read is what the backtest, which runs the stages in order, reads."""
         s = self.s
         consumer = Consumer(consumer_conf(s.brokers, self.group_id, session_timeout_ms=s.session_timeout_ms))
         producer = Producer(producer_conf(s.brokers, **{"linger.ms": 1}))
@@ -182,7 +182,8 @@ class ConfluentWorker:
                 applied = replace(applied, dead_letters=applied.dead_letters + dead)
                 # the whole batch's shared statistics, once per input offset (never split by user)
                 self.retry.call("shared", lambda: at_edge("shared", lambda: self.pipeline.share(applied)))
-                handoff.put(Job(len(batch), applied, offsets, ts))
+                # the candidates too, here: this thread waits on Redis while the other scores the batch before
+                handoff.put(Job(len(batch), self.pipeline.prepare(applied), offsets, ts))
         except Stopping:
             log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")
         except KafkaException as exc:
