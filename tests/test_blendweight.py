@@ -1,7 +1,7 @@
 """The base order's transformer weight, learned from the users' next events (pure logic)."""
 import numpy as np
 
-from stream.core.scoring.blendweight import BlendWeight, standardised, weight_gains
+from stream.core.scoring.blendweight import BlendWeight, batch_weight_gains, standardised, weight_gains
 
 
 def _run(blend: BlendWeight, informative: str, n_users: int = 600, seed: int = 3) -> float:
@@ -71,6 +71,7 @@ def test_the_lists_are_what_a_stable_sort_would_serve_ties_and_exclusions_includ
                     out.setdefault(i, np.zeros(len(weights)))[w] = 1 / np.log2(pos + 2)
         return out
 
+    batch = []
     for trial in range(1500):
         c = int(rng.integers(0, 40))
         fb = np.round(rng.normal(size=c), 0 if trial % 3 == 0 else 1)         # many ties
@@ -80,6 +81,14 @@ def test_the_lists_are_what_a_stable_sort_would_serve_ties_and_exclusions_includ
         z = standardised(tr)
         got, want = weight_gains(fb, z, excluded, k, weights), reference(fb, z, excluded, k)
         assert got.keys() == want.keys() and all(np.allclose(got[i], want[i]) for i in got), trial
+        batch.append((fb, z, excluded, k, got))
+    # the batched form (every user of a worker batch at once, rows padded): the same lists, user by user
+    for kk in (1, 5, 11):
+        group = [b for b in batch if b[3] == kk]
+        together = batch_weight_gains([b[0] for b in group], [b[1] for b in group], [b[2] for b in group], kk, weights)
+        assert len(together) == len(group) > 50
+        for (fb, z, excluded, k, one), two in zip(group, together):
+            assert one.keys() == two.keys() and all(np.array_equal(one[i], two[i]) for i in one)
 
 
 # ---- the state in Redis: a restart resumes it, the API follows it ---------------------------------------------

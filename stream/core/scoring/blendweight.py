@@ -69,6 +69,52 @@ def weight_gains(fallback: np.ndarray, transformer_z: np.ndarray, excluded: np.n
 _GAIN = [1.0 / np.log2(p + 2) for p in range(1000)]
 
 
+def batch_weight_gains(fallbacks: list[np.ndarray], zs: list[np.ndarray], excluded: list[np.ndarray], k: int,
+                       weights: tuple[float, ...] = WEIGHTS) -> list[dict[int, np.ndarray]]:
+    """`weight_gains` for every user of a batch at once (the lists of all users and weights cut in one
+    argpartition over rows padded with "never listed"; the same lists, ties included, as per user).
+
+    >>> fb, z = [np.array([2.0, 1.0, 0.0]), np.array([1.0])], [np.array([-1.0, 0.0, 3.0]), np.array([0.0])]
+    >>> got = batch_weight_gains(fb, z, [np.zeros(3, bool), np.zeros(1, bool)], 1, (0.0, 1.0))
+    >>> [{i: v.tolist() for i, v in sorted(g.items())} for g in got]
+    [{0: [1.0, 0.0], 2: [0.0, 1.0]}, {0: [1.0, 1.0]}]
+    """
+    n_u, n_w = len(fallbacks), len(weights)
+    sizes = np.array([len(f) for f in fallbacks], dtype=np.int64)
+    c = int(sizes.max()) if n_u else 0
+    n = min(k, c)
+    if n == 0:
+        return [{} for _ in range(n_u)]
+    fb, zz = np.zeros((n_u, c)), np.zeros((n_u, c))
+    never = np.ones((n_u, c), dtype=bool)              # padding, and what the user may not be shown
+    for u, (f, z, ex) in enumerate(zip(fallbacks, zs, excluded)):
+        fb[u, :len(f)], zz[u, :len(f)], never[u, :len(f)] = f, z, ex
+    neg = -(fb[:, None, :] + np.asarray(weights)[None, :, None] * zz[:, None, :])     # (users, weights, c)
+    neg[~np.isfinite(neg) | never[:, None, :]] = np.inf
+    neg = neg.reshape(n_u * n_w, c)
+    if n < c:
+        part = np.argpartition(neg, n - 1, axis=1)[:, :n]
+        vals = np.take_along_axis(neg, part, 1)
+        cut = vals.max(axis=1, keepdims=True)
+        straddle = np.isfinite(cut[:, 0]) & ((neg <= cut).sum(axis=1) > n)           # a tie across the cut
+    else:
+        part, straddle = np.broadcast_to(np.arange(c), neg.shape), np.zeros(len(neg), bool)
+        vals = np.take_along_axis(neg, part, 1)
+    tops = np.take_along_axis(part, np.lexsort((part, vals), axis=1), 1)
+    for r in np.flatnonzero(straddle):     # exactly as a stable sort cuts it: the earlier candidates of the tie
+        row = neg[r]
+        head = np.flatnonzero(row <= vals[r].max())
+        tops[r] = head[np.argsort(row[head], kind="stable")[:n]]
+    listed = np.take_along_axis(neg, tops, 1) < np.inf
+    G = np.zeros((n_u, n_w, c))
+    rows = np.nonzero(listed)
+    G.reshape(n_u * n_w, c)[rows[0], tops[rows]] = np.asarray(_GAIN[:n])[rows[1]]
+    uu, cc = np.nonzero(G.any(axis=1))               # (user, candidate) on some list, by user
+    vecs = G[uu, :, cc]
+    ends = np.searchsorted(uu, np.arange(n_u + 1))
+    return [dict(zip(cc[a:b].tolist(), vecs[a:b])) for a, b in zip(ends[:-1], ends[1:])]
+
+
 def standardised(transformer: np.ndarray) -> np.ndarray:
     """The transformer's scores as `BlendedScorer` adds them: z over the candidates it knows, 0 elsewhere."""
     z = np.zeros(len(transformer))
@@ -180,13 +226,16 @@ def adopt(blend: BlendWeight | None, scorer, stored=None) -> BlendWeight | None:
 def record_lists(blend: BlendWeight, batch, components: dict, k: int, drop_of) -> None:
     """Every user's lists under each weight, from the base scorer's `components` for `batch` (its fallback
     and transformer scores), leaving out `drop_of(user)`; bot-like users teach nothing."""
-    for u, uid in enumerate(batch.users):
-        if batch.snapshots[uid].bot:
-            continue
-        items, drop = batch.items[u], drop_of(uid)
-        excluded = np.fromiter((i in drop for i in items), bool, len(items))
-        blend.record(uid, items, weight_gains(components["fallback"][u], standardised(components["transformer"][u]),
-                                              excluded, k, blend.weights))
+    users = [u for u, uid in enumerate(batch.users) if not batch.snapshots[uid].bot]
+    excluded = []
+    for u in users:
+        items, drop = batch.items[u], drop_of(batch.users[u])
+        excluded.append(np.fromiter(map(drop.__contains__, items), bool, len(items)) if drop
+                        else np.zeros(len(items), bool))
+    gains = batch_weight_gains([components["fallback"][u] for u in users],
+                               [standardised(components["transformer"][u]) for u in users], excluded, k, blend.weights)
+    for u, g in zip(users, gains):
+        blend.record(batch.users[u], batch.items[u], g)
 
 
 def observe_events(blend: BlendWeight, snaps: dict) -> float:
