@@ -104,13 +104,44 @@ def history_features(items: list[str], history: list[str], touched: list[int] | 
         first.setdefault(it, pos)
         count[it] = count.get(it, 0) + 1
     out = np.zeros((len(items), 4))
-    for r, it in enumerate(items):
-        pos = first.get(it)
-        if pos is not None:
+    row = dict(zip(items, range(len(items))))      # the history is short, the candidates many: walk the history
+    rows = [[r] for r in row.values()] if len(row) == len(items) else None
+    if rows is None:                              # repeated candidates: every row of each
+        rows_of: dict[str, list[int]] = {}
+        for r, it in enumerate(items):
+            rows_of.setdefault(it, []).append(r)
+        row, rows = {it: n for n, it in enumerate(rows_of)}, list(rows_of.values())
+    for it, pos in first.items():
+        n = row.get(it)
+        if n is not None:
             t = touched[pos] if touched is not None and pos < len(touched) else 0
             hours = math.log1p(max(0, now_ts - t) / 3.6e6) if t else 0.0
-            out[r] = (1.0 / (1.0 + pos), math.log1p(count[it]), pos == 0, hours)
+            out[rows[n]] = (1.0 / (1.0 + pos), math.log1p(count[it]), pos == 0, hours)
     return out
+
+
+def _affinity_columns(users: list[UserView], flat: list, seg: np.ndarray, j: int, kind: str, now_ts: int):
+    """Per candidate (`flat`: every user's candidates' metadata, `seg`: their user), from field `j` (category
+    or brand) and the users' affinities of `kind`: the affinity over the user's strongest of that kind, log1p
+    of the hours since the user last touched it, and whether they never did (0, 0, 1 without the field)."""
+    field = [m[j] for m in flat]
+    ids = {v: n for n, v in enumerate([v for v in dict.fromkeys(field) if v])}
+    n = len(ids) + 1                                   # the last column: no field
+    key = np.fromiter(map(ids.get, field, [n - 1] * len(field)), np.int64, len(field))
+    value, hours, never = np.zeros((len(users), n)), np.zeros((len(users), n)), np.ones((len(users), n))
+    for u, user in enumerate(users):
+        aff, when = user.affinity, user.aff_ts
+        mine = [(k, v) for k, v in aff.items() if k.startswith(kind)]
+        top = max((v for _, v in mine), default=0.0) or 1.0
+        for k, v in mine:
+            c = ids.get(k[2:])
+            if c is not None:
+                value[u, c] = v / top
+        for k, w in when.items():
+            c = ids.get(k[2:]) if k.startswith(kind) else None
+            if c is not None and w is not None:
+                hours[u, c], never[u, c] = math.log1p(max(0, now_ts - w) / 3.6e6), 0.0
+    return value[seg, key], hours[seg, key], never[seg, key]
 
 
 def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
@@ -146,27 +177,15 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     X[:, col + 6] = np.concatenate(trend)
     usual_pop = np.array([u.pop_mean if u.pop_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
     X[:, _POP_REL] = np.where(np.isfinite(usual_pop), X[:, col + 5] - usual_pop, 0.0)
-    # per-candidate lookups in the user's profile: list comprehensions, assigned column by column
-    cat_aff, brand_aff, cat_hours, cat_never = [], [], [], []
-    for user, m_u in zip(users, meta):
-        aff, when = user.affinity, user.aff_ts
-        cmax = max((v for k, v in aff.items() if k.startswith("c:")), default=0.0) or 1.0
-        bmax = max((v for k, v in aff.items() if k.startswith("b:")), default=0.0) or 1.0
-        ckeys = ["c:" + m[0] if m[0] else None for m in m_u]
-        cat_aff += [aff.get(k, 0.0) / cmax if k else 0.0 for k in ckeys]
-        brand_aff += [aff.get("b:" + m[1], 0.0) / bmax if m[1] else 0.0 for m in m_u]
-        last = [when.get(k) if k else None for k in ckeys]
-        cat_hours += [math.log1p(max(0, now_ts - w) / 3.6e6) if w is not None else 0.0 for w in last]
-        cat_never += [w is None for w in last]
-    # prices as one array (NaN: unknown), compared with the user's usual and newest item's price in numpy
+    # the user's category and brand affinities: each distinct category (brand) of the batch gets a column of
+    # a small users x categories table filled from the profiles, and every candidate reads its cell
     flat = [m for m_u in meta for m in m_u]
+    X[:, col + 7], X[:, col + 9], X[:, col + 10] = _affinity_columns(users, flat, seg, 0, "c:", now_ts)
+    X[:, col + 8] = _affinity_columns(users, flat, seg, 1, "b:", now_ts)[0]
+    # prices as one array (NaN: unknown), compared with the user's usual and newest item's price in numpy
     log_price = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in flat], dtype=np.float64))
     usual = np.array([u.price_mean if u.price_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
     X[:, col + 11], X[:, col + 12] = _log_ratio(log_price, usual)
-    X[:, col + 7] = cat_aff
-    X[:, col + 8] = brand_aff
-    X[:, col + 9] = cat_hours
-    X[:, col + 10] = cat_never
     uf = np.stack([user_features(u, now_ts) for u in users])
     X[:, col + 13: col + 13 + uf.shape[1]] = uf[seg]
     if items is not None and histories is not None:

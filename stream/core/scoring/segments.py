@@ -41,7 +41,7 @@ def segment_rank_inverse(x: np.ndarray, seg: np.ndarray) -> np.ndarray:
     out = np.zeros(len(x))
     idx = np.flatnonzero(np.isfinite(x) & (x > 0))
     if idx.size:
-        order = idx[np.lexsort((idx, -x[idx], seg[idx]))]        # by user, then score down, then position
+        order = idx[np.lexsort((-x[idx], seg[idx]))]     # by user, then score down; stable: ties by position
         s = seg[order]
         first = np.r_[True, s[1:] != s[:-1]]
         starts = np.flatnonzero(first)
