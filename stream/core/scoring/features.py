@@ -154,7 +154,7 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
     sizes = [len(b) for b in base]
     n_users, total = len(sizes), sum(sizes)
-    X = np.zeros((total, N_FEATURES))
+    X = np.zeros((total, N_FEATURES), order="F")      # filled column by column
     if total == 0:
         return [X[:0] for _ in sizes]
     seg = np.repeat(np.arange(n_users), sizes)
