@@ -35,35 +35,7 @@ def weight_gains(fallback: np.ndarray, transformer_z: np.ndarray, excluded: np.n
     >>> {i: v.tolist() for i, v in sorted(g.items())}
     {0: [1.0, 0.0], 2: [0.0, 1.0]}
     """
-    neg = -(fallback[None, :] + np.asarray(weights)[:, None] * transformer_z[None, :])
-    neg[~np.isfinite(neg) | excluded[None, :]] = np.inf              # never listed
-    n_w, c = neg.shape
-    n = min(k, c)
-    out: dict[int, np.ndarray] = {}
-    if n == 0:
-        return out
-    if n < c:                     # each list's n best (argpartition), then in order: by score, ties by position
-        part = np.argpartition(neg, n - 1, axis=1)[:, :n]
-        vals = np.take_along_axis(neg, part, 1)
-        straddle = (neg <= vals.max(axis=1, keepdims=True)).sum(axis=1) > n    # a tie across the cut
-    else:
-        part, straddle = np.broadcast_to(np.arange(c), (n_w, c)), np.zeros(n_w, bool)
-        vals = np.take_along_axis(neg, part, 1)
-    tops = np.take_along_axis(part, np.lexsort((part, vals), axis=1), 1)
-    for w in np.flatnonzero(straddle):     # exactly as a stable sort cuts it: the earlier candidates of the tie
-        row = neg[w]
-        head = np.flatnonzero(row <= vals[w].max())
-        tops[w] = head[np.argsort(row[head], kind="stable")[:n]]
-    listed = np.take_along_axis(neg, tops, 1) < np.inf
-    for w, (row, ok) in enumerate(zip(tops.tolist(), listed.tolist())):
-        for pos, i in enumerate(row):
-            if not ok[pos]:
-                break
-            g = out.get(i)
-            if g is None:
-                g = out[i] = np.zeros(n_w)
-            g[w] = _GAIN[pos]
-    return out
+    return batch_weight_gains([fallback], [transformer_z], [excluded], k, weights)[0]
 
 
 _GAIN = [1.0 / np.log2(p + 2) for p in range(1000)]
