@@ -46,10 +46,11 @@ class ItemLinear:
         R = np.array(rows)
         ids = self.nbr[R].ravel()
         vals = (wt[:, None] * self.w[R]).ravel()
-        uniq, where = np.unique(ids, return_inverse=True)
-        s = np.bincount(where, vals, minlength=len(uniq))
-        ok = (uniq != self.none) & (s > 0)
-        return uniq[ok], s[ok]
+        s = np.bincount(ids, vals, minlength=len(self.items))    # summed per item, in the rows' order
+        if self.none >= 0:
+            s[self.none] = 0.0
+        ok = np.flatnonzero(s > 0)
+        return ok, s[ok]
 
     def top(self, recent_newest_first: list[str], n: int, exclude=()) -> tuple[list[tuple[str, float]], UserScores]:
         """The best `n` items (not in `exclude`) with score / best score, and every item's score / best
@@ -59,8 +60,9 @@ class ItemLinear:
             return [], UserScores(self.local, None)
         dense = np.zeros(len(self.items))
         dense[ids] = s / s.max()
-        if exclude:
-            keep = np.array([self.items[i] not in exclude for i in ids])
+        drop = [self.local[i] for i in exclude if i in self.local] if exclude else []
+        if drop:
+            keep = ~np.isin(ids, drop)
             ids, s = ids[keep], s[keep]
             if not len(ids):
                 return [], UserScores(self.local, dense)
