@@ -109,6 +109,7 @@ def test_the_learned_weight_survives_a_restart_and_the_api_follows_it(redis_clie
     version starts afresh; the API's follower serves the saved weight; a corrupted state is refused."""
     import uuid
 
+    import orjson
     from conftest import register_model
 
     from schemas import Event
@@ -145,6 +146,11 @@ def test_the_learned_weight_survives_a_restart_and_the_api_follows_it(redis_clie
     assert api.base_scorer.weight == 0.25
 
     key = BlendStore(redis_client, prefix, "g").key(blend.version)
+    st = orjson.loads(redis_client.hget(key, "state"))
+    redis_client.hset(key, "state", orjson.dumps({**st, "weights": [0.0, 0.5, 1.0, 2.0, 4.0]}))  # another grid
+    other_grid, _ = _model_pipeline(redis_client, prefix, reg, v1)            # refused, never raised
+    assert other_grid.blend.n_judged == 0 and other_grid.base_scorer.weight == 1.0 and "weight grid" in caplog.text
+    redis_client.hset(key, "state", orjson.dumps(st))
     redis_client.hset(key, "judged", b"\0" * 16)
     broken, _ = _model_pipeline(redis_client, prefix, reg, v1)
     assert broken.blend.n_judged == 0 and broken.base_scorer.weight == 1.0

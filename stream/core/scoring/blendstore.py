@@ -49,11 +49,13 @@ class BlendStore:
         pipe.expire(key, TTL_S)
         pipe.execute()
 
-    def load(self, version: str) -> dict | None:
-        """The saved state of `version`'s blend (`BlendWeight.load_state`'s input), or None."""
-        h = self.client.hgetall(self.key(version))
+    def restore(self, blend: BlendWeight) -> bool:
+        """Resume `blend` from the state saved for its version; False (and a log line for a bad state, which
+        leaves `blend` as it was) if there is none or it fails a check."""
+        h = self.client.hgetall(self.key(blend.version))
         if not h:
-            return None
+            return False
+        version = blend.version
         try:
             if h.get(b"format", b"").decode() != FORMAT:
                 raise ValueError(f"format {h.get(b'format', b'')!r}, expected {FORMAT!r}")
@@ -64,10 +66,14 @@ class BlendStore:
             st["judged"] = np.frombuffer(raw, "<f8").reshape(-1, len(st["weights"]))
             if st["version"] != version:
                 raise ValueError(f"it is {st['version']!r}'s state")
-            return st
+            fresh = BlendWeight(start=blend.weight, weights=blend.weights, window=blend.window,
+                                min_judged=blend.min_judged, z=blend.z, max_open=blend.max_open)
+            fresh.load_state(st)          # checked on a copy first: a bad state changes nothing
         except Exception as exc:  # noqa: BLE001 - a bad state must never stop serving
             log.error("blend state %s rejected: %s; the weight starts from the scorer's", self.key(version), exc)
-            return None
+            return False
+        blend.load_state(st)
+        return True
 
     def weight(self, version: str) -> float | None:
         """The weight the workers serve `version` with (None: nothing saved)."""

@@ -188,9 +188,8 @@ def adopt(blend: BlendWeight | None, scorer, stored=None) -> BlendWeight | None:
     blend = blend or BlendWeight(start=scorer.weight)
     blend.restart()
     blend.version = getattr(scorer, "version", "")
-    st = stored.load(blend.version) if stored is not None else None
-    if st is not None:
-        blend.load_state(st)
+    if stored is not None:
+        stored.restore(blend)
     scorer.weight = blend.weight
     return blend
 

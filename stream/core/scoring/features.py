@@ -120,28 +120,31 @@ def history_features(items: list[str], history: list[str], touched: list[int] | 
     return out
 
 
-def _affinity_columns(users: list[UserView], flat: list, seg: np.ndarray, j: int, kind: str, now_ts: int):
+def _affinity_columns(users: list[UserView], flat: list, seg: np.ndarray, j: int, kind: str, now_ts: int,
+                      timed: bool = True) -> list[np.ndarray]:
     """Per candidate (`flat`: every user's candidates' metadata, `seg`: their user), from field `j` (category
-    or brand) and the users' affinities of `kind`: the affinity over the user's strongest of that kind, log1p
-    of the hours since the user last touched it, and whether they never did (0, 0, 1 without the field)."""
+    or brand) and the users' affinities of `kind`: the affinity over the user's strongest of that kind and,
+    with `timed`, log1p of the hours since the user last touched it and whether they never did (0, 0, 1
+    without the field)."""
     field = [m[j] for m in flat]
     ids = {v: n for n, v in enumerate([v for v in dict.fromkeys(field) if v])}
     n = len(ids) + 1                                   # the last column: no field
     key = np.fromiter(map(ids.get, field, [n - 1] * len(field)), np.int64, len(field))
-    value, hours, never = np.zeros((len(users), n)), np.zeros((len(users), n)), np.ones((len(users), n))
+    value = np.zeros((len(users), n))
+    hours, never = (np.zeros((len(users), n)), np.ones((len(users), n))) if timed else (None, None)
     for u, user in enumerate(users):
         aff, when = user.affinity, user.aff_ts
         mine = [(k, v) for k, v in aff.items() if k.startswith(kind)]
         top = max((v for _, v in mine), default=0.0) or 1.0
         for k, v in mine:
-            c = ids.get(k[2:])
+            c = ids.get(k[len(kind):])
             if c is not None:
                 value[u, c] = v / top
-        for k, w in when.items():
-            c = ids.get(k[2:]) if k.startswith(kind) else None
+        for k, w in when.items() if timed else ():
+            c = ids.get(k[len(kind):]) if k.startswith(kind) else None
             if c is not None and w is not None:
                 hours[u, c], never[u, c] = math.log1p(max(0, now_ts - w) / 3.6e6), 0.0
-    return value[seg, key], hours[seg, key], never[seg, key]
+    return [value[seg, key]] + ([hours[seg, key], never[seg, key]] if timed else [])
 
 
 def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
@@ -181,7 +184,7 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     # a small users x categories table filled from the profiles, and every candidate reads its cell
     flat = [m for m_u in meta for m in m_u]
     X[:, col + 7], X[:, col + 9], X[:, col + 10] = _affinity_columns(users, flat, seg, 0, "c:", now_ts)
-    X[:, col + 8] = _affinity_columns(users, flat, seg, 1, "b:", now_ts)[0]
+    X[:, col + 8] = _affinity_columns(users, flat, seg, 1, "b:", now_ts, timed=False)[0]
     # prices as one array (NaN: unknown), compared with the user's usual and newest item's price in numpy
     log_price = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in flat], dtype=np.float64))
     usual = np.array([u.price_mean if u.price_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
