@@ -54,6 +54,30 @@ def test_noise_does_not_hand_the_order_back():
     assert not gate.trees_lead
 
 
+def test_the_decision_is_the_windows_paired_test_through_wraparound_and_a_restore():
+    """The gate keeps the window's differences in a ring (read every batch): it decides as the paired test
+    over the last `window` judgements does, as the window wraps, and after a restore mid-ring."""
+    rng = np.random.default_rng(3)
+    gate = OrderGate(window=40, min_judged=10, z=1.0)
+
+    def exact(g: OrderGate) -> bool:
+        d = np.array([b - t for t, b in g.judged])
+        return len(d) < g.min_judged or not d.mean() > g.z * d.std(ddof=1) / np.sqrt(len(d))
+    decisions = []
+    for step in range(300):
+        lean = 0.3 if (step // 60) % 2 else -0.3          # the base order leads, then the trees, in turn
+        t, b = rng.uniform(0, 1, 2)
+        gate.judge((float(t), float(np.clip(b + lean, 0, 1))))
+        assert gate.trees_lead == exact(gate)
+        decisions.append(gate.trees_lead)
+        if step == 137:
+            restored = OrderGate(window=40, min_judged=10, z=1.0)
+            restored.load_state(gate.state())
+            assert restored.trees_lead == gate.trees_lead
+            gate = restored
+    assert True in decisions and False in decisions     # both outcomes were exercised
+
+
 def test_join_judges_each_set_by_the_event_that_labels_it():
     """The next item event after the set (not its trigger, not another user's, not a late one) is its
     label: its gains in the two lists are one judgement, also when it is on neither list."""

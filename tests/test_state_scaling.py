@@ -106,28 +106,36 @@ def test_the_same_events_give_the_same_state_and_recommendations_on_a_cluster(re
 
 
 def test_candidates_gathered_ahead_give_the_same_lists_and_a_model_swap_gathers_again(redis_client, tiny, tmp_path):
-    """The worker's consuming thread gathers a batch's candidates right after its writes (`Pipeline.prepare`);
-    `recommend` then uses them: the lists are those of gathering in `recommend` itself (the backtest's way).
-    Candidates gathered before a model swap are not used after it: `recommend` gathers again."""
+    """The worker's consuming thread gathers a batch's candidates right after its writes (`Pipeline.prepare`),
+    with their item statistics, and runs the observers; `recommend` then uses them: the lists (ordered by a
+    learned ranker) are those of doing it all in `recommend` (the backtest's way), and each observer sees
+    each batch once. Candidates gathered before a model swap are not used after it: `recommend` gathers again."""
     from conftest import register_model
 
+    from stream.core.ranking.ranker import OnlineRanker, RankerConfig
     from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
     sh, events = _shop(1500, seed=13)
     items = [validate_item(i) for i in sh.items]
-    lists = {}
+    lists, seen = {}, {}
     for ahead in (False, True):
         prefix = f"rs:ahead-{ahead}:"
         Catalog(redis_client, prefix).upsert(items)
         p = Pipeline(redis_client, prefix)
+        p.attach_ranker(OnlineRanker(RankerConfig.for_spec("lr:learned", min_examples=10)))
+        seen[ahead] = []
+        p.observers.append(type("Counting", (), {"observe": lambda self, snaps, s=seen[ahead]: s.append(len(snaps))})())
         lists[ahead] = []
         for a in range(0, len(events), 300):
             applied = p.apply(Ingested(events[a:a + 300], _origins(events[a:a + 300], a)))
             if ahead:
                 applied = p.prepare(applied)
-                assert applied.prepared[0] is p.scorer and "candidates" in applied.timings
+                assert applied.prepared[0] is p.scorer and "candidates" in applied.timings and applied.observed
+                assert applied.prepared[2].item_stats                  # read ahead: the ranker's features need them
             res = p.recommend(applied)
             lists[ahead] += [(r.user_id, [i.item_id for i in r.items]) for r in res.recommendations]
     assert lists[True] == lists[False] and len(lists[True]) > 100
+    assert seen[True] == seen[False] and len(seen[True]) == 5
+    assert p.ranker.active, p.ranker.n_learned                 # the learned order ranked the later batches
 
     reg, version = register_model(tmp_path, *tiny)
     gathered = []
@@ -138,4 +146,4 @@ def test_candidates_gathered_ahead_give_the_same_lists_and_a_model_swap_gathers_
     p.set_scorer(BlendedScorer(OnnxScorer(reg.path(version))))              # a swap between the two threads
     res = p.recommend(applied)
     assert len(gathered) == 2 and res.recommendations
-    assert all(r.model_versions["scorer"].endswith(version) for r in res.recommendations)
+    assert all(version in r.model_versions["scorer"] for r in res.recommendations)

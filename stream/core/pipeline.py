@@ -4,11 +4,11 @@
     (validate, dedupe,    (profiles, one      (feedback, candidates, scoring,
      catalog upserts)      Lua call per user)   ranking, exploration, emit)
 
-Transport-agnostic: the confluent worker (`apply` and `prepare`, the candidates, then `recommend` on
-another thread), the faust driver
-(`process_batch`), the backtest (`apply`, then the read-only `ask_variants`) and the benchmarks all call
+Transport-agnostic: the confluent worker (`apply`, then `prepare`: the observers, candidates and their item
+statistics read ahead; then `recommend` on another thread), the faust driver (`process_batch`), the backtest (`apply`, then the read-only `ask_variants`) and the benchmarks all call
 these stages: what we measure is what we ship. Redis is touched once per stage per batch (pipelined),
-never per event. The values between stages are frozen (`stream/core/stages.py`).
+never per event. The values between stages are frozen (`stream/core/stages.py`); what is attached between
+batches (ranker, model, experiment) is in `stream/core/wiring.py`.
 """
 from __future__ import annotations
 
@@ -22,26 +22,23 @@ from stream.core import emit
 from stream.core.asking import Asking
 from stream.core.candidates import BatchContext, CandidateSource, default_sources
 from stream.core.candidates.gather import gather, item_stats
-from stream.core.content import ContentSimilar
-from stream.core.ranking.cascade import RankedScorer
-from stream.core.ranking.explore import FreshExplorer
 from stream.core.ranking.gate import list_gains
 from stream.core.ranking.rank import RankConfig, drop_set, top_k
 from stream.core.scoring import CandidateBatch, FallbackScorer, Scorer, scored
-from stream.core.scoring.blendweight import adopt, observe_events, record_lists
-from stream.core.scoring.transformer import model_sources
+from stream.core.scoring.blendweight import observe_events, record_lists
 from stream.core.stages import Applied, BatchResult, Ingested
 from stream.core.storage.catalog import Catalog
 from stream.core.storage.profile import ProfileConfig, ProfileStore
 from stream.core.storage.serving import add_outcomes, put_latest
 from stream.core.validate import InMessage, validate_with_origins
+from stream.core.wiring import Wiring
 
 log = logging.getLogger("recstream.pipeline")
 
 PIPELINE_VERSION = "recstream-0.1"
 
 
-class Pipeline(Asking):
+class Pipeline(Wiring, Asking):
     """The serving core over one Redis (key prefix `prefix`): profiles, catalog, candidate sources, a
     scorer (hot-swappable between batches) with an optional online ranker, optional content embeddings
     and exploration slot. Built from settings by `stream.config.compose.build_pipeline`. `init_store`,
@@ -73,54 +70,6 @@ class Pipeline(Asking):
         self.blend = None           # BlendWeight: the base order's transformer weight, learned (with a model)
         self.blend_store = None     # BlendStore: where a swapped-in model's learned weight is resumed from
         self._fallback, self._variant_scorers, self._explorers = FallbackScorer(), {}, {}   # explorer_for's
-
-    # ---- wiring -----------------------------------------------------------------------------------
-    def attach_content(self, store, explore: bool = True) -> None:
-        """Content embeddings (stream/core/content.py): catalog upserts embedded as they arrive, the "content"
-        source, items unknown to the transformer borrow their nearest known item's score, and (with
-        `explore`) fresh items get a bounded exploration slot."""
-        self.content = store
-        self.sources = [s for s in self.sources if s.name != "content"] + [ContentSimilar(store)]
-        self.explorer = FreshExplorer() if explore else None
-
-    def explorer_for(self, scorer: Scorer):   # the deployment's slot for its scorer; any other its own (paired)
-        deployment = self.explorer is None or scorer is self.scorer
-        return self.explorer if deployment else self._explorers.setdefault(id(scorer.ranker or scorer), FreshExplorer())
-
-    def attach_ranker(self, ranker) -> None:
-        """Put an online ranker on top of the scorer, now and after every hot swap."""
-        self.ranker = ranker
-        self.scorer = RankedScorer(self.scorer, ranker)
-
-    def set_scorer(self, scorer: Scorer) -> None:
-        """Swap the scorer between batches (hot-swap of a promoted model). A transformer scorer also
-        becomes a candidate source ("model": its own top items for the user's sequence)."""
-        self.base_scorer = scorer
-        self._variant_scorers = {}
-        self.blend = adopt(self.blend, scorer, self.blend_store) if self.learn_blend else None   # its base weight
-        if self.ranker is not None:
-            scorer = RankedScorer(scorer, self.ranker)
-        sources = [s for s in self.sources if s.name not in ("model", "linear")]
-        if scorer.transformer is not None:
-            sources += model_sources(scorer.transformer)
-        self.sources = sources
-        self.scorer = scorer
-
-    def attach_experiment(self, experiment, rankers: dict, outcomes) -> None:
-        """Split users between `experiment`'s variants (`rankers`: variant -> its online ranker or None) and
-        join what they were shown to what they did next (`outcomes`: an OutcomeJoin, stored by `publish`)."""
-        self.experiment, self.variant_rankers, self.outcomes = experiment, rankers, outcomes
-        self._variant_scorers = {}
-
-    def variant_scorer(self, name: str) -> Scorer:
-        """The scorer a variant ranks with: the promoted model (or the fallback) under its own ranker."""
-        got = self._variant_scorers.get(name)
-        if got is None:
-            v = self.experiment.variant(name)
-            base = self.base_scorer if v.scorer == "model" else self._fallback
-            ranker = self.variant_rankers.get(name)
-            got = self._variant_scorers[name] = RankedScorer(base, ranker) if ranker is not None else base
-        return got
 
     # ---- the stages -------------------------------------------------------------------------------
     def process_batch(self, messages: list[InMessage]) -> BatchResult:
@@ -157,18 +106,22 @@ class Pipeline(Asking):
         applied.timings["shared"] = time.perf_counter() - t0
 
     def prepare(self, applied: Applied) -> Applied:
-        """The candidates gathered ahead, right after the batch's shared statistics were written, while another
-        thread scores the batch before. An optimisation only: on any failure `recommend` gathers them itself,
-        under the driver's failure isolation."""
+        """Reads done ahead on the consuming thread, right after the batch's shared statistics were written,
+        while another thread scores the batch before: the observers, the candidates and their item statistics.
+        An optimisation only: whatever fails here `recommend` does itself, under the driver's failure isolation."""
         if not (events := applied.events):
             return applied
+        observed = False
         try:
-            got = self._candidates(applied.snapshots, max(ev.ts for ev in events), applied.timings, None,
-                                   {uid: snap.events[-1] for uid, snap in applied.snapshots.items()})
-        except Exception as exc:  # noqa: BLE001 - recommend gathers again, and reports what persists
-            log.debug("candidates not gathered ahead (%s: %s): recommend gathers them", type(exc).__name__, exc)
-            return applied
-        return replace(applied, prepared=(self.scorer, *got))
+            self._observe(applied.snapshots)
+            observed = True
+            ctx, batch = self._candidates(applied.snapshots, max(ev.ts for ev in events), applied.timings, None,
+                                          {uid: snap.events[-1] for uid, snap in applied.snapshots.items()})
+            self._item_stats(self.scorer, batch)
+        except Exception as exc:  # noqa: BLE001 - recommend does it again, and reports what persists
+            log.debug("not prepared ahead (%s: %s): recommend does it", type(exc).__name__, exc)
+            return replace(applied, observed=observed)
+        return replace(applied, prepared=(self.scorer, ctx, batch), observed=True)
 
     def recommend(self, applied: Applied) -> BatchResult:
         """Stages 3-6 for the users whose profiles were just updated: feedback to the learners, candidates,
@@ -188,8 +141,10 @@ class Pipeline(Asking):
         if any(sc.ranker is not None for sc in scorers.values()) or self.explorer is not None or self.blend is not None:
             self.feedback(snaps, list(scorers.values()))   # what these events say about earlier recommendations
             timings["feedback"] = t() - t0
-        for obs in ([self.outcomes] if self.outcomes is not None else []) + self.observers:
-            obs.observe(snaps)                       # what these events say about lists and pages shown
+        if self.outcomes is not None:
+            self.outcomes.observe(snaps)             # what these events say about the lists shown
+        if not applied.observed:
+            self._observe(snaps)
         ahead = applied.prepared[1:] if applied.prepared and applied.prepared[0] is self.scorer else None
         ctx, batch = ahead or self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
         self._record_blend(ctx, batch, triggers)
@@ -242,6 +197,15 @@ class Pipeline(Asking):
         timings["candidates"] = time.perf_counter() - t0
         return out
 
+    def _observe(self, snaps: dict) -> None:
+        for obs in self.observers:
+            obs.observe(snaps)                       # what these events say about the pages shown
+
+    def _item_stats(self, scorer: Scorer, batch: CandidateBatch) -> None:
+        if (scorer.needs_item_stats or self.explorer_for(scorer) is not None) and batch.item_stats is None:
+            batch.item_stats = item_stats(self.client, self.profiles.keys, self.profiles.cfg.trend_half_life_s,
+                                          sorted(batch.meta), batch.now_ts)   # once per candidate set
+
     def _record_blend(self, ctx: BatchContext, batch: CandidateBatch, triggers: dict | None) -> None:
         """The lists each of the base order's transformer weights would serve now, judged by the users' next
         events (`stream/core/scoring/blendweight.py`)."""
@@ -258,9 +222,7 @@ class Pipeline(Asking):
         receives user -> what was picked before the exploration slot was placed."""
         t, explorer = time.perf_counter, self.explorer_for(scorer)
         t3 = t()
-        if (scorer.needs_item_stats or explorer is not None) and batch.item_stats is None:
-            batch.item_stats = item_stats(self.client, self.profiles.keys, self.profiles.cfg.trend_half_life_s,
-                                          sorted(batch.meta), batch.now_ts)   # once per candidate set
+        self._item_stats(scorer, batch)
         result = scored(scorer, batch)
         scores = result.final
         t4 = t()

@@ -51,6 +51,7 @@ class OrderGate:
     def __init__(self, window: int = 1000, min_judged: int = 200, z: float = 3.0):
         self.window, self.min_judged, self.z = window, min_judged, z
         self.judged: deque[tuple[float, float]] = deque(maxlen=window)
+        self._d = np.zeros(window)       # base gain - learned gain of each judgement held (a ring: read per batch)
         self.n_judged = 0
         self.served = {"trees": 0, "base": 0}
 
@@ -59,6 +60,7 @@ class OrderGate:
         no information about which order is better, not counted)."""
         if gains is not None and (gains[0] or gains[1]):
             self.judged.append(gains)
+            self._d[self.n_judged % self.window] = gains[1] - gains[0]
             self.n_judged += 1
 
     @property
@@ -67,7 +69,7 @@ class OrderGate:
         n = len(self.judged)
         if n < self.min_judged:
             return True
-        d = np.diff(np.asarray(self.judged), axis=1)[:, 0]        # base gain - learned gain, per judgement
+        d = self._d[:n]                 # the window's judgements (ring order: mean and spread do not care)
         return not bool(d.mean() > self.z * d.std(ddof=1) / np.sqrt(n))
 
     def serve(self, n_lists: int) -> bool:
@@ -89,3 +91,6 @@ class OrderGate:
     def load_state(self, st: dict | None) -> None:
         self.judged = deque((tuple(g) for g in (st or {}).get("judged", ())), maxlen=self.window)
         self.n_judged = int((st or {}).get("n_judged", 0))
+        self._d = np.zeros(self.window)
+        for j, (t, b) in enumerate(self.judged):     # the ring as if these were the last judgements made
+            self._d[(self.n_judged - len(self.judged) + j) % self.window] = b - t
