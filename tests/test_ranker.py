@@ -208,6 +208,41 @@ def test_batched_last_item_columns_equal_the_per_candidate_reference():
         np.testing.assert_allclose(Xu[:, start:start + 4], last_item_features(m, last).reshape(-1, 4), atol=1e-12)
 
 
+def test_the_item_table_path_equals_the_per_candidate_lists():
+    """The ranker reads each item's metadata and statistics once per batch (`batch_table`) and every candidate
+    by its row; that gives exactly the features of building them candidate by candidate (`batch_features`):
+    items missing from the metadata or the statistics, empty and missing categories and brands, newest items
+    that are no candidate, recent purchases, affinities to categories no candidate has."""
+    from stream.core.scoring.features import batch_features, table_features
+    from stream.core.scoring.itemtable import batch_table
+    rng = np.random.default_rng(11)
+    pick = lambda xs: xs[int(rng.integers(0, len(xs)))]       # noqa: E731
+    pool = [f"i{j}" for j in range(40)]
+    meta = {i: (pick(["shoes", "hats", "", None, "bags"]), pick(["acme", "zed", "", None]), pick([None, 0.0, 5, 19.5]))
+            for i in pool[:34]}                                  # i34..i39: no metadata
+    stats = {i: (float(rng.integers(0, 50)), float(rng.random() * 3)) for i in pool if rng.random() < 0.8}
+    sizes = (6, 0, 9, 4, 12)
+    items = [[pick(pool) for _ in range(c)] for c in sizes]      # repeats across and within users
+    users = [_user(affinity={"c:shoes": 4.0, "c:socks": 9.0, "b:zed": 1.0, "c:": 2.0}, aff_ts={"c:bags": HOUR},
+                   bought=[pick(pool), *items[u][:1]] if u % 2 == 0 else None) for u in range(len(sizes))]
+    lasts = [meta.get(pick(pool)) for _ in sizes[:-1]] + [("ties", "", 3.0)]
+    src = [rng.choice([0.0, 0.5, 1.0], size=(c, len(SOURCE_NAMES))) for c in sizes]
+    base, tr = [rng.normal(size=c) for c in sizes], [rng.normal(size=c) for c in sizes]
+    hist = [[pick(pool) for _ in range(5)] for _ in sizes]
+    trend_max = max(t for _, t in stats.values())
+    lists = batch_features(src, tr, base, [[meta.get(i, (None, None, None)) for i in it] for it in items], users,
+                           12 * HOUR, [np.array([stats.get(i, (0.0, 0.0))[0] for i in it]) for it in items],
+                           [np.array([stats.get(i, (0.0, 0.0))[1] for i in it]) / trend_max for it in items],
+                           None, items, hist, lasts)
+    table, rows = batch_table(meta, stats, items)
+    via_table = table_features(src, tr, base, users, 12 * HOUR, table, rows, None, items, hist, lasts)
+    assert len(via_table) == len(lists) == len(sizes)
+    for a, b in zip(via_table, lists):
+        np.testing.assert_array_equal(a, b)
+    assert sum(x[:, FEATURE_NAMES.index("hist_bought")].sum() for x in lists) > 0      # the cases were exercised
+    assert sum(x[:, FEATURE_NAMES.index("last_same_cat")].sum() for x in lists) > 0
+
+
 @pytest.mark.parametrize("model", ["gbdt", "lr"])
 def test_learned_order_puts_near_zero_weight_on_a_random_transformer(model):
     """Each event is a label against its whole candidate set. Here the touched item follows the user's

@@ -6,7 +6,8 @@ import numpy as np
 from stream.core.ranking.ranker import OnlineRanker, sigmoid
 from stream.core.scoring.base import CandidateBatch, Scored, scored
 from stream.core.candidates.gather import POP_HISTORY
-from stream.core.scoring.features import UserView, batch_features, in_sample
+from stream.core.scoring.features import UserView, in_sample, table_features
+from stream.core.scoring.itemtable import batch_table
 from stream.core.scoring.segments import zscore
 
 
@@ -48,26 +49,19 @@ class RankedScorer:
         self.version = f"{base.version}+ranker-{ranker.cfg.model}"
 
     def features(self, batch: CandidateBatch, comps: dict) -> list[np.ndarray]:
-        tr = comps.get("transformer")
         stats = batch.item_stats or {}
-        trend_max = max((v[1] for v in stats.values()), default=0.0) or 1.0
-        none = (0.0, 0.0)
-        views, metas, pops, trends = [], [], [], []
-        for u, uid in enumerate(batch.users):
-            items = batch.items[u]
+        table, rows = batch_table(batch.meta, stats, batch.items)     # each item's metadata and statistics once
+        views = []
+        for uid in batch.users:
             snap = batch.snapshots[uid]
             seen = [stats[i][0] for i in snap.recent[:POP_HISTORY] if i in stats]
             views.append(UserView(snap.affinity, snap.aff_ts, snap.last_ts, snap.prev_ts, snap.last_type,
                                   snap.price_mean, len(snap.recent), snap.recent_ts,
                                   float(np.log1p(np.maximum(seen, 0.0)).mean()) if seen else None, snap.bought))
-            metas.append([batch.meta.get(i, (None, None, None)) for i in items])
-            st = [stats.get(i, none) for i in items]
-            pops.append(np.array([p for p, _ in st], dtype=np.float64))
-            trends.append(np.array([t for _, t in st], dtype=np.float64) / trend_max)
         last = [batch.meta.get(batch.snapshots[uid].recent[0]) if batch.snapshots[uid].recent else None
                 for uid in batch.users]
-        return batch_features(batch.features, tr, comps[self.base.name], metas, views, batch.now_ts, pops, trends,
-                              batch.content_sim, batch.items, batch.histories, last, batch.linear)
+        return table_features(batch.features, comps.get("transformer"), comps[self.base.name], views, batch.now_ts,
+                              table, rows, batch.content_sim, batch.items, batch.histories, last, batch.linear)
 
     def score(self, batch: CandidateBatch) -> Scored:
         comps = scored(self.base, batch).components

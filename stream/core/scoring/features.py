@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream.core.candidates import SOURCE_NAMES
+from stream.core.scoring.itemtable import ItemTable
 from stream.core.scoring.segments import segment_rank_inverse, segment_zscore
 
 TRIGGER_TYPES = ("view", "click", "add_to_cart", "purchase", "search")
@@ -120,16 +121,14 @@ def history_features(items: list[str], history: list[str], touched: list[int] | 
     return out
 
 
-def _affinity_columns(users: list[UserView], flat: list, seg: np.ndarray, j: int, kind: str, now_ts: int,
+def _affinity_columns(users: list[UserView], ids: np.ndarray, index: dict, seg: np.ndarray, kind: str, now_ts: int,
                       timed: bool = True) -> list[np.ndarray]:
-    """Per candidate (`flat`: every user's candidates' metadata, `seg`: their user), from field `j` (category
-    or brand) and the users' affinities of `kind`: the affinity over the user's strongest of that kind and,
-    with `timed`, log1p of the hours since the user last touched it and whether they never did (0, 0, 1
+    """Per candidate (`ids`: the id of its category or brand in `index`, name -> id, negative without one;
+    `seg`: its user), from the users' affinities of `kind`: the affinity over the user's strongest of that kind
+    and, with `timed`, log1p of the hours since the user last touched it and whether they never did (0, 0, 1
     without the field)."""
-    field = [m[j] for m in flat]
-    ids = {v: n for n, v in enumerate([v for v in dict.fromkeys(field) if v])}
-    n = len(ids) + 1                                   # the last column: no field
-    key = np.fromiter(map(ids.get, field, [n - 1] * len(field)), np.int64, len(field))
+    n = len(index) + 1                                 # the last column: no field
+    key = np.where(ids >= 0, ids, n - 1)
     value = np.zeros((len(users), n))
     hours, never = (np.zeros((len(users), n)), np.ones((len(users), n))) if timed else (None, None)
     for u, user in enumerate(users):
@@ -137,11 +136,11 @@ def _affinity_columns(users: list[UserView], flat: list, seg: np.ndarray, j: int
         mine = [(k, v) for k, v in aff.items() if k.startswith(kind)]
         top = max((v for _, v in mine), default=0.0) or 1.0
         for k, v in mine:
-            c = ids.get(k[len(kind):])
+            c = index.get(k[len(kind):])
             if c is not None:
                 value[u, c] = v / top
         for k, w in when.items() if timed else ():
-            c = ids.get(k[len(kind):]) if k.startswith(kind) else None
+            c = index.get(k[len(kind):]) if k.startswith(kind) else None
             if c is not None and w is not None:
                 hours[u, c], never[u, c] = math.log1p(max(0, now_ts - w) / 3.6e6), 0.0
     return [value[seg, key]] + ([hours[seg, key], never[seg, key]] if timed else [])
@@ -153,8 +152,22 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
                    items: list[list[str]] | None = None, histories: list[list[str]] | None = None,
                    last_meta: list[tuple | None] | None = None, linear: list[np.ndarray] | None = None
                    ) -> list[np.ndarray]:
+    """`candidate_features` for every user of a batch at once, from per-candidate lists (each candidate its
+    own row of the item table): see `table_features`."""
+    flat = [m for m_u in meta for m in m_u]
+    table = ItemTable.of(flat, np.concatenate(popularity) if flat else [], np.concatenate(trend) if flat else [])
+    return table_features(sources, transformer, base, users, now_ts, table, np.arange(len(flat)), content_sim,
+                          items, histories, last_meta, linear)
+
+
+def table_features(sources: list[np.ndarray], transformer: list[np.ndarray] | None, base: list[np.ndarray],
+                   users: list[UserView], now_ts: int, table: ItemTable, rows: np.ndarray,
+                   content_sim: list[np.ndarray] | None = None, items: list[list[str]] | None = None,
+                   histories: list[list[str]] | None = None, last_meta: list[tuple | None] | None = None,
+                   linear: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """`candidate_features` for every user of a batch at once (the per-user statistics, ranks and
-    standardisation, computed segment-wise over one flat array): a list of (C_u, N_FEATURES)."""
+    standardisation, computed segment-wise over one flat array; the items' metadata and statistics read from
+    `table` at each candidate's row, `rows`): a list of (C_u, N_FEATURES)."""
     sizes = [len(b) for b in base]
     n_users, total = len(sizes), sum(sizes)
     X = np.zeros((total, N_FEATURES), order="F")      # filled column by column
@@ -176,17 +189,17 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     seg_min = np.full(n_users, np.inf)
     np.minimum.at(seg_min, seg, B)
     X[:, col + 4] = segment_rank_inverse(B - seg_min[seg] + 1.0, seg)    # every candidate gets a position
-    X[:, col + 5] = np.log1p(np.maximum(np.concatenate(popularity), 0.0))
-    X[:, col + 6] = np.concatenate(trend)
+    X[:, col + 5] = np.log1p(np.maximum(table.pop[rows], 0.0))
+    X[:, col + 6] = table.trend[rows]
     usual_pop = np.array([u.pop_mean if u.pop_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
     X[:, _POP_REL] = np.where(np.isfinite(usual_pop), X[:, col + 5] - usual_pop, 0.0)
     # the user's category and brand affinities: each distinct category (brand) of the batch gets a column of
     # a small users x categories table filled from the profiles, and every candidate reads its cell
-    flat = [m for m_u in meta for m in m_u]
-    X[:, col + 7], X[:, col + 9], X[:, col + 10] = _affinity_columns(users, flat, seg, 0, "c:", now_ts)
-    X[:, col + 8] = _affinity_columns(users, flat, seg, 1, "b:", now_ts, timed=False)[0]
+    cat, brand = table.cat[rows], table.brand[rows]
+    X[:, col + 7], X[:, col + 9], X[:, col + 10] = _affinity_columns(users, cat, table.cats, seg, "c:", now_ts)
+    X[:, col + 8] = _affinity_columns(users, brand, table.brands, seg, "b:", now_ts, timed=False)[0]
     # prices as one array (NaN: unknown), compared with the user's usual and newest item's price in numpy
-    log_price = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in flat], dtype=np.float64))
+    log_price = table.log_price[rows]
     usual = np.array([u.price_mean if u.price_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
     X[:, col + 11], X[:, col + 12] = _log_ratio(log_price, usual)
     uf = np.stack([user_features(u, now_ts) for u in users])
@@ -195,8 +208,11 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         X[:, _HIST:_HIST + 4] = np.concatenate([history_features(i, h, u.recent_ts, now_ts)
                                                 for i, h, u in zip(items, histories, users)]).reshape(-1, 4)
     if items is not None and any(u.bought for u in users):
-        bought = [set(u.bought or ()) for u in users]
-        X[:, _BOUGHT] = [it in b for i, b in zip(items, bought) for it in i]
+        ends = np.cumsum(sizes)
+        for u, user in enumerate(users):          # only the users who bought something lately
+            if user.bought:
+                b = set(user.bought)
+                X[ends[u] - sizes[u]: ends[u], _BOUGHT] = [it in b for it in items[u]]
     if content_sim is not None:
         cs = np.concatenate(content_sim).astype(np.float64)
         known = np.isfinite(cs)
@@ -204,10 +220,10 @@ def batch_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
         X[:, _CONTENT + 1] = known
     if last_meta is not None:
         lm = [m if m is not None else (None, None, None) for m in last_meta]
-        for j in (0, 1):                          # same category, same brand as the user's newest item
-            newest = _objects([m[j] for m in lm])
+        for j, ids in ((0, cat), (1, brand)):     # same category, same brand as the user's newest item
+            newest = np.array([table.field_id(j, m[j]) for m in lm], dtype=np.int64)
             present = np.array([m[j] is not None for m in lm], dtype=bool)
-            X[:, _LAST + j] = (_objects([m[j] for m in flat]) == newest[seg]) & present[seg]
+            X[:, _LAST + j] = (ids == newest[seg]) & present[seg]
         lp = np.log(np.array([m[2] if m[2] and m[2] > 0 else np.nan for m in lm], dtype=np.float64))
         X[:, _LAST + 2], X[:, _LAST + 3] = _log_ratio(log_price, lp[seg])
     if linear is not None:
@@ -237,13 +253,6 @@ def in_sample(X: np.ndarray, base_has_model: bool) -> np.ndarray:
     out = np.array(X, dtype=np.float32, copy=True)
     out[:, _N_SOURCES] -= (out[:, _MODEL_SOURCES] > 0).sum(axis=1)
     out[:, list(MODEL_COLUMNS + (BASE_COLUMNS if base_has_model else ()))] = np.nan
-    return out
-
-
-def _objects(values: list) -> np.ndarray:
-    """A 1-D object array of `values` (compared element by element with `==`)."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
     return out
 
 
