@@ -33,15 +33,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from stream.config.settings import Settings
 from stream.core.pipeline import Pipeline
 from stream.core.stages import Applied, BatchResult
+from stream.core.storage.serving import put_status
 from stream.core.validate import InMessage
-from stream.drivers.emitter import Emitter
+from stream.drivers.emitter import Emitter, worker_id
 from stream.drivers.isolation import at_edge, guarded
 from stream.drivers.kafka import REBALANCE_CODES, BrokerError, consumer_conf, producer_conf
 from stream.drivers.metrics import WorkerMetrics
 from stream.drivers.resilience import Health, Retrier, Stopping, stop_on_signals
-from stream.drivers.worker_checks import STATUS_EVERY_S, WorkerChecks
 
 log = logging.getLogger("recstream.worker")
+STATUS_EVERY_S = 2.0                   # the worker's status in Redis (`{P}workers`): a heartbeat with numbers
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Job:
     event_ts: list[int]                # Kafka timestamps of the batch's events (latency)
 
 
-class ConfluentWorker(WorkerChecks):
+class ConfluentWorker:
     """The default driver: a consumer-group member on the events and items topics that runs the pipeline
     per micro-batch, emits recommendations and dead letters, and commits only what was fully handled.
 
@@ -81,26 +82,22 @@ class ConfluentWorker(WorkerChecks):
         stop_on_signals(self.stop_event, log, "finishing the batch in hand, then committing and leaving the group")
 
     def run(self, max_idle_s: float | None = None) -> None:
-        """Consume until stopped. Three threads overlap the work of consecutive batches: this one consumes,
-        validates, applies profiles and shared statistics (mostly waiting on Redis' Lua); the next reads the
-        batch's candidates (`Pipeline.prepare`); the last scores, ranks, emits and hands the offsets back to
-        be committed here. A batch's shared writes wait until the batch before has read its candidates
-        (`ready`), so candidates read their own batch's writes and never the next's: what the backtest, which
-        runs the stages in order, reads. A model swap (`between_batches`) lands there too, between two."""
+        """Consume until stopped. Two threads overlap the work of consecutive batches: this one
+        consumes, validates, applies profiles and shared statistics (mostly waiting on Redis' Lua) and
+        gathers the batch's candidates (`Pipeline.prepare`), the other scores, ranks, emits and hands the
+        offsets back to be committed here. Candidates are gathered right after their own batch's writes,
+        before the next batch's: what they read is what the backtest, which runs the stages in order, reads."""
         s = self.s
         consumer = Consumer(consumer_conf(s.brokers, self.group_id, session_timeout_ms=s.session_timeout_ms))
         producer = Producer(producer_conf(s.brokers, **{"linger.ms": 1}))
         emitter = Emitter(producer, s, self.health, self.stop_event)
-        prepq: queue.Queue = queue.Queue(maxsize=1)
         handoff: queue.Queue = queue.Queue(maxsize=1)
-        ready = threading.Semaphore(1)         # held from a batch's shared writes until its candidates are read
         done: queue.Queue = queue.Queue()
         failure: list[BaseException] = []
         stopping: list[Stopping] = []
 
         def commit_done(block_until_drained: bool = False) -> None:
             if block_until_drained:
-                prepq.join()
                 handoff.join()
             offsets: dict = {}
             while True:
@@ -114,21 +111,6 @@ class ConfluentWorker(WorkerChecks):
         def on_revoke(c, parts):
             commit_done(block_until_drained=True)   # finish and commit what we hold before it moves
             log.info("revoked %s", _fmt(parts))
-
-        def middle() -> None:
-            while True:
-                job = prepq.get()
-                try:
-                    if job is not None:
-                        try:
-                            job = replace(job, applied=self.pipeline.prepare(job.applied))   # (never raises)
-                        finally:
-                            ready.release()
-                    handoff.put(job)                  # None too: the last thread stops after this one
-                    if job is None:
-                        return
-                finally:
-                    prepq.task_done()
 
         def back_half() -> None:
             while True:
@@ -157,15 +139,15 @@ class ConfluentWorker(WorkerChecks):
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 50)
-        preparer = threading.Thread(target=middle, name="recstream-prepare", daemon=True)
         finisher = threading.Thread(target=back_half, name="recstream-emit", daemon=True)
-        preparer.start()
         finisher.start()
         last_msg = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 commit_done()
                 self._heartbeat()
+                if self.between_batches:
+                    self.between_batches()
                 t_poll = time.perf_counter()
                 msgs = consumer.consume(s.batch_size, s.batch_wait_ms / 1000)
                 t_poll = time.perf_counter() - t_poll
@@ -186,8 +168,6 @@ class ConfluentWorker(WorkerChecks):
                     if kind == "event":
                         ts.append(m.timestamp()[1])
                 if not batch:
-                    with ready:
-                        self._between_batches()
                     if max_idle_s is not None and time.monotonic() - last_msg > max_idle_s:
                         log.info("idle for %.0fs: stopping", max_idle_s)
                         break
@@ -200,22 +180,16 @@ class ConfluentWorker(WorkerChecks):
                 applied, dead = guarded("profile", ing, lambda part: self.pipeline.apply(part, share=False),
                                         self.retry, self.stop_event)
                 applied = replace(applied, dead_letters=applied.dead_letters + dead)
-                ready.acquire()                # the batch before has read its candidates
-                try:
-                    self._between_batches()
-                    # the whole batch's shared statistics, once per input offset (never split by user)
-                    self.retry.call("shared", lambda: at_edge("shared", lambda: self.pipeline.share(applied)))
-                except BaseException:
-                    ready.release()
-                    raise
-                prepq.put(Job(len(batch), applied, offsets, ts))     # `ready` is released once it is prepared
+                # the whole batch's shared statistics, once per input offset (never split by user)
+                self.retry.call("shared", lambda: at_edge("shared", lambda: self.pipeline.share(applied)))
+                # the candidates too, here: this thread waits on Redis while the other scores the batch before
+                handoff.put(Job(len(batch), self.pipeline.prepare(applied), offsets, ts))
         except Stopping:
             log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")
         except KafkaException as exc:
             raise BrokerError(f"worker on {s.events_topic} at {s.brokers}: {exc}") from exc
         finally:
-            prepq.put(None)
-            preparer.join(60)
+            handoff.put(None)
             finisher.join(60)
             try:
                 if not failure:
@@ -226,6 +200,42 @@ class ConfluentWorker(WorkerChecks):
                 log.info("worker stopped after %d batches", self.batches)
         if failure:
             raise failure[0]
+
+    def _heartbeat(self) -> None:
+        """Every STATUS_EVERY_S, busy or idle: this worker's numbers in Redis for the API's readiness and
+        the dashboard. A failed write is skipped (readers then see the heartbeat go stale: not ready)."""
+        if time.monotonic() - self._status_at < STATUS_EVERY_S:
+            return
+        self._status_at = time.monotonic()
+        try:
+            status = {**self.metrics.status(), "scorer": self.pipeline.scorer.version, "group": self.group_id,
+                      "experiment": self.pipeline.experiment.name if self.pipeline.experiment else None}
+        except Exception:  # noqa: BLE001 - a fault in the numbers must not stop the events (logged in full)
+            log.exception("heartbeat skipped: the worker's numbers could not be computed")
+            return
+        try:
+            put_status(self.pipeline.client, self.s.key_prefix, worker_id(), status)
+        except Exception as exc:  # noqa: BLE001 - Redis away: the retrying stages report the outage
+            log.debug("heartbeat skipped: %s", exc)
+
+    def _check_store(self, consumer: Consumer) -> None:
+        """A store without its marker is new (mark it) unless this group already committed offsets on the
+        events topic: then Redis lost its data, and the worker waits for `recstream rebuild`."""
+        profiles = self.pipeline.profiles
+        if self.retry.call("check store", lambda: at_edge("check store", profiles.is_live)):
+            return
+        try:
+            meta = consumer.list_topics(self.s.events_topic, timeout=10)
+            parts = [TopicPartition(self.s.events_topic, p) for p in meta.topics[self.s.events_topic].partitions]
+            committed = consumer.committed(parts, timeout=10) if parts else []
+        except KafkaException as exc:
+            raise BrokerError(f"read committed offsets of group {self.group_id}: {exc}") from exc
+        if any(tp.offset >= 0 for tp in committed):
+            log.error("the store at %s has no marker key %s but group %s has committed offsets: Redis lost its "
+                      "data. Not serving from it; run `recstream rebuild` (this worker resumes by itself)",
+                      self.pipeline.prefix, profiles.keys.marker, self.group_id)
+        else:
+            self.retry.call("mark store", lambda: at_edge("mark store", profiles.mark_live))
 
     def _commit(self, consumer: Consumer, offsets: dict) -> None:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -249,10 +259,6 @@ class ConfluentWorker(WorkerChecks):
         except Stopping:
             log.warning("stopping with %s uncommitted: that batch is redelivered (idempotent)", _fmt(tps))
 
-
-    def _between_batches(self) -> None:
-        if self.between_batches:
-            self.between_batches()
 
     def _finish(self, job: Job, emitter: Emitter, done: queue.Queue) -> None:
         """Stages 3-6 and the emit for one batch; its offsets go back to the consuming thread."""
