@@ -5,10 +5,11 @@
      catalog upserts)      Lua call per user)   ranking, exploration, emit)
 
 Transport-agnostic: the confluent worker (`apply`, then `prepare`: the observers, candidates and their item
-statistics read ahead; then `recommend` on another thread), the faust driver (`process_batch`), the backtest (`apply`, then the read-only `ask_variants`) and the benchmarks all call
-these stages: what we measure is what we ship. Redis is touched once per stage per batch (pipelined),
-never per event. The values between stages are frozen (`stream/core/stages.py`); what is attached between
-batches (ranker, model, experiment) is in `stream/core/wiring.py`.
+statistics read ahead; then `recommend` on another thread), the faust driver (`process_batch`), the backtest
+(`apply`, then the read-only `ask_variants`) and the benchmarks all call these stages: what we measure is
+what we ship. Redis is touched once per stage per batch (pipelined), never per event. The values between
+stages are frozen (`stream/core/stages.py`); what is attached between batches (ranker, model, experiment)
+is in `stream/core/wiring.py`.
 """
 from __future__ import annotations
 
