@@ -3,8 +3,8 @@ popularity, trend), looked up once per distinct item and read per candidate by n
 
 A batch of a thousand users holds a quarter of a million candidates but a few thousand distinct items; building
 each candidate's metadata and statistics in Python (a tuple, a dictionary read, a list comprehension per column)
-was half of the ranker's feature time. Here the per-item work is done once per distinct item, and every
-candidate column is one fancy index: `table.pop[rows]`.
+was a quarter of the ranker's feature time (406 -> 307 us a user with this table, identical values). Here the
+per-item work is done once per distinct item, and every candidate column is one fancy index: `table.pop[rows]`.
 
     table, rows, last = batch_table(meta, stats, items, newest)     # rows: each candidate's row, flat
 """
