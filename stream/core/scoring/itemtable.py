@@ -6,7 +6,7 @@ each candidate's metadata and statistics in Python (a tuple, a dictionary read, 
 was a quarter of the ranker's feature time (406 -> 307 us a user with this table, identical values). Here the
 per-item work is done once per distinct item, and every candidate column is one fancy index: `table.pop[rows]`.
 
-    table, rows, last = batch_table(meta, stats, items, newest)     # rows: each candidate's row, flat
+    table, rows = batch_table(meta, stats, items)     # rows: each candidate's row, flat over the users
 """
 from __future__ import annotations
 
