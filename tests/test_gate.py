@@ -76,6 +76,12 @@ def test_the_decision_is_the_windows_paired_test_through_wraparound_and_a_restor
             assert restored.trees_lead == gate.trees_lead
             gate = restored
     assert True in decisions and False in decisions     # both outcomes were exercised
+    wider = OrderGate(window=100, min_judged=10, z=1.0)        # a restart with another window: the same rows
+    wider.load_state(gate.state())
+    assert wider.judged == gate.judged and wider.trees_lead == exact(wider)
+    for _ in range(70):                                         # fills up, wraps, and still decides exactly
+        wider.judge((float(rng.uniform()), float(rng.uniform())))
+        assert wider.trees_lead == exact(wider) and len(wider.judged) == min(100, 40 + wider.n_judged - 300)
 
 
 def test_join_judges_each_set_by_the_event_that_labels_it():

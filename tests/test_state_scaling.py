@@ -129,13 +129,31 @@ def test_candidates_gathered_ahead_give_the_same_lists_and_a_model_swap_gathers_
             applied = p.apply(Ingested(events[a:a + 300], _origins(events[a:a + 300], a)))
             if ahead:
                 applied = p.prepare(applied)
-                assert applied.prepared[0] is p.scorer and "candidates" in applied.timings and applied.observed
+                assert applied.prepared[0] is p.scorer and "candidates" in applied.timings and applied.observed == 1
                 assert applied.prepared[2].item_stats                  # read ahead: the ranker's features need them
             res = p.recommend(applied)
             lists[ahead] += [(r.user_id, [i.item_id for i in r.items]) for r in res.recommendations]
     assert lists[True] == lists[False] and len(lists[True]) > 100
     assert seen[True] == seen[False] and len(seen[True]) == 5
     assert p.ranker.active, p.ranker.n_learned                 # the learned order ranked the later batches
+
+    # an observer that fails ahead is called again by `recommend`, from that one on: none sees a batch twice
+    calls: list = []
+
+    class Observer:
+        def __init__(self, name: str, fail_first: bool = False):
+            self.name, self.fail_first = name, fail_first
+
+        def observe(self, snaps) -> None:
+            calls.append(self.name)
+            if self.fail_first and calls.count(self.name) == 1:
+                raise ConnectionError("redis away")
+    p.observers[:] = [Observer("first"), Observer("flaky", fail_first=True)]
+    more = events[-80:-40]
+    applied = p.prepare(p.apply(Ingested(more, _origins(more, 4000))))
+    assert applied.observed == 1 and applied.prepared is not None       # the candidates were still read ahead
+    p.recommend(applied)
+    assert calls == ["first", "flaky", "flaky"]
 
     reg, version = register_model(tmp_path, *tiny)
     gathered = []

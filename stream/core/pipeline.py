@@ -112,17 +112,15 @@ class Pipeline(Wiring, Asking):
         An optimisation only: whatever fails here `recommend` does itself, under the driver's failure isolation."""
         if not (events := applied.events):
             return applied
-        observed = False
+        observed = self._observe(applied.snapshots, 0, ahead=True)
         try:
-            self._observe(applied.snapshots)
-            observed = True
             ctx, batch = self._candidates(applied.snapshots, max(ev.ts for ev in events), applied.timings, None,
                                           {uid: snap.events[-1] for uid, snap in applied.snapshots.items()})
             self._item_stats(self.scorer, batch)
         except Exception as exc:  # noqa: BLE001 - recommend does it again, and reports what persists
             log.debug("not prepared ahead (%s: %s): recommend does it", type(exc).__name__, exc)
             return replace(applied, observed=observed)
-        return replace(applied, prepared=(self.scorer, ctx, batch), observed=True)
+        return replace(applied, prepared=(self.scorer, ctx, batch), observed=observed)
 
     def recommend(self, applied: Applied) -> BatchResult:
         """Stages 3-6 for the users whose profiles were just updated: feedback to the learners, candidates,
@@ -144,8 +142,7 @@ class Pipeline(Wiring, Asking):
             timings["feedback"] = t() - t0
         if self.outcomes is not None:
             self.outcomes.observe(snaps)             # what these events say about the lists shown
-        if not applied.observed:
-            self._observe(snaps)
+        self._observe(snaps, applied.observed)       # those that did not see them ahead (`prepare`)
         ahead = applied.prepared[1:] if applied.prepared and applied.prepared[0] is self.scorer else None
         ctx, batch = ahead or self._candidates(snaps, max(ev.ts for ev in events), timings, None, triggers)
         self._record_blend(ctx, batch, triggers)
@@ -198,9 +195,18 @@ class Pipeline(Wiring, Asking):
         timings["candidates"] = time.perf_counter() - t0
         return out
 
-    def _observe(self, snaps: dict) -> None:
-        for obs in self.observers:
-            obs.observe(snaps)                       # what these events say about the pages shown
+    def _observe(self, snaps: dict, start: int, ahead: bool = False) -> int:
+        """The observers from `start` on see what these events say about the pages shown; returns how many
+        have seen them. Ahead (`prepare`), a failure stops there: `recommend` goes on from that observer."""
+        for n, obs in enumerate(self.observers[start:], start):
+            try:
+                obs.observe(snaps)
+            except Exception as exc:  # noqa: BLE001 - recommend calls it again, under the driver's isolation
+                if not ahead:
+                    raise
+                log.debug("observer %s not run ahead (%s: %s)", type(obs).__name__, type(exc).__name__, exc)
+                return n
+        return len(self.observers)
 
     def _item_stats(self, scorer: Scorer, batch: CandidateBatch) -> None:
         if (scorer.needs_item_stats or self.explorer_for(scorer) is not None) and batch.item_stats is None:

@@ -49,7 +49,7 @@ class Applied:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     prepared: tuple | None = None     # (scorer, context, candidates): stage 3 gathered ahead (`Pipeline.prepare`)
-    observed: bool = False            # the observers have seen these snapshots (`Pipeline.prepare`)
+    observed: int = 0                 # how many of the observers have seen these snapshots (`Pipeline.prepare`)
 
     @property
     def events(self) -> list[Event]:

@@ -138,16 +138,18 @@ class Listener:
 
     def latencies_ms(self) -> np.ndarray:
         """Event sent -> its recommendation received, for every tracked event that has one (arrival order)."""
-        return np.array([(t - self.sent[eid]) * 1000 for eid, (_, t) in list(self.by_trigger.items())
-                         if eid in self.sent])
+        return self._sent_and_latency()[:, 1]
 
     def timeline(self) -> np.ndarray:
         """(N, 2): when each tracked event that has a recommendation was sent (s) and its latency (ms), by
         send time."""
+        out = self._sent_and_latency()
+        return out[np.argsort(out[:, 0], kind="stable")]
+
+    def _sent_and_latency(self) -> np.ndarray:
         got = [(self.sent[eid], (t - self.sent[eid]) * 1000) for eid, (_, t) in list(self.by_trigger.items())
                if eid in self.sent]
-        out = np.array(got, dtype=np.float64).reshape(-1, 2)
-        return out[np.argsort(out[:, 0], kind="stable")]
+        return np.array(got, dtype=np.float64).reshape(-1, 2)
 
     def wait_quiet(self, idle_s: float, alive: Callable[[], bool] = lambda: True) -> float:
         """Until nothing arrived for `idle_s` seconds; returns when the last record came."""

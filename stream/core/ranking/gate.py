@@ -21,8 +21,6 @@ orders' lists earned the same); it is there for a log, or a day, where the learn
 """
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from stream.core.ranking.rank import RankConfig, top_k
@@ -50,8 +48,8 @@ class OrderGate:
 
     def __init__(self, window: int = 1000, min_judged: int = 200, z: float = 3.0):
         self.window, self.min_judged, self.z = window, min_judged, z
-        self.judged: deque[tuple[float, float]] = deque(maxlen=window)
-        self._d = np.zeros(window)       # base gain - learned gain of each judgement held (a ring: read per batch)
+        self._ring = np.zeros((window, 2))   # (learned gain, base gain) of the last `window` judgements
+        self._head = self._held = 0         # where the next one goes; how many are held (read every batch)
         self.n_judged = 0
         self.served = {"trees": 0, "base": 0}
 
@@ -59,17 +57,24 @@ class OrderGate:
         """One labelled set: the touched item's gains in the two lists (None or (0, 0): on neither list,
         no information about which order is better, not counted)."""
         if gains is not None and (gains[0] or gains[1]):
-            self.judged.append(gains)
-            self._d[self.n_judged % self.window] = gains[1] - gains[0]
+            self._ring[self._head] = gains
+            self._head = (self._head + 1) % self.window
+            self._held = min(self._held + 1, self.window)
             self.n_judged += 1
+
+    @property
+    def judged(self) -> list[tuple[float, float]]:
+        """The window's judgements, oldest first."""
+        rows = self._ring[: self._held] if self._held < self.window else np.roll(self._ring, -self._head, axis=0)
+        return [(float(t), float(b)) for t, b in rows]
 
     @property
     def trees_lead(self) -> bool:
         """False only while the base order's lists lead by `z` standard errors over the window."""
-        n = len(self.judged)
+        n = self._held
         if n < self.min_judged:
             return True
-        d = self._d[:n]                 # the window's judgements (ring order: mean and spread do not care)
+        d = self._ring[:n, 1] - self._ring[:n, 0]    # base gain - learned gain (order does not matter here)
         return not bool(d.mean() > self.z * d.std(ddof=1) / np.sqrt(n))
 
     def serve(self, n_lists: int) -> bool:
@@ -79,8 +84,8 @@ class OrderGate:
         return lead
 
     def stats(self) -> dict:
-        t, b = np.asarray(self.judged).sum(axis=0) if self.judged else (0.0, 0.0)
-        n = max(len(self.judged), 1)
+        t, b = self._ring[: self._held].sum(axis=0)
+        n = max(self._held, 1)
         return {"gate_judged": self.n_judged, "gate_window_gain_trees": float(t) / n,
                 "gate_window_gain_base": float(b) / n, "lists_by_trees": self.served["trees"],
                 "lists_by_base": self.served["base"]}
@@ -89,8 +94,9 @@ class OrderGate:
         return {"judged": list(self.judged), "n_judged": self.n_judged}
 
     def load_state(self, st: dict | None) -> None:
-        self.judged = deque((tuple(g) for g in (st or {}).get("judged", ())), maxlen=self.window)
+        rows = [tuple(g) for g in (st or {}).get("judged", ())][-self.window:]   # the newest, if the window shrank
+        self._ring = np.zeros((self.window, 2))
+        if rows:
+            self._ring[: len(rows)] = rows
+        self._held, self._head = len(rows), len(rows) % self.window
         self.n_judged = int((st or {}).get("n_judged", 0))
-        self._d = np.zeros(self.window)
-        for j, (t, b) in enumerate(self.judged):     # the ring as if these were the last judgements made
-            self._d[(self.n_judged - len(self.judged) + j) % self.window] = b - t

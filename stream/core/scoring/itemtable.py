@@ -11,7 +11,7 @@ per-item work is done once per distinct item, and every candidate column is one 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -66,5 +66,5 @@ def batch_table(meta: dict, stats: dict, items: list[list[str]]) -> tuple[ItemTa
     table = ItemTable.of([meta.get(i, unknown) for i in names] + [unknown], [p for p, _ in st] + [0.0],
                          np.array([t for _, t in st] + [0.0], dtype=np.float64) / trend_max)
     flat = list(chain.from_iterable(items))
-    rows = np.fromiter(map(index.get, flat, [len(names)] * len(flat)), np.int64, len(flat))
+    rows = np.fromiter(map(index.get, flat, repeat(len(names))), np.int64, len(flat))   # (the last: unknown)
     return table, rows
