@@ -12,6 +12,7 @@ A key lives 30 days after its last save: versions no longer served go by themsel
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -66,9 +67,7 @@ class BlendStore:
             st["judged"] = np.frombuffer(raw, "<f8").reshape(-1, len(st["weights"]))
             if st["version"] != version:
                 raise ValueError(f"it is {st['version']!r}'s state")
-            fresh = BlendWeight(start=blend.weight, weights=blend.weights, window=blend.window,
-                                min_judged=blend.min_judged, z=blend.z, max_open=blend.max_open)
-            fresh.load_state(st)          # checked on a copy first: a bad state changes nothing
+            copy.deepcopy(blend).load_state(st)      # checked on a copy first: a bad state changes nothing
         except Exception as exc:  # noqa: BLE001 - a bad state must never stop serving
             log.error("blend state %s rejected: %s; the weight starts from the scorer's", self.key(version), exc)
             return False
