@@ -36,7 +36,31 @@ def passthrough(s: Settings, n: int) -> float:
     return n / el
 
 
-def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
+def warm_up(pipeline, events: list[dict], batch: int) -> dict:
+    """Untimed and in-process: `events` through the pipeline (profiles, shared statistics, the learned
+    ranker's examples), then the ranker's trees fitted on them and waited for. A timed catch-up that follows
+    starts where a worker that has been running a while stands: its lists ordered by fitted trees. Without
+    it a run starts with an empty ranker whose first fit (in the background, on a busy box) may land after
+    the run: such a run never paid for the trees' predictions."""
+    from schemas import Event, validate_event
+    from stream.core.ranking.gbdt import WindowedGBDT
+    evs = sorted((e for e in map(validate_event, events) if isinstance(e, Event)), key=lambda e: e.ts)
+    t = time.perf_counter()
+    for i in range(0, len(evs), batch):
+        pipeline.process_events(evs[i: i + batch])
+    rankers = {id(r): r for r in (pipeline.ranker, *pipeline.variant_rankers.values()) if r is not None}
+    trees = [r.model for r in rankers.values() if isinstance(r.model, WindowedGBDT)]
+    fitted = all([m.fit_now() for m in trees])
+    info = {"warm_events": len(evs), "warm_seconds": round(time.perf_counter() - t, 1),
+            "ranker_fitted_at_start": fitted if trees else None,
+            "ranker_examples": sum(r.n_learned for r in rankers.values())}
+    print(f"  warm-up (untimed): {info}", flush=True)
+    return info
+
+
+def run_worker_catchup(s: Settings, n: int, warm: list[dict] | None = None) -> tuple[float, dict, dict | None]:
+    """The in-process worker over a pre-loaded topic of `n` events: (events/s, stage timings, what the
+    warm-up left: None without `warm`, the events put through the pipeline before the timed run)."""
     from stream.config.compose import build_pipeline
     from stream.core.scoring.transformer import ModelWatcher
     from stream.drivers.worker import ConfluentWorker
@@ -44,6 +68,7 @@ def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
     watcher = ModelWatcher(s.model_dir, pipeline) if s.model_dir else None
     if watcher:
         watcher()                   # as `recstream worker` does: the promoted model from the first batch
+    warmed = warm_up(pipeline, warm, s.batch_size) if warm else None
     w = ConfluentWorker(s, pipeline, between_batches=watcher)
     state = {"n": 0, "t0": None, "t": {}}
 
@@ -57,4 +82,4 @@ def run_worker_catchup(s: Settings, n: int) -> tuple[float, dict]:
             w.stop_event.set()
     w.on_batch = on_batch
     w.run()
-    return n / (time.perf_counter() - state["t0"]), state["t"]
+    return n / (time.perf_counter() - state["t0"]), state["t"], warmed

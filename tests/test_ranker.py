@@ -93,6 +93,54 @@ def test_ranker_learns_the_planted_signal():
     assert acc > 0.85
 
 
+def test_background_trees_fit_now_for_a_warm_start():
+    """A benchmark's warm-up fits the worker's background trees and waits (bench/catchup.py): before it the
+    trees are not fitted (no rows to fit yet, or one class only), after it they separate the planted signal."""
+    from stream.core.ranking.gbdt import WindowedGBDT
+    m = WindowedGBDT(N_FEATURES, background=True, min_rows=10**9)   # never due by itself
+    assert not m.fit_now() and not m.fitted                           # nothing held
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, N_FEATURES)).astype(np.float32)
+    X[:, 0] = -np.abs(X[:, 0])
+    m.learn_many(X, np.zeros(3000), np.ones(3000))
+    assert not m.fit_now() and not m.fitted                           # negatives only
+    X = rng.normal(size=(3000, N_FEATURES)).astype(np.float32)
+    m.learn_many(X, (X[:, 0] > 0).astype(float), np.ones(3000))
+    assert m.fit_now() and m.fitted
+    Z = rng.normal(size=(500, N_FEATURES)).astype(np.float32)
+    Z[rng.random(Z.shape) < 0.2] = np.nan                            # a model's masked columns: missing
+    assert np.mean((m.logits(Z) > 0) == (np.nan_to_num(Z[:, 0]) > 0)) > 0.9
+
+
+def test_the_workers_compiled_trees_score_as_lightgbm_does():
+    """In the worker (background fits) each booster is compiled (lleaves) and that scores: the same raw
+    scores as LightGBM's predict, missing values and a column-major batch included, and after a checkpoint's
+    restore too (compiled again beside the first batches; LightGBM scores until then)."""
+    import pickle
+    import time
+    from stream.core.ranking.gbdt import WindowedGBDT
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(4000, N_FEATURES)).astype(np.float32)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + np.isnan(X[:, 1]) > 0.8).astype(float)
+    m = WindowedGBDT(N_FEATURES, background=True, min_rows=10**9)
+    assert m.compile
+    m.learn_many(X, y, np.ones(len(y)))
+    assert m.fit_now() and m._compiled is not None and m._compiled[0] is m.booster
+    Z = np.asfortranarray(X[:700])                                    # the feature table is filled column-major
+    reference = m.booster.predict(np.ascontiguousarray(Z), raw_score=True, num_threads=1)
+    assert np.allclose(m.logits(Z), reference, rtol=0, atol=1e-9)
+    restored = pickle.loads(pickle.dumps(m))
+    for _ in range(200):                                             # the compile thread (a few seconds at most)
+        if restored._compiled is not None:
+            break
+        time.sleep(0.05)
+    assert restored._compiled is not None and restored._compiled[0] is restored.booster
+    assert np.allclose(restored.logits(Z), reference, rtol=0, atol=1e-9)
+    inline = WindowedGBDT(N_FEATURES)                                 # the backtest: LightGBM scores, no compile
+    assert not inline.compile
+
+
 def test_checkpoint_restores_identical_predictions_and_rejects_corruption(redis_client, caplog):
     prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
     for model in ("lr", "fm"):
