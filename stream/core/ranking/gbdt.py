@@ -190,7 +190,18 @@ class WindowedGBDT:
                 threading.Thread(target=self._compile, args=(booster,), name="ranker-compile", daemon=True).start()
 
 
-_COMPILE = "import sys, lleaves; lleaves.Model(model_file=sys.argv[1]).compile(cache=sys.argv[2], raw_score=True)"
+# the child compiles, and exits as soon as the worker that started it is gone (nothing outlives a stop)
+_COMPILE = """
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+threading.Thread(target=watch, daemon=True).start()
+import lleaves
+lleaves.Model(model_file=sys.argv[1]).compile(cache=sys.argv[2], raw_score=True)
+"""
 
 
 def compile_trees(booster):
