@@ -58,6 +58,20 @@ def warm_up(pipeline, events: list[dict], batch: int) -> dict:
     return info
 
 
+def warm_worker_state(s: Settings, events: list[dict], items: list[dict]) -> dict:
+    """For a worker started in its own process afterwards (the latency rows): `warm_up` in process on the
+    worker's key space and group, then the ranker's checkpoint saved where that worker restores it from at
+    start (its trees are compiled again beside its first batches)."""
+    from schemas import validate_item
+    from stream.config.compose import build_pipeline
+    pipeline = build_pipeline(s)
+    pipeline.catalog.upsert([validate_item(it) for it in items])
+    info = warm_up(pipeline, events, s.batch_size)
+    if getattr(pipeline, "keeper", None) is not None:
+        pipeline.keeper.save()
+    return info
+
+
 def run_worker_catchup(s: Settings, n: int, warm: list[dict] | None = None) -> tuple[float, dict, dict | None]:
     """The in-process worker over a pre-loaded topic of `n` events: (events/s, stage timings, what the
     warm-up left: None without `warm`, the events put through the pipeline before the timed run)."""

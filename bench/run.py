@@ -16,7 +16,9 @@ Groups:
              exact content-index search over 100k items
 
 The catch-up groups (worker, full) measure a steady state: each row's pipeline takes the first half of the events
-untimed, its learned ranker's trees are fitted there, and the timed run is the second half (`timed_events`).
+untimed, its learned ranker's trees are fitted there, and the timed run is the second half (`timed_events`). The
+latency group likewise: its worker process restores the ranker fitted on the first half, then the events after it
+are sent at the rate.
 Rows other than `full` run with no text encoder and no model, whatever `artifacts/` holds. Each group starts
 on a fresh broker (the local broker slows down as it accumulates data). BENCH_WORKER_LOG=FILE and
 BENCH_WORKER_LOG_EVERY_S=N keep the latency runs' worker log (rate and worker-side latency every N s).
@@ -108,9 +110,15 @@ c.close()
 
 
 def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, seconds: float,
-               relay: bool = False) -> dict:
+               relay: bool = False, warm: int = 0) -> dict:
     """Worker in its own process (or, with relay=True, a plain consume->produce relay: the broker's own
-    two-hop floor); events produced at `rate`; latency = recommendation received - event sent."""
+    two-hop floor); events produced at `rate`; latency = recommendation received - event sent. With `warm`,
+    the worker starts in a steady state: the first `warm` events applied in process beforehand, its ranker
+    fitted there and restored from the checkpoint (`bench.catchup.warm_worker_state`); the timed events are
+    the ones after them (the relay sends the same ones)."""
+    n = int(rate * (seconds + 1))
+    warm = min(warm, max(0, len(events) - n))
+    events_before, events = events[:warm], events[warm:]
     if relay:
         env = worker_env(s)
         ready = ROOT / ".state" / f"relay-{uuid.uuid4().hex[:6]}"
@@ -124,10 +132,12 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
         worker = None
     else:
         produce_items(shop.items, s.items_topic, s.brokers)
+        if warm:
+            from bench.catchup import warm_worker_state
+            warm_worker_state(s, events_before, shop.items)
         worker = WorkerProcess(s, log=os.environ.get("BENCH_WORKER_LOG", os.devnull), cwd=ROOT,
                                log_every_s=float(os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600")))
         worker.wait_ready(shop.items[-1]["item_id"])
-    n = int(rate * (seconds + 1))
     warmup = int(rate)   # the first second warms the producer (metadata, producer id): not measured
     with Listener(s.recs_topic, s.brokers) as recs:     # joined its group before anything is sent
         rep = produce_events(recs.tracked(events[:n], skip=warmup), s.events_topic, s.brokers, rate=rate)
@@ -231,7 +241,7 @@ def main(argv=None) -> int:
                 print(f"== latency at {r} events/s (worker in its own process)", flush=True)
                 client = fresh_stack()
                 s = fresh_settings(base, f"l{r}")
-                res = latency_at(s, shop, events, r, 15)
+                res = latency_at(s, shop, events, r, 15, warm=len(events) // 2)   # a steady state
                 rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=15, samples=res["n"])
                 rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=15, samples=res["n"])
                 rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
@@ -241,7 +251,7 @@ def main(argv=None) -> int:
                 print(f"== broker floor at {r} events/s: plain consume->produce relay, same two hops", flush=True)
                 client = fresh_stack()
                 s = fresh_settings(base, f"r{r}")
-                floor = latency_at(s, shop, events, r, 15, relay=True)
+                floor = latency_at(s, shop, events, r, 15, relay=True, warm=len(events) // 2)
                 rows.add(f"relay_latency_p50_at_{r}", floor["p50"], "ms", rate=r, seconds=15, samples=floor["n"])
                 rows.add(f"relay_latency_p99_at_{r}", floor["p99"], "ms", rate=r, seconds=15, samples=floor["n"])
                 rows.add(f"relay_latency_last5s_p50_at_{r}", floor["last5_p50"], "ms", rate=r, seconds=5)
