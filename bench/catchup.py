@@ -67,7 +67,7 @@ def warm_worker_state(s: Settings, events: list[dict], items: list[dict]) -> dic
     pipeline = build_pipeline(s)
     pipeline.catalog.upsert([validate_item(it) for it in items])
     info = warm_up(pipeline, events, s.batch_size)
-    if getattr(pipeline, "keeper", None) is not None:
+    if pipeline.keeper is not None:
         pipeline.keeper.save()
     return info
 

@@ -212,7 +212,8 @@ def main(argv=None) -> int:
             total = sum(timings.values())
             for k, v in sorted(timings.items(), key=lambda kv: -kv[1]):
                 rows.add(f"worker_stage_share_{k}", 100 * v / total, "%")
-            # the same topic again, each a new group on an empty key space: no ranker; the lr cascade (old default)
+            # the same topic again, each a new group on its own key space (warmed the same way): no ranker; the lr
+            # cascade (old default)
             for label, spec in (("off", "off"), ("lr_cascade", "lr")):
                 other = replace(s, ranker=spec, group_id=f"{s.group_id}-{spec}", key_prefix=f"{s.key_prefix}{spec}:")
                 rate_other, _, warmed = run_worker_catchup(other, len(timed), warm=warm)

@@ -101,8 +101,11 @@ class WindowedGBDT:
                 and doubled(self.complete_since_fit, self.complete_seen))
                and time.monotonic() - self._last_fit >= self.min_interval_s
                if self.booster is not None else self.filled >= self.min_rows)
-        if due and (self.y[: self.filled] > 0).any() and (self.y[: self.filled] == 0).any():
+        if due and self._both_classes():
             self.refit()
+
+    def _both_classes(self) -> bool:
+        return bool((self.y[: self.filled] > 0).any() and (self.y[: self.filled] == 0).any())
 
     def _grow(self, rows: int) -> None:
         if rows <= len(self.X):
@@ -114,14 +117,17 @@ class WindowedGBDT:
             new[: len(old)] = old
             setattr(self, name, new)
 
-    def refit(self) -> None:
-        """Fit on the window as it is now (a copy, so learning goes on while a background fit runs)."""
+    def refit(self, wait: bool = False) -> None:
+        """Fit on the window as it is now (a copy, so learning goes on while a background fit runs); with
+        `wait`, after any fit in progress and in this thread."""
         if self._fitting is not None and self._fitting.is_alive():
-            return                      # one fit at a time; the next is due after more examples
+            if not wait:
+                return                  # one fit at a time; the next is due after more examples
+            self._fitting.join()
         self.since_fit = self.complete_since_fit = 0
         self._last_fit = time.monotonic()
         data = (self.X[: self.filled].copy(), self.y[: self.filled].copy(), self.w[: self.filled].copy())
-        if self.background:
+        if self.background and not wait:
             self._fitting = threading.Thread(target=self._fit, args=data, name="ranker-fit", daemon=True)
             self._fitting.start()
         else:
@@ -131,12 +137,10 @@ class WindowedGBDT:
         """Fit on the window as it is now and wait for it (a benchmark's warm-up, so that a timed run scores
         with trees as a worker that has run a while does; a worker itself never waits for a fit). Returns
         whether a model is fitted (not without positive and negative examples)."""
-        if self._fitting is not None:
+        if self._both_classes():
+            self.refit(wait=True)
+        elif self._fitting is not None:
             self._fitting.join()
-        if (self.y[: self.filled] > 0).any() and (self.y[: self.filled] == 0).any():
-            self.since_fit = self.complete_since_fit = 0
-            self._last_fit = time.monotonic()
-            self._fit(self.X[: self.filled].copy(), self.y[: self.filled].copy(), self.w[: self.filled].copy())
         return self.booster is not None
 
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
