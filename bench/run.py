@@ -30,6 +30,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as the CLI does (stream/cli/__init__.py), before numpy loads
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import platform  # noqa: E402
 import signal
 import subprocess
@@ -137,11 +138,22 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
             warm_worker_state(s, events_before, shop.items)
         worker = WorkerProcess(s, log=os.environ.get("BENCH_WORKER_LOG", os.devnull), cwd=ROOT,
                                log_every_s=float(os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600")))
-        worker.wait_ready(shop.items[-1]["item_id"])
+        # ready once it has applied an item sent after it started (the warm state holds the catalog already,
+        # so a catalog item proves nothing): no event is sent while the worker is still starting
+        probe = {**shop.items[-1], "item_id": f"bench-ready-{uuid.uuid4().hex[:8]}"}
+        produce_items([probe], s.items_topic, s.brokers)
+        worker.wait_ready(probe["item_id"])
     warmup = int(rate)   # the first second warms the producer (metadata, producer id): not measured
-    with Listener(s.recs_topic, s.brokers) as recs:     # joined its group before anything is sent
-        rep = produce_events(recs.tracked(events[:n], skip=warmup), s.events_topic, s.brokers, rate=rate)
-        time.sleep(3.0)
+    # This process sends and receives (its receive times are the latencies): no cyclic collection while it
+    # measures (its full passes over the events and the warm-up's objects paused it for 50-100 ms at a time)
+    gc.collect()
+    gc.disable()
+    try:
+        with Listener(s.recs_topic, s.brokers) as recs:     # joined its group before anything is sent
+            rep = produce_events(recs.tracked(events[:n], skip=warmup), s.events_topic, s.brokers, rate=rate)
+            time.sleep(3.0)
+    finally:
+        gc.enable()
     if worker is not None:
         worker.stop()
     else:

@@ -115,9 +115,8 @@ def test_background_trees_fit_now_for_a_warm_start():
 def test_the_workers_compiled_trees_score_as_lightgbm_does():
     """In the worker (background fits) each booster is compiled (lleaves) and that scores: the same raw
     scores as LightGBM's predict, missing values and a column-major batch included, and after a checkpoint's
-    restore too (compiled again beside the first batches; LightGBM scores until then)."""
+    restore too (compiled again as it is restored, before the worker's first batch)."""
     import pickle
-    import time
     from stream.core.ranking.gbdt import WindowedGBDT
     rng = np.random.default_rng(3)
     X = rng.normal(size=(4000, N_FEATURES)).astype(np.float32)
@@ -131,14 +130,36 @@ def test_the_workers_compiled_trees_score_as_lightgbm_does():
     reference = m.booster.predict(np.ascontiguousarray(Z), raw_score=True, num_threads=1)
     assert np.allclose(m.logits(Z), reference, rtol=0, atol=1e-9)
     restored = pickle.loads(pickle.dumps(m))
-    for _ in range(200):                                             # the compile thread (a few seconds at most)
-        if restored._compiled is not None:
-            break
-        time.sleep(0.05)
     assert restored._compiled is not None and restored._compiled[0] is restored.booster
     assert np.allclose(restored.logits(Z), reference, rtol=0, atol=1e-9)
     inline = WindowedGBDT(N_FEATURES)                                 # the backtest: LightGBM scores, no compile
     assert not inline.compile
+
+
+def test_a_restored_model_serves_until_the_window_holds_as_many_rows_as_it_was_fitted_on():
+    """After a restart the window is empty: the restored trees (fitted on the whole window before it) are not
+    replaced by a fit on the first few thousand rows after it, but once the window is as full again."""
+    import pickle
+    from stream.core.ranking.gbdt import WindowedGBDT
+    rng = np.random.default_rng(5)
+
+    def rows(n):
+        X = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+        return X, (X[:, 0] > 0).astype(float), np.ones(n)
+    m = WindowedGBDT(N_FEATURES, min_rows=2_000, refit_every=2_000)
+    m.learn_many(*rows(12_000))
+    assert m.fitted and m.fitted_rows == 12_000
+    restored = pickle.loads(pickle.dumps(m))
+    assert restored.fitted_rows == 12_000 and restored.filled == 0
+    kept = restored.booster
+    for _ in range(5):                                                # 10,000 rows: the window is not as full
+        restored.learn_many(*rows(2_000))
+        assert restored.booster is kept
+    restored.learn_many(*rows(2_000))                                 # 12,000: refitted on them
+    assert restored.booster is not kept and restored.fitted_rows == 12_000
+    fresh = WindowedGBDT(N_FEATURES, min_rows=2_000, refit_every=2_000)
+    fresh.learn_many(*rows(2_000))
+    assert fresh.fitted and fresh.fitted_rows == 2_000                # no restore: the first fit as before
 
 
 def test_checkpoint_restores_identical_predictions_and_rejects_corruption(redis_client, caplog):

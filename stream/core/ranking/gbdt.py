@@ -6,7 +6,8 @@ worth more than any sum of those columns. LightGBM fits trees on the newest `win
 memory: a ring buffer of float32 rows), refit every `refit_every` new examples, so the model keeps
 learning from the stream and forgets what the shop no longer does (the first fits come sooner: each
 time the rows held have doubled). Between refits the last fitted
-booster scores (vectorised, about 1 µs a row).
+booster scores (vectorised, about 1 µs a row). A restored booster serves until the window holds as many
+rows as it was fitted on (a restart does not swap it for a fit on the first few thousand rows after it).
 
 Chosen by measurement: side by side in one backtest run per shared log (the same events, candidates
 and features), the trees beat river's logistic regression and FM learning from the same examples
@@ -23,8 +24,9 @@ booster is also compiled to machine code by lleaves (LLVM) in the fit thread, an
 raw scores (to about 1e-14), 5-10x faster than LightGBM's predict (0.5-1 us a row against 4.5; measured in
 the twenty-fourth session, docs/benchmarks.md), which was the worker's largest single cost once the trees
 rank every candidate. A compile takes about 3 s (in a child process, so that LLVM does not hold this
-process's GIL; the fit thread waits for it and loads the object file) for the full window's 100 trees. The
-backtest does not compile: its refits are many and each would cost more than its predictions save.
+process's GIL; at nice 10; the fit thread waits for it and loads the object file) for the full window's 100
+trees; a restored booster is compiled as it is restored, before the worker's first batch. The backtest
+does not compile: its refits are many and each would cost more than its predictions save.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class WindowedGBDT:
         self.complete_since_fit = self.complete_seen = 0     # rows with no missing column
         self.partial_seen = False       # some row had a missing column (a model's in-sample row)
         self.booster = None             # replaced whole when a fit is done (scoring reads it without a lock)
+        self.fitted_rows = 0            # the rows the booster was fitted on (a restored one: before the restart)
         self._fitting: threading.Thread | None = None
         if background:     # import now (1.4 s, sklearn included), not in the fit thread where it holds the GIL
             import lightgbm  # noqa: F401
@@ -97,9 +100,12 @@ class WindowedGBDT:
         # the complete rows count on their own too: a fit each time they have doubled
         def doubled(new: int, held: int) -> bool:
             return new >= min(self.refit_every, max(self.min_rows, held - new))
+        # A restored booster serves until the window holds as many rows as it was fitted on: a restart must
+        # not swap a model of the full window for one of the first few thousand rows after it.
         due = ((doubled(self.since_fit, self.filled) or self.partial_seen
                 and doubled(self.complete_since_fit, self.complete_seen))
                and time.monotonic() - self._last_fit >= self.min_interval_s
+               and self.filled >= min(self.fitted_rows, self.window)
                if self.booster is not None else self.filled >= self.min_rows)
         if due and self._both_classes():
             self.refit()
@@ -146,9 +152,15 @@ class WindowedGBDT:
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         import lightgbm as lgb
         params = {**PARAMS, "seed": self.seed, "num_threads": 1 if self.background else PARAMS["num_threads"]}
+        t = time.perf_counter()
         booster = lgb.train(params, lgb.Dataset(X, y, weight=w, free_raw_data=True), self.rounds)
+        t_fit = time.perf_counter() - t
         self._compile(booster)
-        self.booster = booster          # after its compiled copy: scoring never pairs a booster with another's code
+        # after its compiled copy: scoring never pairs a booster with another's code
+        self.booster, self.fitted_rows = booster, len(X)
+        if self.background:
+            log.info("ranker trees refitted on %d rows in %.1f s%s", len(X), t_fit,
+                     f", compiled in {time.perf_counter() - t - t_fit:.1f} s" if self._compiled else "")
 
     def _compile(self, booster) -> None:
         fast = compile_trees(booster) if self.compile else None
@@ -182,21 +194,23 @@ class WindowedGBDT:
                 "compile")
         st = {k: getattr(self, k) for k in keep}
         st["booster"] = self.booster.model_to_string() if self.booster is not None else None
+        st["fitted_rows"] = self.fitted_rows
         return st
 
     def __setstate__(self, st: dict) -> None:
-        model = st.pop("booster")
+        model, fitted_rows = st.pop("booster"), st.pop("fitted_rows", 0)
         self.__init__(st.pop("n_features"), **st)
         if model is not None:
             import lightgbm as lgb
-            self.booster = booster = lgb.Booster(model_str=model)
-            if self.compile:            # compiled beside the worker's first batches; LightGBM scores until then
-                threading.Thread(target=self._compile, args=(booster,), name="ranker-compile", daemon=True).start()
+            booster = lgb.Booster(model_str=model)
+            self._compile(booster)      # here, before the worker's first batch (seconds at start, none per batch)
+            self.booster, self.fitted_rows = booster, fitted_rows
 
 
 # the child compiles, and exits as soon as the worker that started it is gone (nothing outlives a stop)
 _COMPILE = """
 import os, sys, threading, time
+os.nice(10)            # behind the worker's threads, the broker and Redis, yet never starved on a saturated box
 parent = os.getppid()
 def watch():
     while os.getppid() == parent:
