@@ -116,6 +116,19 @@ def test_an_unreadable_page_record_is_dropped_not_fatal(shop, redis_client):
     assert fb.unreadable == 2 and redis_client.hkeys(key) != [] and b"bad" not in redis_client.hkeys(key)
 
 
+def test_a_client_that_only_searches_keeps_a_bounded_record_the_newest_pages(shop, redis_client):
+    """Each search records its page under the user's keys (one hour, renewed by every search). With no events
+    from the user the worker never closes them: the record is capped at `max_records`, the oldest dropped."""
+    p, rr, fb, _ = shop
+    key = pages_key(p.profiles.keys.user("u4"))
+    cap = rr.cfg.max_records
+    redis_client.hset(key, "junk", b"{not json")                       # unreadable: the first to go
+    sids = [rr.rerank("u4", f"q{n}", ["i1", "i2", "i3"], now_ts=T0 + n * 1000)["search_id"] for n in range(cap + 7)]
+    kept = {k.decode() for k in redis_client.hkeys(key)}
+    assert len(kept) == cap and kept == set(sids[-cap:]) and rr.dropped_pages == 8
+    assert 0 < redis_client.ttl(key) <= rr.cfg.page_ttl_s
+
+
 def test_the_learner_joins_by_window_without_a_tag_and_keeps_at_most_max_pages(shop):
     _, _, fb, _ = shop
     pages = [{"id": f"p{n}", "ts": T0 + n * 1000, "q": "q", "items": ["a", "b"], "x": [[0.0] * len(FEATURES)] * 2,

@@ -42,6 +42,8 @@ class RerankConfig:
     salt: str = "search"
     window_s: float = 600.0          # a page's clicks count within this much event time after it was shown
     max_pages: int = 5               # open pages kept per user
+    max_records: int = 20            # page records kept per user at most, whatever the worker has seen (a
+                                     # client that searches without sending events: the oldest are dropped)
     page_ttl_s: int = 3600
     learn_top: int = 20              # displayed places recorded for learning
     reasons: int = 3                 # reasons given per item
@@ -90,6 +92,7 @@ class SearchReranker:
         self.p, self.cfg = pipeline, cfg
         self.model = model or SearchModel(pipeline.client, pipeline.prefix)
         self._n = 0
+        self.dropped_pages = 0          # page records dropped past `max_records` (never learned from)
 
     # ---- features ---------------------------------------------------------------------------------------
     def features(self, snap, query: str, items: list[str], engine_scores: list[float | None], now_ts: int) -> np.ndarray:
@@ -201,5 +204,23 @@ class SearchReranker:
         pipe = self.p.client.pipeline(transaction=False)
         pipe.hset(key, sid, orjson.dumps(rec))
         pipe.expire(key, self.cfg.page_ttl_s)
-        pipe.execute()
+        pipe.hlen(key)
+        if pipe.execute()[-1] > self.cfg.max_records:
+            self._trim(key)
+
+    def _trim(self, key: str) -> None:
+        """Drop a user's oldest page records beyond `max_records` (unreadable ones first). The worker closes
+        all but the newest `max_pages` when the user's events come; a client that only searches would
+        otherwise grow the record until it expires, which each new search postpones."""
+        def age(item):
+            try:
+                pg = orjson.loads(item[1])
+                return (1, int(pg["ts"]), str(pg["id"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                return (0, 0, "")
+        records = sorted(self.p.client.hgetall(key).items(), key=age)
+        drop = [field for field, _ in records[: max(0, len(records) - self.cfg.max_records)]]
+        if drop:
+            self.p.client.hdel(key, *drop)
+            self.dropped_pages += len(drop)
 
