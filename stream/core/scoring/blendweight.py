@@ -107,6 +107,8 @@ class BlendWeight:
         self.weights, self.window, self.min_judged, self.z, self.max_open = weights, window, min_judged, z, max_open
         self.current = weights.index(start)
         self.judged: deque[np.ndarray] = deque(maxlen=window)
+        self._ring = np.zeros((window, len(weights)))           # the same judgements as rows (`choose` reads them)
+        self._held = self._head = 0
         self.pending: dict[str, dict[str, np.ndarray]] = {}     # user -> item -> gains, for the user's last list
         self.n_judged = 0
         self.moves: list[tuple[int, float]] = []                # (judgements so far, the new weight)
@@ -129,14 +131,20 @@ class BlendWeight:
         if lists is not None:
             g = lists.get(item)
             if g is not None and g.any():
-                self.judged.append(g)
+                self._judge(g)
                 self.n_judged += 1
+
+    def _judge(self, g: np.ndarray) -> None:
+        self.judged.append(g)
+        self._ring[self._head] = g
+        self._head = (self._head + 1) % self.window
+        self._held = min(self.window, self._held + 1)
 
     def choose(self) -> float:
         """The weight for the next lists: the one in service unless another has led it clearly."""
-        n = len(self.judged)
+        n = self._held
         if n >= self.min_judged:
-            J = np.asarray(self.judged)
+            J = self._ring[:n]                # the window's judgements (their order does not matter here)
             best = int(np.argmax(J.mean(axis=0)))
             if best != self.current:
                 d = J[:, best] - J[:, self.current]
@@ -148,6 +156,7 @@ class BlendWeight:
     def restart(self) -> None:
         """A new model version: its lists are judged afresh (the weight in service stays until they say otherwise)."""
         self.judged.clear()
+        self._held = self._head = 0
         self.pending.clear()
 
     def state(self) -> dict:
@@ -170,7 +179,9 @@ class BlendWeight:
         self.version, self.n_judged = st["version"], int(st["n_judged"])
         self.moves = [(int(n), float(w)) for n, w in st["moves"]]
         self.judged.clear()
-        self.judged.extend(np.asarray(st["judged"], dtype=np.float64)[-self.window:])
+        self._held = self._head = 0
+        for g in np.asarray(st["judged"], dtype=np.float64).reshape(-1, len(self.weights))[-self.window:]:
+            self._judge(g)
         self.pending.clear()
 
     def stats(self) -> dict:
