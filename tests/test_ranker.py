@@ -113,9 +113,9 @@ def test_background_trees_fit_now_for_a_warm_start():
 
 
 def test_the_workers_compiled_trees_score_as_lightgbm_does():
-    """In the worker (background fits) each booster is compiled (lleaves) and that scores: the same raw
-    scores as LightGBM's predict, missing values and a column-major batch included, and after a checkpoint's
-    restore too (compiled again as it is restored, before the worker's first batch)."""
+    """In the worker (background fits, in a child process) each booster is compiled (lleaves) and that
+    scores: the same raw scores as LightGBM's predict, missing values and a column-major batch included, and
+    after a checkpoint's restore too (compiled again as it is restored, before the worker's first batch)."""
     import pickle
     from stream.core.ranking.gbdt import WindowedGBDT
     rng = np.random.default_rng(3)
@@ -129,6 +129,11 @@ def test_the_workers_compiled_trees_score_as_lightgbm_does():
     Z = np.asfortranarray(X[:700])                                    # the feature table is filled column-major
     reference = m.booster.predict(np.ascontiguousarray(Z), raw_score=True, num_threads=1)
     assert np.allclose(m.logits(Z), reference, rtol=0, atol=1e-9)
+    import lightgbm as lgb                           # fitted in a child process: the trees this process would fit
+    from stream.core.ranking.gbdt import PARAMS
+    here = lgb.train({**PARAMS, "seed": m.seed, "num_threads": 1}, lgb.Dataset(X, y, weight=np.ones(len(y))),
+                     m.rounds)
+    assert np.array_equal(here.predict(np.ascontiguousarray(Z), raw_score=True, num_threads=1), reference)
     restored = pickle.loads(pickle.dumps(m))
     assert restored._compiled is not None and restored._compiled[0] is restored.booster
     assert np.allclose(restored.logits(Z), reference, rtol=0, atol=1e-9)

@@ -14,31 +14,31 @@ and features), the trees beat river's logistic regression and FM learning from t
 (docs/models.md has the table and the commands).
 
 A refit runs in the caller's thread (`background=False`: the backtest, replay-deterministic, 2 threads)
-or in a background thread that swaps the booster in when done (the worker, so a batch never waits for a
-fit): there on one thread and at most once per `min_interval_s` of wall time, so that fitting takes a
-bounded share of a worker's CPU however fast events come (a fit on the full window takes a few
-seconds of one core).
+or in the background (the worker, so a batch never waits for a fit): a thread hands the window to a child
+process at the lowest priority (`treeproc`: its own session and autogroup, nice 19), waits, and swaps the
+booster in when done; one thread of LightGBM, at most once per `min_interval_s` of wall time, so that
+fitting takes a bounded share of a worker's CPU however fast events come (a fit on the full window takes a
+few seconds of one core).
 
 In the worker (`compile`, on with `background`; `RECSTREAM_RANKER_COMPILE=0` turns it off) each fitted
-booster is also compiled to machine code by lleaves (LLVM) in the fit thread, and that scores: the same
+booster is also compiled to machine code by lleaves (LLVM) in that child, and that scores: the same
 raw scores (to about 1e-14), 5-10x faster than LightGBM's predict (0.5-1 us a row against 4.5; measured in
 the twenty-fourth session, docs/benchmarks.md), which was the worker's largest single cost once the trees
-rank every candidate. A compile takes about 3 s (in a child process, so that LLVM does not hold this
-process's GIL; at nice 10; the fit thread waits for it and loads the object file) for the full window's 100
-trees; a restored booster is compiled as it is restored, before the worker's first batch. The backtest
+rank every candidate. A compile takes about 3 s (in the child, so that LLVM does not hold this process's
+GIL; the fit thread loads the object file) for the full window's 100 trees; a restored booster is compiled
+as it is restored, before the worker's first batch. The backtest
 does not compile: its refits are many and each would cost more than its predictions save.
 """
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 
 import numpy as np
+
+from stream.core.ranking.treeproc import compile_trees, fit_trees
 
 log = logging.getLogger("recstream.ranker")
 
@@ -152,15 +152,22 @@ class WindowedGBDT:
     def _fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
         import lightgbm as lgb
         params = {**PARAMS, "seed": self.seed, "num_threads": 1 if self.background else PARAMS["num_threads"]}
-        t = time.perf_counter()
-        booster = lgb.train(params, lgb.Dataset(X, y, weight=w, free_raw_data=True), self.rounds)
-        t_fit = time.perf_counter() - t
-        self._compile(booster)
+        t, booster, where = time.perf_counter(), None, "here"
+        if self.background:         # a child process at the lowest priority fits (and compiles) them
+            try:
+                booster, fast = fit_trees(X, y, w, params, self.rounds, self.compile)
+                self._compiled, where = ((booster, fast) if fast is not None else None), "in a child process"
+            except Exception as exc:  # noqa: BLE001 - the same trees, fitted here instead
+                log.warning("the ranker's refit in a child process failed (%s: %s): fitting in the worker",
+                            type(exc).__name__, exc)
+        if booster is None:
+            booster = lgb.train(params, lgb.Dataset(X, y, weight=w, free_raw_data=True), self.rounds)
+            self._compile(booster)
         # after its compiled copy: scoring never pairs a booster with another's code
         self.booster, self.fitted_rows = booster, len(X)
         if self.background:
-            log.info("ranker trees refitted on %d rows in %.1f s%s", len(X), t_fit,
-                     f", compiled in {time.perf_counter() - t - t_fit:.1f} s" if self._compiled else "")
+            log.info("ranker trees refitted on %d rows in %.1f s (%s%s)", len(X), time.perf_counter() - t, where,
+                     ", compiled" if self._compiled is not None else "")
 
     def _compile(self, booster) -> None:
         fast = compile_trees(booster) if self.compile else None
@@ -206,35 +213,3 @@ class WindowedGBDT:
             self._compile(booster)      # here, before the worker's first batch (seconds at start, none per batch)
             self.booster, self.fitted_rows = booster, fitted_rows
 
-
-# the child compiles, and exits as soon as the worker that started it is gone (nothing outlives a stop)
-_COMPILE = """
-import os, sys, threading, time
-os.nice(10)            # behind the worker's threads, the broker and Redis, yet never starved on a saturated box
-parent = os.getppid()
-def watch():
-    while os.getppid() == parent:
-        time.sleep(0.2)
-    os._exit(1)
-threading.Thread(target=watch, daemon=True).start()
-import lleaves
-lleaves.Model(model_file=sys.argv[1]).compile(cache=sys.argv[2], raw_score=True)
-"""
-
-
-def compile_trees(booster):
-    """`booster` as machine code (lleaves), returning raw scores; None when that fails (then LightGBM scores).
-    LLVM compiles in a child process and this one loads the object file: in process, the compile held the
-    GIL for up to 50 ms at a time, stalling the worker's threads."""
-    try:
-        import lleaves
-        with tempfile.TemporaryDirectory() as d:
-            path, obj = os.path.join(d, "model.txt"), os.path.join(d, "model.o")
-            booster.save_model(path)
-            subprocess.run([sys.executable, "-c", _COMPILE, path, obj], check=True, capture_output=True, timeout=600)
-            model = lleaves.Model(model_file=path)
-            model.compile(cache=obj, raw_score=True)
-        return model
-    except Exception as exc:  # noqa: BLE001 - an optimisation: the booster scores the same without it
-        log.warning("the ranker's trees were not compiled (%s: %s): LightGBM scores them", type(exc).__name__, exc)
-        return None
