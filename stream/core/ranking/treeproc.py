@@ -31,8 +31,8 @@ import numpy as np
 log = logging.getLogger("recstream.ranker")
 
 _CHILD = """
-import json, os, sys, threading, time
-parent = os.getppid()
+import json, os, shutil, sys, threading, time
+parent, d = os.getppid(), sys.argv[1]
 os.setsid()            # a session of its own: Linux's autogroup scheduling weighs it apart from the worker's
 try:
     with open("/proc/self/autogroup", "w") as fh:
@@ -40,18 +40,20 @@ try:
 except OSError:
     pass               # no autogroup (a kernel without it, a container that forbids it): nice alone
 os.nice(19)
-def watch():
+def watch():             # the worker gone (a SIGKILL): its temporary folder would be left; the child removes it
     while os.getppid() == parent:
         time.sleep(0.2)
+    shutil.rmtree(d, ignore_errors=True)
     os._exit(1)
 threading.Thread(target=watch, daemon=True).start()
-d = sys.argv[1]
 job = json.load(open(os.path.join(d, "job.json")))
 model = os.path.join(d, "model.txt")
 if job["fit"]:
     import numpy as np
     import lightgbm as lgb
     X, y, w = (np.load(os.path.join(d, n + ".npy")) for n in ("X", "y", "w"))
+    for n in ("X", "y", "w"):
+        os.unlink(os.path.join(d, n + ".npy"))      # read: the 40 MB on disk are not needed any more
     lgb.train(job["params"], lgb.Dataset(X, y, weight=w, free_raw_data=True), job["rounds"]).save_model(model)
 if job["compile"]:
     import lleaves
