@@ -61,7 +61,7 @@ def warm_up(pipeline, events: list[dict], batch: int) -> dict:
 def warm_worker_state(s: Settings, events: list[dict], items: list[dict]) -> dict:
     """For a worker started in its own process afterwards (the latency rows): `warm_up` in process on the
     worker's key space and group, then the ranker's checkpoint saved where that worker restores it from at
-    start (its trees are compiled again beside its first batches)."""
+    start (its trees are compiled again as they are restored, before its first batch)."""
     from schemas import validate_item
     from stream.config.compose import build_pipeline
     pipeline = build_pipeline(s)

@@ -26,8 +26,8 @@ raw scores (to about 1e-14), 5-10x faster than LightGBM's predict (0.5-1 us a ro
 the twenty-fourth session, docs/benchmarks.md), which was the worker's largest single cost once the trees
 rank every candidate. A compile takes about 3 s (in the child, so that LLVM does not hold this process's
 GIL; the fit thread loads the object file) for the full window's 100 trees; a restored booster is compiled
-as it is restored, before the worker's first batch. The backtest
-does not compile: its refits are many and each would cost more than its predictions save.
+as it is restored, before the worker's first batch. The backtest does not compile: its refits are many and
+each would cost more than its predictions save.
 """
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ workers learned.
 """
 from __future__ import annotations
 
-from collections import deque
 
 import numpy as np
 
@@ -106,8 +105,7 @@ class BlendWeight:
             weights = tuple(sorted({*weights, start}))
         self.weights, self.window, self.min_judged, self.z, self.max_open = weights, window, min_judged, z, max_open
         self.current = weights.index(start)
-        self.judged: deque[np.ndarray] = deque(maxlen=window)
-        self._ring = np.zeros((window, len(weights)))           # the same judgements as rows (`choose` reads them)
+        self._ring = np.zeros((window, len(weights)))           # the last `window` judgements, a ring of rows
         self._held = self._head = 0
         self.pending: dict[str, dict[str, np.ndarray]] = {}     # user -> item -> gains, for the user's last list
         self.n_judged = 0
@@ -134,8 +132,16 @@ class BlendWeight:
                 self._judge(g)
                 self.n_judged += 1
 
+    @property
+    def judged(self) -> list[np.ndarray]:
+        """The window's judgements, oldest first (copies)."""
+        return list(self._window())
+
+    def _window(self) -> np.ndarray:
+        start = (self._head - self._held) % self.window
+        return self._ring[(start + np.arange(self._held)) % self.window]
+
     def _judge(self, g: np.ndarray) -> None:
-        self.judged.append(g)
         self._ring[self._head] = g
         self._head = (self._head + 1) % self.window
         self._held = min(self.window, self._held + 1)
@@ -155,7 +161,6 @@ class BlendWeight:
 
     def restart(self) -> None:
         """A new model version: its lists are judged afresh (the weight in service stays until they say otherwise)."""
-        self.judged.clear()
         self._held = self._head = 0
         self.pending.clear()
 
@@ -163,13 +168,13 @@ class BlendWeight:
         """What a restart needs (`load_state`): the weight in service, the judgements in the window, the moves."""
         return {"version": self.version, "weights": list(self.weights), "weight": self.weight,
                 "n_judged": self.n_judged, "moves": [list(m) for m in self.moves],
-                "judged": np.asarray(self.judged, dtype=np.float64).reshape(-1, len(self.weights))}
+                "judged": self._window()}
 
     def load_state(self, st: dict) -> None:
         """Resume from `state()` (same weight grid; open lists are not kept: their users' next events judge
         nothing after a restart).
 
-        >>> a = BlendWeight(); a.version = "v"; a.judged.append(np.arange(5.0)); a.n_judged = 1
+        >>> a = BlendWeight(); a.version = "v"; a._judge(np.arange(5.0)); a.n_judged = 1
         >>> b = BlendWeight(); b.load_state(a.state()); (b.version, b.n_judged, b.weight, np.asarray(b.judged).tolist())
         ('v', 1, 1.0, [[0.0, 1.0, 2.0, 3.0, 4.0]])
         """
@@ -178,14 +183,13 @@ class BlendWeight:
         self.current = self.weights.index(float(st["weight"]))
         self.version, self.n_judged = st["version"], int(st["n_judged"])
         self.moves = [(int(n), float(w)) for n, w in st["moves"]]
-        self.judged.clear()
         self._held = self._head = 0
         for g in np.asarray(st["judged"], dtype=np.float64).reshape(-1, len(self.weights))[-self.window:]:
             self._judge(g)
         self.pending.clear()
 
     def stats(self) -> dict:
-        J = np.asarray(self.judged) if self.judged else np.zeros((1, len(self.weights)))
+        J = self._ring[: self._held] if self._held else np.zeros((1, len(self.weights)))
         return {"blend_weight": self.weight, "blend_judged": self.n_judged, "blend_moves": list(self.moves),
                 "blend_window_gain": {str(w): round(float(v), 4) for w, v in zip(self.weights, J.mean(axis=0))}}
 
