@@ -2,6 +2,7 @@
 (`bench.run`'s worker and full groups)."""
 from __future__ import annotations
 
+import resource
 import time
 
 from stream.config.settings import Settings
@@ -72,11 +73,23 @@ def warm_worker_state(s: Settings, events: list[dict], items: list[dict]) -> dic
     return info
 
 
-def run_worker_catchup(s: Settings, n: int, warm: list[dict] | None = None) -> tuple[float, dict, dict | None]:
+def _cpu_now(client) -> tuple[float, float]:
+    """(this process's CPU-seconds, its reaped children's included: the ranker's refits run in a child;
+    Redis' CPU-seconds, every master's INFO CPU)."""
+    from bench.store import redis_cpu_calls
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, redis_cpu_calls(client)[0]
+
+
+def run_worker_catchup(s: Settings, n: int, warm: list[dict] | None = None, rows=None, label: str = ""
+                       ) -> tuple[float, dict, dict | None]:
     """The in-process worker over a pre-loaded topic of `n` events: (events/s, stage timings, what the
-    warm-up left: None without `warm`, the events put through the pipeline before the timed run)."""
+    warm-up left: None without `warm`, the events put through the pipeline before the timed run). With `rows`,
+    also the timed run's CPU per event, as rows `{label}_worker_cpu_per_event` (this process, the
+    consumer's and producer's threads and the refit's child included) and `{label}_redis_cpu_per_event`."""
     from stream.config.compose import build_pipeline
     from stream.core.scoring.transformer import ModelWatcher
+    from stream.core.storage.store import connect
     from stream.drivers.worker import ConfluentWorker
     pipeline = build_pipeline(s)
     watcher = ModelWatcher(s.model_dir, pipeline) if s.model_dir else None
@@ -85,6 +98,7 @@ def run_worker_catchup(s: Settings, n: int, warm: list[dict] | None = None) -> t
     warmed = warm_up(pipeline, warm, s.batch_size) if warm else None
     w = ConfluentWorker(s, pipeline, between_batches=watcher)
     state = {"n": 0, "t0": None, "t": {}}
+    client = connect(s.redis_url)
 
     def on_batch(res):
         if res.events and state["t0"] is None:
@@ -93,7 +107,13 @@ def run_worker_catchup(s: Settings, n: int, warm: list[dict] | None = None) -> t
         for k, v in res.timings.items():
             state["t"][k] = state["t"].get(k, 0.0) + v
         if state["n"] >= n:
+            state["cpu1"] = _cpu_now(client)
             w.stop_event.set()
     w.on_batch = on_batch
+    cpu0 = _cpu_now(client)
     w.run()
+    if rows is not None:
+        (wc0, rc0), (wc1, rc1) = cpu0, state.get("cpu1") or _cpu_now(client)
+        rows.add(f"{label}_worker_cpu_per_event", 1e6 * (wc1 - wc0) / n, "us", events=n)
+        rows.add(f"{label}_redis_cpu_per_event", 1e6 * (rc1 - rc0) / n, "us", events=n)
     return n / (time.perf_counter() - state["t0"]), state["t"], warmed

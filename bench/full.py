@@ -52,13 +52,13 @@ def run_full(rows: Rows, base: Settings, shop: SynthShop, events: list[dict], cl
     t = time.perf_counter()
     n_items = pipe.content.upsert(items)
     rows.add("full_catalog_embedding", n_items / (time.perf_counter() - t), "items/s", items=n_items)
-    rate_full, timings, warmed = run_worker_catchup(full, len(timed), warm=warm)
+    rate_full, timings, warmed = run_worker_catchup(full, len(timed), warm, rows, "worker_full_stack")
     rows.add("worker_full_stack_end_to_end", rate_full, "events/s", scorer=f"blend({version})", content=True,
              ranker=s.ranker, timed_events=len(timed), **(warmed or {}))
     total = sum(timings.values())
     for k, v in sorted(timings.items(), key=lambda kv: -kv[1]):
         rows.add(f"worker_full_stage_share_{k}", 100 * v / total, "%")
-    rate_fb, _, warmed = run_worker_catchup(other, len(timed), warm=warm)
+    rate_fb, _, warmed = run_worker_catchup(other, len(timed), warm, rows, "worker_fallback_ranker")
     rows.add("worker_fallback_ranker_end_to_end", rate_fb, "events/s", scorer="fallback-v1", content=False,
              ranker=s.ranker, timed_events=len(timed), **(warmed or {}))
     rows.add("worker_full_vs_fallback_ratio", rate_full / rate_fb, "x")

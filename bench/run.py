@@ -218,7 +218,7 @@ def main(argv=None) -> int:
             produce_events(enumerate(timed, half + 1), s.events_topic, s.brokers)
             pt = passthrough(s, len(timed))
             rows.add("passthrough_consume_produce", pt, "msg/s")
-            rate, timings, warmed = run_worker_catchup(s, len(timed), warm=warm)
+            rate, timings, warmed = run_worker_catchup(s, len(timed), warm=warm, rows=rows, label="worker")
             rows.add("worker_confluent_end_to_end", rate, "events/s", timed_events=len(timed), **(warmed or {}))
             rows.add("worker_vs_passthrough_ratio", rate / pt, "x")
             total = sum(timings.values())
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
             # cascade (old default)
             for label, spec in (("off", "off"), ("lr_cascade", "lr")):
                 other = replace(s, ranker=spec, group_id=f"{s.group_id}-{spec}", key_prefix=f"{s.key_prefix}{spec}:")
-                rate_other, _, warmed = run_worker_catchup(other, len(timed), warm=warm)
+                rate_other, _, warmed = run_worker_catchup(other, len(timed), warm, rows, f"worker_ranker_{label}")
                 rows.add(f"worker_ranker_{label}_end_to_end", rate_other, "events/s", timed_events=len(timed),
                          **(warmed or {}))
                 rows.add(f"worker_ranker_{s.ranker}_vs_{label}_ratio", rate / rate_other, "x")

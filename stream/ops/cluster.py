@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from stream.errors import StackError
-from stream.ops.stack import StackConfig, _Service, _wait, port_open, redis_binary
+from stream.ops.stack import REDIS_TUNING, StackConfig, _Service, _wait, port_open, redis_binary
 
 
 def _nodes(cfg: StackConfig, n: int) -> list[_Service]:
@@ -58,7 +58,7 @@ def up(cfg: StackConfig, n: int = 3, *, tied: bool = False, timeout: float = 30.
             line = svc.start([redis_binary(), "--port", str(svc.port), "--bind", cfg.host, "--save", "",
                               "--appendonly", "no", "--protected-mode", "no", "--dir", str(d.resolve()),
                               "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                              "--cluster-node-timeout", "5000"], tied)
+                              "--cluster-node-timeout", "5000", *REDIS_TUNING], tied)
             lines.append(line)
             if "started" in line:
                 started.append(svc)

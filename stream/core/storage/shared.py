@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 import redis
 
@@ -132,17 +133,20 @@ class SharedStats:
             fed = [f for f in fed if any(src == f.source and f.offset > g for (_, src), g in only.items())]
 
     def _call(self, sh: int, sections: dict[str, list], newest: dict[str, int]) -> tuple[list, list]:
-        keys, index, out = [self.keys.guard(sh)], {}, []
+        keys, index = [self.keys.guard(sh)], {}
+        out: list = []
         for src, (lo, hi, per_key) in sorted(sections.items()):
-            ops = []
+            head = len(out)
+            out += [src, lo, hi, newest.get(src, hi), 0]
             for key, members in per_key.items():
                 k = index.get(key)
                 if k is None:
                     k = index[key] = len(keys) + 1
                     keys.append(key)
-                ops += [[k, m, a] for m, a in members.items()]
-            out.append([src, lo, hi, newest.get(src, hi), ops])
-        return keys, [orjson.dumps(out), self.cap, int(3 * self.epoch_ms), "".join(map(_mode, keys[1:]))]
+                for m, a in members.items():
+                    out += (k, m, a)
+            out[head + 4] = (len(out) - head - 5) // 3
+        return keys, [self.cap, int(3 * self.epoch_ms), "".join(map(_mode, keys[1:])), msgspec.msgpack.encode(out)]
 
 
 def _mode(key: str) -> str:
