@@ -122,3 +122,16 @@ def test_a_killed_backtest_leaves_no_redis_server_behind(tmp_path):
         for pid in ours:
             if _alive(pid):
                 os.kill(pid, 9)              # never leave one behind, even when the test fails
+
+
+def test_our_redis_servers_keep_large_sorted_sets_as_skip_lists_and_the_worker_says_when_a_redis_does_not():
+    """Every redis-server the project starts runs with zset-max-listpack-entries 64 (docs/stack.md); on a
+    Redis left at the default (128) `server_advice`, which the worker logs at start, names the setting."""
+    from stream.core.storage.store import ZSET_LISTPACK_MAX, server_advice
+    with st.private_redis() as url:
+        client = redis.Redis.from_url(url)
+        assert client.config_get("zset-max-listpack-entries") == {"zset-max-listpack-entries": str(ZSET_LISTPACK_MAX)}
+        assert server_advice(client) == []
+        client.config_set("zset-max-listpack-entries", 128)
+        advice = server_advice(client)
+        assert len(advice) == 1 and "zset-max-listpack-entries 64" in advice[0] and "128" in advice[0]

@@ -34,6 +34,7 @@ from stream.config.settings import Settings
 from stream.core.pipeline import Pipeline
 from stream.core.stages import Applied, BatchResult
 from stream.core.storage.serving import put_status
+from stream.core.storage.store import server_advice
 from stream.core.validate import InMessage
 from stream.drivers.emitter import Emitter, worker_id
 from stream.drivers.isolation import at_edge, guarded
@@ -134,6 +135,8 @@ class ConfluentWorker:
                  s.events_topic, s.items_topic, self.group_id, s.brokers, s.batch_size, s.batch_wait_ms,
                  self.pipeline.scorer.version)
         self._check_store(consumer)
+        for advice in server_advice(self.pipeline.client):
+            log.warning(advice)
         # fewer, cheaper GC passes: long-lived objects (catalog cache, clients) are frozen out of the
         # collector's scans, and young collections run less often (pauses showed up in p99 latency)
         gc.collect()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from stream.core.storage.store import ZSET_LISTPACK_MAX
 from stream.errors import StackError
 
 
@@ -68,7 +69,7 @@ def tansu_binary() -> str:
 # every ZINCRBY a linear scan and move; co-visitation and co-occurrence sets live at 100-200 members. Measured
 # on the whole pipeline in process (20k synthetic events after 20k warm): Redis CPU per event 0.87x, memory
 # 1.19x (16 against 13.5 MB); 16 used 2.1x the memory for no further gain (docs/worker.md).
-REDIS_TUNING = ("--zset-max-listpack-entries", "64")
+REDIS_TUNING = ("--zset-max-listpack-entries", str(ZSET_LISTPACK_MAX))
 
 
 def redis_binary() -> str:

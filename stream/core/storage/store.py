@@ -56,6 +56,29 @@ def is_cluster(client) -> bool:
     return bool(int(client.info("cluster").get("cluster_enabled", 0)))
 
 
+ZSET_LISTPACK_MAX = 64      # the zset-max-listpack-entries every Redis of ours runs with (docs/stack.md)
+
+
+def server_advice(client) -> list[str]:
+    """What this Redis' settings cost recstream, as lines for the log (none when they are fine, or when the
+    server does not let a client read its configuration, as some managed ones do not). A sorted set kept
+    as a listpack makes each increment a linear scan; the co-visitation sets live at 100-200 members."""
+    nodes = ([client.get_redis_connection(n) for n in client.get_primaries()]
+             if isinstance(client, redis.RedisCluster) else [client])
+    out = []
+    for node in nodes:
+        try:
+            got = node.config_get("zset-max-listpack-entries").get("zset-max-listpack-entries")
+        except redis.RedisError:
+            return []
+        if got is not None and int(got) > ZSET_LISTPACK_MAX:
+            out.append(f"Redis keeps sorted sets of up to {int(got)} members as listpacks: set "
+                       f"zset-max-listpack-entries {ZSET_LISTPACK_MAX} (about 0.87x the Redis CPU per event; "
+                       f"docs/stack.md)")
+            break
+    return out
+
+
 def connect_async(url: str, **kw):
     """An asyncio client on `url` (the API's), a `RedisCluster` one when `url` is a cluster node."""
     import redis.asyncio as aredis
