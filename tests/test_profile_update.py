@@ -1,0 +1,110 @@
+"""Differential: `stream.core.storage.update.apply_user` (the per-user update in Python, groundwork for a
+worker-side profile cache) against `lua/apply_events.lua` on a real redis-server, call by call, on the
+same arguments: the same reply and the same keys afterwards."""
+import json
+import random
+import uuid
+from collections import Counter
+
+import pytest
+
+from schemas import Event, validate_event
+from stream.core.storage.profile import ProfileConfig, ProfileStore
+from stream.core.storage.store import user_profile_dump
+from stream.core.storage.update import UserState, apply_user
+from stream.core.validate import InMessage
+from stream.data.synth import SynthConfig, SynthShop
+
+pytestmark = pytest.mark.integration
+
+
+def _norm(x):
+    if isinstance(x, bytes):
+        return x.decode()
+    if isinstance(x, list):
+        return [_norm(y) for y in x]
+    return str(x) if isinstance(x, (int, float)) else x
+
+
+def _part(raw: str) -> tuple:
+    p = json.loads(raw)
+    v, s = p.get("v"), p.get("s")
+    return (v if isinstance(v, list) else [], s if isinstance(s, list) else [], p.get("h"))
+
+
+def _same_reply(lua: list, py: list) -> None:
+    lua, py = _norm(lua), _norm(py)
+    assert lua[0] == py[0]                               # flags
+    assert lua[1] == py[1]                               # recent items
+    assert dict(zip(lua[2][::2], lua[2][1::2])) == dict(zip(py[2][::2], py[2][1::2]))   # affinities
+    assert lua[3] == py[3]                               # bought
+    assert float(lua[4]) == float(py[4])                 # last_ts
+    assert [float(lua[5][0]), *lua[5][1:]] == [float(py[5][0]), *py[5][1:]]
+    assert lua[6][::2] == py[6][::2] and list(map(_part, lua[6][1::2])) == list(map(_part, py[6][1::2]))
+
+
+def _dump(st: UserState) -> dict:
+    enc = str.encode
+    return {"profile": {enc(k): enc(v) for k, v in st.hash.items()}, "seq": [enc(s) for s in st.seq],
+            "aff": {enc(k): enc(v) for k, v in st.aff.items()},
+            "bought": [(enc(k), v) for k, v in sorted(st.bought.items(), key=lambda kv: (kv[1], kv[0]))],
+            "seen": [(enc(k), v) for k, v in sorted(st.seen.items(), key=lambda kv: (kv[1], kv[0]))]}
+
+
+def _events(seed: int) -> list[Event]:
+    """The synthetic shop's events, then hostile shapes: duplicates, events out of time order, bursts
+    past the bot rule, funnels on one item, prices, queries, many categories and brands."""
+    rnd = random.Random(seed)
+    shop = SynthShop(SynthConfig(n_users=40, n_items=300, n_events=3000, seed=seed))
+    evs = [e for e in map(validate_event, shop.events()) if isinstance(e, Event)]
+    out = []
+    for e in evs:
+        out.append(e)
+        r = rnd.random()
+        if r < 0.05:
+            out.append(e)                                            # a duplicate
+        elif r < 0.08:
+            out.append(Event(event_id=e.event_id + "-late", user_id=e.user_id, type="purchase", item_id=e.item_id,
+                             ts=e.ts - rnd.randrange(1, 3_600_000), price=rnd.choice([None, 9.99, 120.0])))
+        elif r < 0.10:
+            for k in range(rnd.randrange(5, 60)):                    # a burst within a minute
+                out.append(Event(event_id=f"{e.event_id}-b{k}", user_id=e.user_id, type="view",
+                                 item_id=f"x{rnd.randrange(400)}", ts=e.ts + k * 500,
+                                 context={"category": f"k{rnd.randrange(90)}", "brand": f"b{rnd.randrange(90)}"}))
+        elif r < 0.12:
+            out.append(Event(event_id=e.event_id + "-q", user_id=e.user_id, type="search", item_id=None,
+                             query="red shoes", ts=e.ts + 1))
+    return out
+
+
+@pytest.mark.parametrize("seed,seen_cap,batch", [(1, 2000, 50), (2, 40, 7), (3, 15, 200)])
+def test_the_python_update_matches_the_script_call_by_call(redis_client, monkeypatch, seed, seen_cap, batch):
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    store = ProfileStore(redis_client, prefix, ProfileConfig(seen_cap=seen_cap, max_affinities=24, bot_per_min=20))
+    states: dict[str, UserState] = {}
+    calls = []
+    run = store._apply.execute
+
+    def spy(batch_calls):
+        replies = run(batch_calls)
+        calls.extend(zip(batch_calls, replies))
+        return replies
+    monkeypatch.setattr(store._apply, "execute", spy)
+    evs = _events(seed)
+    users, flags = {}, Counter()
+    for i in range(0, len(evs), batch):
+        part = evs[i:i + batch]
+        store.apply(part, [InMessage(b"", None, "t", 0, i + k) for k in range(len(part))])
+        for (keys, args), reply in calls:
+            st = states.setdefault(keys[0], UserState())
+            _same_reply(reply, apply_user(st, args))
+            flags.update(reply[0].decode())
+        calls.clear()
+        for e in part:
+            users[e.user_id] = store.keys.user_keys(e.user_id)[0]
+    # every path was taken: duplicates, bot-like bursts, prices, a full affinity table, a full seen set
+    assert len(users) >= 30 and flags["0"] and flags["2"] and flags["1"]
+    assert any("plog" in st.hash for st in states.values()) and any(len(st.aff) == 24 for st in states.values())
+    assert any(len(st.seen) == seen_cap for st in states.values()) == (seen_cap < 100)
+    for uid, key in users.items():
+        assert _dump(states[key]) == user_profile_dump(redis_client, prefix, uid), uid
