@@ -147,9 +147,9 @@ def test_poison_and_hostile_messages_never_stop_the_worker(fs, tmp_path):
     rng = random.Random(7)
     produce_items(sh.items, s.items_topic, s.brokers)
     c = client(s)
-    # a user whose sequence key is corrupt (a bug, not bad input): their events fail in the profile stage
+    # a user whose profile key is corrupt (a bug, not bad input): their events fail in the profile stage
     victim = "victim"
-    c.set(Keys(s.key_prefix).user_keys(victim)[1], "not a list")
+    c.set(Keys(s.key_prefix).user(victim), "not a hash")
     t0 = events[0]["ts"]
     special = [
         # ids that would have collided as text: each must land in its own keys
@@ -199,7 +199,7 @@ def test_poison_and_hostile_messages_never_stop_the_worker(fs, tmp_path):
             assert reason and len(reason) <= 400 and b":" in reason, r
             assert int(r.headers["recstream.source.offset"]) >= 0 and int(r.headers["recstream.source.partition"]) >= 0
         # colliding ids stay separate
-        seqs = {u: [x.decode() for x in c.lrange(Keys(s.key_prefix).user_keys(u)[1], 0, -1)]
+        seqs = {u: [x.decode() for x in user_profile_dump(c, s.key_prefix, u)["seq"]]
                 for u in ("u1", "u1:aff", "u1:seq", "{u:u1}")}
         assert seqs["u1"][:2] == ["x5", "x1"] or seqs["u1"][0] == "x5", seqs
         assert "x2" not in seqs["u1"] and seqs["u1:aff"][0] == "x2" and seqs["u1:seq"][0] == "x3"

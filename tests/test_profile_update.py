@@ -1,6 +1,6 @@
-"""Differential: `stream.core.storage.update.apply_user` (the per-user update in Python, groundwork for a
-worker-side profile cache) against `lua/apply_events.lua` on a real redis-server, call by call, on the
-same arguments: the same reply and the same keys afterwards."""
+"""Differential: the per-user update in the worker (`stream.core.storage.update.apply_user`, through the
+profile cache) against the former per-user Lua script (`lua/apply_events.lua`) on a real redis-server,
+call by call, on the same arguments: the same replies, and the same profiles afterwards."""
 import json
 import random
 import uuid
@@ -10,8 +10,7 @@ import pytest
 
 from schemas import Event, validate_event
 from stream.core.storage.profile import ProfileConfig, ProfileStore
-from stream.core.storage.store import user_profile_dump
-from stream.core.storage.update import UserState, apply_user
+from stream.core.storage.store import Script, user_profile_dump
 from stream.core.validate import InMessage
 from stream.data.synth import SynthConfig, SynthShop
 
@@ -43,12 +42,17 @@ def _same_reply(lua: list, py: list) -> None:
     assert lua[6][::2] == py[6][::2] and list(map(_part, lua[6][1::2])) == list(map(_part, py[6][1::2]))
 
 
-def _dump(st: UserState) -> dict:
-    enc = str.encode
-    return {"profile": {enc(k): enc(v) for k, v in st.hash.items()}, "seq": [enc(s) for s in st.seq],
-            "aff": {enc(k): enc(v) for k, v in st.aff.items()},
-            "bought": [(enc(k), v) for k, v in sorted(st.bought.items(), key=lambda kv: (kv[1], kv[0]))],
-            "seen": [(enc(k), v) for k, v in sorted(st.seen.items(), key=lambda kv: (kv[1], kv[0]))]}
+def _script_dump(client, keys: list) -> dict:
+    """What the script left in the former per-user keys (the layout before the profile cache)."""
+    k, seq, aff, bought, seen, _ = keys
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(k)
+    pipe.lrange(seq, 0, -1)
+    pipe.hgetall(aff)
+    pipe.zrange(bought, 0, -1, withscores=True)
+    pipe.zrange(seen, 0, -1, withscores=True)
+    h, seq, aff, bought, seen = pipe.execute()
+    return {"profile": h, "seq": seq, "aff": aff, "bought": bought, "seen": seen}
 
 
 def _events(seed: int) -> list[Event]:
@@ -78,33 +82,30 @@ def _events(seed: int) -> list[Event]:
 
 
 @pytest.mark.parametrize("seed,seen_cap,batch", [(1, 2000, 50), (2, 40, 7), (3, 15, 200)])
-def test_the_python_update_matches_the_script_call_by_call(redis_client, monkeypatch, seed, seen_cap, batch):
-    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+def test_the_update_in_the_worker_matches_the_former_script_call_by_call(redis_client, monkeypatch, seed,
+                                                                          seen_cap, batch):
+    prefix, ref = f"rs:t{uuid.uuid4().hex[:8]}:", f"rs:r{uuid.uuid4().hex[:8]}:"
     store = ProfileStore(redis_client, prefix, ProfileConfig(seen_cap=seen_cap, max_affinities=24, bot_per_min=20))
-    states: dict[str, UserState] = {}
-    calls = []
-    run = store._apply.execute
+    script = Script(redis_client, "apply_events")
+    apply, flags, users = store.cache.apply, Counter(), {}
 
-    def spy(batch_calls):
-        replies = run(batch_calls)
-        calls.extend(zip(batch_calls, replies))
-        return replies
-    monkeypatch.setattr(store._apply, "execute", spy)
+    def both(calls, cap):
+        theirs = script.execute([([k.replace(prefix, ref, 1) for k in keys], args) for keys, args in calls])
+        ours = apply(calls, cap)
+        for lua, py in zip(theirs, ours):
+            _same_reply(lua, py)
+            flags.update(py[0])
+        return ours
+    monkeypatch.setattr(store.cache, "apply", both)
     evs = _events(seed)
-    users, flags = {}, Counter()
     for i in range(0, len(evs), batch):
         part = evs[i:i + batch]
         store.apply(part, [InMessage(b"", None, "t", 0, i + k) for k in range(len(part))])
-        for (keys, args), reply in calls:
-            st = states.setdefault(keys[0], UserState())
-            _same_reply(reply, apply_user(st, args))
-            flags.update(reply[0].decode())
-        calls.clear()
-        for e in part:
-            users[e.user_id] = store.keys.user_keys(e.user_id)[0]
+        users.update((e.user_id, [k.replace(prefix, ref, 1) for k in store.keys.user_keys(e.user_id)]) for e in part)
     # every path was taken: duplicates, bot-like bursts, prices, a full affinity table, a full seen set
     assert len(users) >= 30 and flags["0"] and flags["2"] and flags["1"]
-    assert any("plog" in st.hash for st in states.values()) and any(len(st.aff) == 24 for st in states.values())
-    assert any(len(st.seen) == seen_cap for st in states.values()) == (seen_cap < 100)
-    for uid, key in users.items():
-        assert _dump(states[key]) == user_profile_dump(redis_client, prefix, uid), uid
+    dumps = {uid: user_profile_dump(redis_client, prefix, uid) for uid in users}
+    assert any(b"plog" in d["profile"] for d in dumps.values()) and any(len(d["aff"]) == 24 for d in dumps.values())
+    assert any(len(d["seen"]) == seen_cap for d in dumps.values()) == (seen_cap < 100)
+    for uid, keys in users.items():
+        assert dumps[uid] == _script_dump(redis_client, keys), uid

@@ -72,16 +72,19 @@ def test_a_redelivery_that_overlaps_a_partly_written_batch_adds_only_the_new_off
 
 def test_the_outbox_is_emptied_once_a_later_batch_starts_past_it(redis_client):
     from stream.core.storage.store import Keys
+    from stream.core.storage.update import decode
     _, events = _shop(1200, seed=3)
     prefix = "rs:st-out:"
     p = Pipeline(redis_client, prefix)
     p.apply(Ingested(events[:600], _origins(events[:600])))
     users = {e.user_id for e in events[:600]}
-    held = sum(redis_client.hlen(Keys(prefix).user_keys(u)[5]) for u in users)
+    def outbox(u: str) -> dict:                      # the profile's outbox, as stored
+        return decode(redis_client.hget(Keys(prefix).user(u), "b")).out
+    held = sum(len(outbox(u)) for u in users)
     assert held > 0                                   # parts kept until their offsets are committed
     p.apply(Ingested(events[600:], _origins(events[600:], 600)))
     again = {e.user_id for e in events[600:]} & users
-    assert again and all(int(f) >= 600 for u in again for f in redis_client.hkeys(Keys(prefix).user_keys(u)[5]))
+    assert again and all(int(f) >= 600 for u in again for f in outbox(u))
 
 
 def test_the_same_events_give_the_same_state_and_recommendations_on_a_cluster(redis_client, cluster_url):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.config.settings import Settings
-from stream.core.storage.store import Keys, connect
+from stream.core.storage.store import connect, user_profile_dump
 from stream.data.synth import SynthConfig, SynthShop
 from stream.drivers.archiver import Archiver
 from stream.ops import stack
@@ -152,11 +152,9 @@ def run_demo(base: Settings, args, retrain=None) -> int:
               f"p99 {np.percentile(lat_ms, 99):.1f} ms (at {args.rate:,.0f} events/s)")
         by_type = Counter(e["type"] for e in events)
         applied = Counter()
-        pipe = connect(s.redis_url).pipeline(transaction=False)
+        red = connect(s.redis_url)
         for uid in users:
-            pipe.hgetall(Keys(s.key_prefix).user(uid))
-        for h in pipe.execute():
-            for k, v in h.items():
+            for k, v in user_profile_dump(red, s.key_prefix, uid)["profile"].items():
                 if k.startswith(b"n:") and k != b"n:bot_flagged":
                     applied[k[2:].decode()] += int(v)
         print(f"  produced by type:             {dict(sorted(by_type.items()))}")

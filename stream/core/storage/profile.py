@@ -15,8 +15,11 @@ import redis
 
 from schemas import Event
 from stream.core.storage.catalog import parse_meta, queue_meta
+from stream.core.storage.cache import ProfileCache
 from stream.core.storage.shared import Fed, SharedStats
-from stream.core.storage.store import Keys, Script
+from stream.core.storage.store import Keys
+from stream.core.storage.update import decode as decode_profile
+from stream.core.storage.update import snapshot_reply
 from stream.core.validate import InMessage
 from stream.errors import TRANSIENT_REDIS, StoreEmptied, translate_redis
 
@@ -33,6 +36,7 @@ class ProfileConfig:
     session_gap_s: float = 1800.0              # co-visitation only within this gap
     max_affinities: int = 64                   # categories+brands kept per user
     bot_per_min: int = 40                      # above this many events a minute: bot-like
+    cache_users: int = 100_000                 # profiles a worker keeps in memory (least recently used out)
     covis_cap: int = 100                       # co-visitation/co-occurrence members kept per item (trimmed past 2x)
 
 
@@ -63,11 +67,11 @@ class Snapshot:
         return pairs[:n]
 
 
-def _decode_aff(flat: list[bytes], now: int, half_life_ms: float) -> tuple[dict[str, float], dict[str, int]]:
+def _decode_aff(flat: list[str], now: int, half_life_ms: float) -> tuple[dict[str, float], dict[str, int]]:
     out, when = {}, {}
     for i in range(0, len(flat), 2):
-        v, ref = flat[i + 1].decode().split("|")
-        k = flat[i].decode()
+        v, ref = flat[i + 1].split("|")
+        k = flat[i]
         out[k] = float(v) * 2.0 ** (-(now - int(ref)) / half_life_ms)
         when[k] = int(ref)
     return out, when
@@ -76,11 +80,11 @@ def _decode_aff(flat: list[bytes], now: int, half_life_ms: float) -> tuple[dict[
 def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, **kw) -> Snapshot:
     """Build a Snapshot from the script's (or `read`'s) replies; extra = (prev_ts, last_type, plog, pn, query,
     the recent items' touch times, comma-separated)."""
-    last_ts = int(last or 0)
+    last_ts = int(float(last or 0))
     aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
     prev, ltype, plog, pn, query, rts = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
     n = int(float(pn or 0))
-    return Snapshot(uid, [s.decode() for s in seq], aff, [b.decode() for b in bought], last_ts, aff_ts=when,
+    return Snapshot(uid, list(seq), aff, list(bought), last_ts, aff_ts=when,
                     prev_ts=int(float(prev or 0)), last_type=ltype, price_mean=float(plog) / n if n else None,
                     query=query, recent_ts=[int(t) for t in rts.split(",") if t][:len(seq)], **kw)
 
@@ -100,9 +104,9 @@ class ProfileStore:
         self.client, self.prefix, self.cfg = client, prefix, cfg
         self.keys = Keys(prefix)
         try:
-            self._apply = Script(client, "apply_events")
+            self.cache = ProfileCache(client, cfg.cache_users)
         except redis.RedisError as exc:
-            raise translate_redis(exc, "load apply_events.lua") from exc
+            raise translate_redis(exc, "load profile_put.lua") from exc
         c = cfg
         self.guard = guard
         self.shared = SharedStats(client, prefix, c.trend_half_life_s, c.covis_cap)
@@ -122,21 +126,16 @@ class ProfileStore:
         """Current snapshots without applying anything (one pipelined round-trip)."""
         pipe = self.client.pipeline(transaction=False)
         for uid in users:
-            u, seq, aff, bought, *_ = self.keys.user_keys(uid)
-            pipe.lrange(seq, 0, self.cfg.max_seq - 1)
-            pipe.hgetall(aff)
-            pipe.zrevrange(bought, 0, 19)
-            pipe.hmget(u, "last_ts", "prev_ts", "last_type", "plog", "pn", "q", "rts")
+            pipe.hget(self.keys.user(uid), "b")
         try:
             r = pipe.execute()
         except TRANSIENT_REDIS as exc:
             raise translate_redis(exc, "read profiles") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
-        for n, uid in enumerate(users):
-            seq, aff, bought, u = r[4 * n: 4 * n + 4]
-            flat = [x for kv in aff.items() for x in kv]
-            out[uid] = _snapshot(uid, seq, flat, bought, u[0], u[1:], hl)
+        for uid, blob in zip(users, r):
+            _, seq, flat, bought, last, extra, _ = snapshot_reply(decode_profile(blob))
+            out[uid] = _snapshot(uid, seq, flat, bought, last, extra, hl)
         return out
 
     def _enrich(self, events: list[Event]) -> dict[str, tuple[str | None, str | None, float | None]]:
@@ -187,13 +186,12 @@ class ProfileStore:
                          m.offset if m is not None and m.offset >= 0 else ""]
             calls.append((self.keys.user_keys(uid), args))
         try:
-            results = self._apply.execute(calls)
+            results = self.cache.apply(calls, self.cfg.seen_cap)
         except redis.RedisError as exc:
             raise translate_redis(exc, f"apply profiles ({len(events)} events)") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
         for (uid, evs), (flags, seq, aff, bought, last_ts, extra, shared) in zip(by_user.items(), results):
-            flags = flags.decode()
             fresh = [ev for (ev, _), f in zip(evs, flags) if f != "0"]
             fed = []
             for i in range(0, len(shared), 2):

@@ -7,12 +7,14 @@ and `}` become `%25`, `%3A`, `%7B`, `%7D`), so no id can name another id's keys:
 `{u:<id>}` (one Redis Cluster slot per user); the shared statistics are spread over `N_SHARDS` hash tags
 `{s:NN}` (NN from the item or category id), each shard with its offset guard. Layout, with U = {P}{u:<user>}
 and S = {P}{s:NN}:
-  U                    hash   n:{type} counters, last_ts, prev_ts, last_type, plog, pn, q
-  U:seq                list   recent item ids, newest first (the transformer's input)
-  U:aff                hash   c:{category} / b:{brand} -> "value|ref_ts" (exponentially decayed)
-  U:bought             zset   purchased items by ts (last 100)
+  U                    hash   v: the profile's version, b: the profile (MessagePack: the fields below,
+                              computed in the worker, stream/core/storage/update.py and cache.py)
+                              - n:{type} counters, last_ts, prev_ts, last_type, plog, pn, q, rts
+                              - recent item ids, newest first (the transformer's input)
+                              - c:{category} / b:{brand} -> "value|ref_ts" (exponentially decayed)
+                              - purchased items by ts (last 100)
+                              - offset -> the shared part of an applied event, until its batch is committed
   U:seen               zset   applied event ids by ts (last `seen_cap`): the idempotency guard
-  U:out                hash   offset -> the shared part of an applied event, until its batch is committed
   {P}i:{item}          hash   catalog entry: title, cat, brand, price, created_at
   S cv:{item}          zset   co-visited items -> weight (sequential: what users went to after the item)
   S cs:{item}          zset   co-occurring items -> count (symmetric: among a user's last 5 distinct items)
@@ -20,7 +22,7 @@ and S = {P}{s:NN}:
   S pop, S pop:c:{cat}                   zset   all-time popularity
   S ps:{stage}         zset   all-time popularity among events of users at a stage (`shared.stage_of`)
   S guard              hash   input partition -> newest offset whose increments the shard holds
-  {P}meta:live         string the store's marker: written at initialisation and by `recstream rebuild`;
+  {P}meta:live:2       string the store's marker: written at initialisation and by `recstream rebuild`;
                               a store without it was emptied, and nothing is applied to it
 """
 from __future__ import annotations
@@ -130,7 +132,7 @@ class Keys:
 
     def __init__(self, prefix: str):
         self.p = prefix
-        self.marker = f"{prefix}meta:live"
+        self.marker = f"{prefix}meta:live:2"      # 2: the profile as one value (a store of the former keys is rebuilt)
 
     def user(self, uid: str) -> str:
         return f"{self.p}{{u:{key_part(uid)}}}"
@@ -194,16 +196,19 @@ class Script:
 
 
 def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
-    """Everything stored about one user, as comparable Python values (for tests and `recstream profile`)."""
-    k, seq, aff, bought, seen, _ = Keys(prefix).user_keys(user)     # not the outbox: bookkeeping
+    """Everything stored about one user, as comparable Python values (for tests and `recstream profile`):
+    the profile's fields as the former per-user keys held them (not the outbox: bookkeeping) and the seen set."""
+    from stream.core.storage.update import decode
+    k, seen = Keys(prefix).user_keys(user)[0:5:4]
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(k)
-    pipe.lrange(seq, 0, -1)
-    pipe.hgetall(aff)
-    pipe.zrange(bought, 0, -1, withscores=True)
+    pipe.hget(k, "b")
     pipe.zrange(seen, 0, -1, withscores=True)
-    h, seq, aff, bought, seen = pipe.execute()
-    return {"profile": h, "seq": seq, "aff": aff, "bought": bought, "seen": seen}
+    blob, seen_pairs = pipe.execute()
+    st, enc = decode(blob), str.encode
+    return {"profile": {enc(a): enc(b) for a, b in st.hash.items()}, "seq": [enc(x) for x in st.seq],
+            "aff": {enc(a): enc(b) for a, b in st.aff.items()},
+            "bought": [(enc(a), b) for a, b in sorted(st.bought.items(), key=lambda kv: (kv[1], kv[0]))],
+            "seen": seen_pairs}
 
 
 def shared_dump(client: redis.Redis, prefix: str) -> dict[str, dict[str, float]]:

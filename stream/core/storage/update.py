@@ -95,7 +95,7 @@ def apply_user(st: UserState, args: list) -> list:
     known = [st.seen.get(ev[0]) for ev in events]
     card = len(st.seen)
     oldest = None
-    recent = [ts for _, ts in _seen_order(st.seen) if ts >= min_ts - 60000] if n else []
+    recent = [ts for ts in st.seen.values() if ts >= min_ts - 60000] if n else []    # counted, not ordered
     flags, shared, counts, pushed, fresh_ts, fresh_ids, outbox = [], [], {}, [], {}, [], []
     user_changed = False
     for e, (eid, etype, item, ts_s, cat, brand, w_s, price_s, q, offset) in enumerate(events):
@@ -103,8 +103,7 @@ def apply_user(st: UserState, args: list) -> list:
         fresh = known[e] is None and eid not in fresh_ts
         if fresh and card >= seen_cap:
             if oldest is None:
-                order = _seen_order(st.seen)
-                oldest = order[0][1] if order else -1.0
+                oldest = min(st.seen.values(), default=-1.0)
             if ts < oldest:
                 fresh = False
         if not fresh:
@@ -209,3 +208,34 @@ def _incr_float(cur: str, by: float) -> str:
     v = np.longdouble(cur) + np.longdouble(_lua_str(by))
     s = np.format_float_positional(v, precision=17, unique=False, fractional=True, trim="-")
     return s
+
+
+def snapshot_reply(st: UserState) -> list:
+    """What the script returns for a call without events: the profile as it stands (for `read`)."""
+    h = st.hash
+    bought = [k for k, _ in sorted(st.bought.items(), key=lambda kv: (-kv[1], _rev(kv[0])))][:20]
+    seq_ts = [t for t in h.get("rts", "").split(",") if t]
+    return ["", list(st.seq), [x for kv in st.aff.items() for x in kv], bought, h.get("last_ts", "0"),
+            [h.get("prev_ts", "0"), h.get("last_type", ""), h.get("plog", "0"), h.get("pn", "0"), h.get("q", ""),
+             ",".join(seq_ts)], []]
+
+
+_ENC = None
+
+
+def encode(st: UserState) -> bytes:
+    """The stored form of a profile (all but the seen set, which is a sorted set of its own)."""
+    global _ENC
+    import msgspec
+    _ENC = _ENC or msgspec.msgpack.Encoder()
+    return _ENC.encode((st.hash, st.seq, st.aff, st.bought, st.out))
+
+
+def decode(blob: bytes | None, seen: list | None = None) -> UserState:
+    """A profile from its stored form and its seen set ([(id, ts)], as ZRANGE ... WITHSCORES replies)."""
+    import msgspec
+    st = UserState()
+    if blob:
+        st.hash, st.seq, st.aff, st.bought, st.out = msgspec.msgpack.decode(blob)
+    st.seen = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in (seen or [])}
+    return st
