@@ -48,3 +48,17 @@ def test_touch_times_follow_the_recent_items(redis_client):
     assert snap.recent == ["c", "a", "b", "a"]
     assert snap.recent_ts == [t0 + 300_000, t0 + 180_000, t0 + 120_000, t0]
     assert store.read(["u1"])["u1"].recent_ts == snap.recent_ts
+
+
+def test_two_workers_holding_the_same_user_never_lose_an_update(redis_client):
+    """Each worker computes a user's update on its own copy of the profile; a copy that another worker's
+    write made stale (a rebalance moved the user and back) is refused by the version check, read again and
+    computed again: the profile ends as one worker applying every batch would leave it."""
+    prefix, ref = f"rs:t{uuid.uuid4().hex[:8]}:", f"rs:r{uuid.uuid4().hex[:8]}:"
+    a, b, one = ProfileStore(redis_client, prefix), ProfileStore(redis_client, prefix), ProfileStore(redis_client, ref)
+    evs = _events("u1", 12)
+    for i in range(0, 12, 3):
+        got = (a if i % 6 == 0 else b).apply(evs[i:i + 3])["u1"]
+        assert got.applied == 3 and one.apply(evs[i:i + 3])["u1"].recent == got.recent
+    assert a.apply(evs[:6])["u1"].applied == 0                    # its stale copy does not re-apply old events
+    assert user_profile_dump(redis_client, prefix, "u1") == user_profile_dump(redis_client, ref, "u1")

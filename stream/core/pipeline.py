@@ -2,7 +2,7 @@
 
     messages --ingest--> Ingested --apply--> Applied --recommend--> BatchResult
     (validate, dedupe,    (profiles, one      (feedback, candidates, scoring,
-     catalog upserts)      Lua call per user)   ranking, exploration, emit)
+     catalog upserts)      write per user)      ranking, exploration, emit)
 
 Transport-agnostic: the confluent worker (`apply`, then `prepare`: the observers, candidates and their item
 statistics read ahead; then `recommend` on another thread), the faust driver (`process_batch`), the backtest
@@ -95,7 +95,7 @@ class Pipeline(Wiring, Asking):
         return Ingested(events, origins, dead, len(items), timings)
 
     def apply(self, ing: Ingested, share: bool = True) -> Applied:
-        """Stage 2: the events applied to their users' profiles (one Lua call per user, pipelined), and to the
+        """Stage 2: the events applied to their users' profiles (one write per user, pipelined), and to the
         shared statistics unless `share` is False (the worker calls `share` once per batch, after isolating)."""
         t0 = time.perf_counter()
         snaps = self.profiles.apply(ing.events, ing.origins, share=share) if ing.events else {}

@@ -84,7 +84,7 @@ class ConfluentWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped. Two threads overlap the work of consecutive batches: this one
-        consumes, validates, applies profiles and shared statistics (mostly waiting on Redis' Lua) and
+        consumes, validates, applies profiles and shared statistics (mostly waiting on Redis) and
         gathers the batch's candidates (`Pipeline.prepare`), the other scores, ranks, emits and hands the
         offsets back to be committed here. Candidates are gathered right after their own batch's writes,
         before the next batch's: what they read is what the backtest, which runs the stages in order, reads."""

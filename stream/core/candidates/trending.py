@@ -1,6 +1,6 @@
 """Trending: decayed popularity, global and in the user's top categories.
 
-Scores are stored with forward decay (see lua/apply_events.lua): inside an epoch of 64
+Scores are stored with forward decay (see storage/shared.py): inside an epoch of 64
 half-lives an event adds w * 2^((ts - epoch_start) / half_life); reading at time `now` scales
 the epoch's scores by 2^(-(now - epoch_start) / half_life). The current and previous epochs are read.
 """

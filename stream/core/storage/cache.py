@@ -11,6 +11,7 @@ whole pipeline 0.64x of the script's; docs/worker.md).
 """
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 
 import redis
@@ -28,7 +29,7 @@ class VersionConflicts(redis.exceptions.WatchError):
 class ProfileCache:
     def __init__(self, client, size: int = 100_000):
         self.client, self.size = client, size
-        self.held: OrderedDict[str, tuple[update.UserState, int]] = OrderedDict()
+        self.held: OrderedDict[str, tuple[update.UserState, str]] = OrderedDict()     # key -> (copy, version)
         self._put = Script(client, "profile_put")
 
     def _load(self, calls: list) -> None:
@@ -43,7 +44,9 @@ class ProfileCache:
         got = pipe.execute()
         for i, keys in enumerate(missing):
             (v, blob), seen = got[2 * i], got[2 * i + 1]
-            self.held[keys[0]] = update.decode(blob, seen), int(v or 0)
+            # the profile and its seen ids are written together: ids without a profile are a store of the
+            # former layout's (before the profile was one value), whose events a rebuild applies again
+            self.held[keys[0]] = update.decode(blob, seen if blob else None), (v or b"0").decode()
 
     def apply(self, calls: list[tuple[list, list]], seen_cap: int) -> list:
         """Each (the user's keys, the script's arguments) applied and written; the replies, in order."""
@@ -52,7 +55,8 @@ class ProfileCache:
         for _ in range(ATTEMPTS):
             self._load([calls[i] for i in todo])
             try:
-                done = self._compute_and_put(calls, todo, replies, seen_cap)
+                versions = {calls[i][0][0]: secrets.token_hex(8) for i in todo}
+                done = self._compute_and_put(calls, todo, replies, seen_cap, versions)
             except BaseException:
                 for i in todo:                        # computed but maybe not written: read them again next time
                     self.held.pop(calls[i][0][0], None)
@@ -60,9 +64,9 @@ class ProfileCache:
             conflicts = []
             for i, ok in zip(todo, done):
                 key = calls[i][0][0]
-                st, version = self.held.pop(key)
+                st, _ = self.held.pop(key)
                 if ok:
-                    self.held[key] = st, version + 1                  # the newest at the end
+                    self.held[key] = st, versions[key]                # the newest at the end
                 else:
                     conflicts.append(i)                               # read again, computed again
             while len(self.held) > self.size:
@@ -72,7 +76,7 @@ class ProfileCache:
             todo = conflicts
         raise VersionConflicts(f"{len(todo)} profiles kept changing under this worker ({ATTEMPTS} attempts)")
 
-    def _compute_and_put(self, calls: list, todo: list[int], replies: list, seen_cap: int) -> list:
+    def _compute_and_put(self, calls: list, todo: list[int], replies: list, seen_cap: int, versions: dict) -> list:
         writes = []
         for i in todo:
             keys, args = calls[i]
@@ -85,5 +89,5 @@ class ProfileCache:
                     b = update.HEAD + e * update.PER
                     adds += [args[b + 3], args[b]]               # ts, event id
             drop = max(0, card + len(adds) // 2 - seen_cap)
-            writes.append((keys[:5:4], [version, update.encode(st), drop, *adds]))
+            writes.append((keys[:5:4], [version, versions[keys[0]], update.encode(st), drop, *adds]))
         return self._put.execute(writes)

@@ -1,11 +1,13 @@
 """Stage 2: update users' profiles in Redis, idempotently, in two pipelined round-trips per batch.
 
-The first reads what the events lack from the catalog (category, brand, price) and checks the store's
-marker; the second is `lua/apply_events.lua`, run once per user with that user's events of the batch, in
-order, on the user's keys only: it skips event ids it has applied before (so a replayed or redelivered
-event changes nothing), updates the recent-item sequence, decayed category/brand affinities, counters and
-purchases, and returns the user's profile snapshot (so the candidate stage needs no extra read) with the
-shared part of each applied event, which `shared.SharedStats` adds up for the whole batch.
+The first reads what the events lack from the catalog (category, brand, price), checks the store's marker
+and reads the profiles the worker does not hold; then each user's update is computed in the worker, on its
+copy of the profile (`cache.ProfileCache`, `update.apply_user`: it skips event ids applied before, so a
+replayed or redelivered event changes nothing, updates the recent-item sequence, decayed category/brand
+affinities, counters and purchases, and gives each applied event's shared part, which
+`shared.SharedStats` adds up for the whole batch), and the second round-trip writes each profile with
+`lua/profile_put.lua`, only if nobody wrote it since it was read (a conflict is read and computed again).
+The snapshot the candidate stage needs comes from that computation: no extra read.
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float,
 
 
 class ProfileStore:
-    """Users' profiles in Redis: `apply` runs the Lua update per user, `read` takes snapshots.
+    """Users' profiles in Redis: `apply` computes each user's update in the worker and writes it, `read`
+    takes snapshots.
 
     With `guard` (the default) the script refuses to write to a store without its marker key (one that
     lost its data): `apply` raises StoreEmptied and nothing is written. `recstream rebuild` applies with
@@ -152,6 +155,7 @@ class ProfileStore:
             pipe.hsetnx(self.keys.item(item), "cat", cat)
         got = pipe.execute()
         if self.guard and not got.pop(0):
+            self.cache.held.clear()            # copies of a store that is gone
             raise StoreEmptied(f"the store has no marker {self.keys.marker}: it was emptied")
         return dict(zip(need, map(parse_meta, got)))
 

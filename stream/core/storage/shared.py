@@ -1,20 +1,20 @@
 """The shared statistics (co-visitation, co-occurrence, trending, popularity, popularity per user stage),
 added up per batch.
 
-The per-user script (`lua/apply_events.lua`) touches only the user's keys; for each applied, not bot-like
-event with an item it returns the event's *shared part* (the items it follows, the items it co-occurs
-with). Here a batch's parts become increments, are summed per distinct (key, member) and written with one
-script call per shard (`lua/shared_add.lua`, all keys of a call under one hash tag, so it runs on Redis
-Cluster), pipelined: one round-trip per batch instead of about ten ZINCRBY per event inside the user script.
+The per-user update (`update.apply_user`, computed in the worker, written to the user's keys only) gives,
+for each applied, not bot-like event with an item, the event's *shared part* (the items it follows, the
+items it co-occurs with). Here a batch's parts become increments, are summed per distinct (key, member)
+and written with one script call per shard (`lua/shared_add.lua`, all keys of a call under one hash tag,
+so it runs on Redis Cluster), pipelined: one round-trip per batch instead of about ten ZINCRBY per event.
 
 Exactly once, across crashes: each shard keeps a guard (input partition -> the newest offset whose
-increments it holds), written in the same script call as the increments. A worker killed after the user
-scripts and before (or during) the shared writes gets the batch again; the user scripts see its events as
-applied and hand back their shared parts from the user's outbox (`U:out`, kept until the batch's offsets
-are committed), and each shard adds only what is newer than its guard. This is Kafka Streams' and
-quix-streams' choice (state tied to the input offsets it covers), per shard instead of per store, because
-a Redis Cluster has no transaction across slots. Events without an input offset (a backtest, a replay in
-process) are added unguarded.
+increments it holds), written in the same script call as the increments. A worker killed after the
+profile writes and before (or during) the shared writes gets the batch again; the update sees its events
+as applied and hands back their shared parts from the profile's outbox (offset -> part, kept until a
+later batch of the user starts past it), and each shard adds only what is newer than its guard. This is
+Kafka Streams' and quix-streams' choice (state tied to the input offsets it covers), per shard instead of
+per store, because a Redis Cluster has no transaction across slots. Events without an input offset (a
+backtest, a replay in process) are added unguarded.
 """
 from __future__ import annotations
 

@@ -91,7 +91,8 @@ def connect_async(url: str, **kw):
 
 
 _ESCAPE = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
-USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen", ":out")   # the per-user keys, in the script's KEYS order
+# the per-user keys: U and U:seen (:seq, :aff, :bought and :out were the former layout's, read by nothing now)
+USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen", ":out")
 N_SHARDS = 64                  # hash tags the shared statistics are spread over (slots of a Redis Cluster)
 
 

@@ -9,9 +9,11 @@ test can compare it with `user_profile_dump` after the script ran on the same ev
 """
 from __future__ import annotations
 
-import json
+import heapq
 import math
 from dataclasses import dataclass, field
+
+import orjson
 
 HEAD, PER, COOC_N, BOUGHT_CAP = 8, 10, 5, 100
 
@@ -39,10 +41,6 @@ class UserState:
     bought: dict[str, float] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     out: dict[str, str] = field(default_factory=dict)
-
-
-def _seen_order(seen: dict[str, float]) -> list[tuple[str, float]]:
-    return sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))       # a sorted set's order: score, then member
 
 
 def apply_user(st: UserState, args: list) -> list:
@@ -152,7 +150,7 @@ def apply_user(st: UserState, args: list) -> list:
         if etype == "purchase":
             st.bought[item] = ts
             if len(st.bought) > BOUGHT_CAP:
-                del st.bought[sorted(st.bought.items(), key=lambda kv: (kv[1], kv[0]))[0][0]]
+                del st.bought[min(st.bought.items(), key=_score_member)[0]]
         if not learn:
             continue
         follows: list[str] = []
@@ -167,7 +165,7 @@ def apply_user(st: UserState, args: list) -> list:
                 distinct.append(p)
                 if len(distinct) >= COOC_N:
                     break
-        part = json.dumps({"v": follows, "s": distinct, "h": stage}, separators=(",", ":"))
+        part = orjson.dumps({"v": follows, "s": distinct, "h": stage}).decode()
         shared += [e + 1, part]
         if offset != "":
             outbox += [offset, part]
@@ -175,7 +173,7 @@ def apply_user(st: UserState, args: list) -> list:
     for eid in fresh_ids:
         st.seen[eid] = fresh_ts[eid]
     if card > seen_cap:
-        for k, _ in _seen_order(st.seen)[: card - seen_cap]:
+        for k, _ in heapq.nsmallest(card - seen_cap, st.seen.items(), key=_score_member):
             del st.seen[k]
     for k, c in counts.items():
         h["n:" + k] = str(int(h.get("n:" + k, "0")) + c)
@@ -191,15 +189,19 @@ def apply_user(st: UserState, args: list) -> list:
     st.aff = dict(aff)
     for i in range(0, len(outbox), 2):
         st.out[outbox[i]] = outbox[i + 1]
-    bought = [k for k, _ in sorted(st.bought.items(), key=lambda kv: (-kv[1], _rev(kv[0])))][:20]
+    bought = _newest(st.bought)
     return ["".join(flags), list(seq), [x for kv in aff.items() for x in kv], bought, _lua_str(last_ts),
             [prev_ts if isinstance(prev_ts, str) else _lua_str(prev_ts), last_type, plog, pn, query or "",
              ",".join(seq_ts)], shared]
 
 
-def _rev(s: str):
-    """ZREVRANGE's order among equal scores: members in reverse lexicographic order."""
-    return tuple(-b for b in s.encode())
+def _score_member(kv: tuple[str, float]) -> tuple[float, str]:
+    return kv[1], kv[0]
+
+
+def _newest(bought: dict[str, float], n: int = 20) -> list[str]:
+    """ZREVRANGE 0 n-1: by score, highest first, and among equal scores the members in reverse order."""
+    return [k for k, _ in heapq.nlargest(n, bought.items(), key=_score_member)]
 
 
 def _incr_float(cur: str, by: float) -> str:
@@ -213,7 +215,7 @@ def _incr_float(cur: str, by: float) -> str:
 def snapshot_reply(st: UserState) -> list:
     """What the script returns for a call without events: the profile as it stands (for `read`)."""
     h = st.hash
-    bought = [k for k, _ in sorted(st.bought.items(), key=lambda kv: (-kv[1], _rev(kv[0])))][:20]
+    bought = _newest(st.bought)
     seq_ts = [t for t in h.get("rts", "").split(",") if t]
     return ["", list(st.seq), [x for kv in st.aff.items() for x in kv], bought, h.get("last_ts", "0"),
             [h.get("prev_ts", "0"), h.get("last_type", ""), h.get("plog", "0"), h.get("pn", "0"), h.get("q", ""),
