@@ -22,7 +22,7 @@ from conftest import ROOT, start_worker, wait_for, worker_env
 
 from schemas import Rejected, validate_event
 from stream.config.settings import Settings
-from stream.core.storage.store import Keys, user_profile_dump
+from stream.core.storage.store import Keys, profile_fields, user_profile_dump
 from stream.data.synth import SynthConfig, SynthShop
 from stream.drivers.kafka import create_topics, producer_conf
 from stream.ops import stack as st
@@ -76,10 +76,8 @@ def applied(c, prefix, users) -> int:
 
 
 def _applied(c, prefix, users) -> int:
-    pipe = c.pipeline(transaction=False)
-    for u in users:
-        pipe.hgetall(Keys(prefix).user(u))
-    return sum(int(v) for h in pipe.execute() for k, v in h.items() if k.startswith(b"n:") and k != b"n:bot_flagged")
+    return sum(int(v) for h in profile_fields(c, prefix, list(users)) for k, v in h.items()
+               if k.startswith("n:") and k != "n:bot_flagged")
 
 
 def profiles(c, prefix, users) -> dict:

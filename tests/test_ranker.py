@@ -10,7 +10,7 @@ from stream.core.ranking.checkpoint import RankerCheckpoint
 from stream.core.ranking.feedback import Example
 from stream.core.ranking.ranker import OnlineRanker, RankerConfig, mirror_params
 from stream.core.scoring.features import FEATURE_NAMES, N_FEATURES, UserView, candidate_features
-from stream.core.storage.store import Keys
+from stream.core.storage.store import Keys, profile_fields
 
 HOUR = 3_600_000
 
@@ -220,7 +220,7 @@ def test_bot_like_users_train_neither_ranker_nor_covisitation(redis_client):
         p.process_events([ev("bot", n, ("p", "q")[n % 2], t0 + 120_000 + n * 500)])
 
     keys = Keys(prefix)
-    bot = {k.decode(): v.decode() for k, v in redis_client.hgetall(keys.user("bot")).items()}
+    bot = profile_fields(redis_client, prefix, ["bot"])[0]
     assert bot["n:click"] == "100" and bot["n:bot_flagged"] == "60"
     # p -> q co-visitation: 20 of the first 40 events (weight 2 each); the 30 flagged ones add nothing
     assert redis_client.zscore(keys.covis("p"), "q") == 40.0

@@ -10,7 +10,7 @@ import pytest
 from conftest import start_worker, stop_process, wait_for
 
 from schemas import Rejected, validate_item, validate_recommendation
-from stream.core.storage.store import Keys, user_profile_dump
+from stream.core.storage.store import profile_fields, user_profile_dump
 from stream.data.synth import SynthConfig, SynthShop
 from stream.ops.consume import records
 from stream.ops.produce import produce_events, produce_items
@@ -94,10 +94,8 @@ def _all_profiles(client, prefix, users):
 
 
 def _applied(client, prefix, users):
-    pipe = client.pipeline(transaction=False)
-    for u in users:
-        pipe.hgetall(Keys(prefix).user(u))
-    return sum(int(v) for h in pipe.execute() for k, v in h.items() if k.startswith(b"n:") and k != b"n:bot_flagged")
+    return sum(int(v) for h in profile_fields(client, prefix, list(users)) for k, v in h.items()
+               if k.startswith("n:") and k != "n:bot_flagged")
 
 
 def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_settings, tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.config.settings import Settings
-from stream.core.storage.store import connect, user_profile_dump
+from stream.core.storage.store import connect, profile_fields
 from stream.data.synth import SynthConfig, SynthShop
 from stream.drivers.archiver import Archiver
 from stream.ops import stack
@@ -152,11 +152,10 @@ def run_demo(base: Settings, args, retrain=None) -> int:
               f"p99 {np.percentile(lat_ms, 99):.1f} ms (at {args.rate:,.0f} events/s)")
         by_type = Counter(e["type"] for e in events)
         applied = Counter()
-        red = connect(s.redis_url)
-        for uid in users:
-            for k, v in user_profile_dump(red, s.key_prefix, uid)["profile"].items():
-                if k.startswith(b"n:") and k != b"n:bot_flagged":
-                    applied[k[2:].decode()] += int(v)
+        for h in profile_fields(connect(s.redis_url), s.key_prefix, list(users)):
+            for k, v in h.items():
+                if k.startswith("n:") and k != "n:bot_flagged":
+                    applied[k[2:]] += int(v)
         print(f"  produced by type:             {dict(sorted(by_type.items()))}")
         print(f"  recommendations by scorer:    {dict(recs.scorers.most_common())}")
         print(f"  consumed and applied by type: {dict(sorted(applied.items()))}")

@@ -196,6 +196,16 @@ class Script:
         return []
 
 
+def profile_fields(client: redis.Redis, prefix: str, users: list[str]) -> list[dict[str, str]]:
+    """Each user's profile fields (counters n:{type}, last_ts, ...; empty for a user never seen), in one
+    pipelined read (for tests, the demo's summary and `recstream profile`)."""
+    from stream.core.storage.update import decode
+    pipe = client.pipeline(transaction=False)
+    for u in users:
+        pipe.hget(Keys(prefix).user(u), "b")
+    return [decode(b).hash for b in pipe.execute()]
+
+
 def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
     """Everything stored about one user, as comparable Python values (for tests and `recstream profile`):
     the profile's fields as the former per-user keys held them (not the outbox: bookkeeping) and the seen set."""
