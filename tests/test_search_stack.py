@@ -50,7 +50,7 @@ def test_rerank_over_http_and_kafka_learning_through_the_worker_and_trends(searc
         produce_events(enumerate(events, 1), s.events_topic, s.brokers)
         r = connect(s.redis_url)
         user = events[-1]["user_id"]
-        wait_for(lambda: r.exists(f"{s.key_prefix}{{u:{user}}}:seq"), 60, what="the user's profile")
+        wait_for(lambda: r.hexists(f"{s.key_prefix}{{u:{user}}}", "b"), 60, what="the user's profile")
         page = [it["item_id"] for it in sh.items[:12]]
         with TestClient(create_app(s)) as client:
             body = {"user_id": user, "query": "pro phone", "items": [{"item_id": i, "engine_score": 12.0 - n}
