@@ -32,21 +32,28 @@ class ProfileCache:
         self.held: OrderedDict[str, tuple[update.UserState, str]] = OrderedDict()     # key -> (copy, version)
         self._put = Script(client, "profile_put")
 
-    def _load(self, calls: list) -> None:
-        """Read the profiles of the calls' users that are not held (one round-trip)."""
-        missing = [keys for keys, _ in calls if keys[0] not in self.held]
-        if not missing:
-            return
-        pipe = self.client.pipeline(transaction=False)
+    def queue_loads(self, pipe, user_keys: list[list[str]]) -> list[list[str]]:
+        """Queue on `pipe` the reads of the profiles not held (two replies each); the keys queued."""
+        missing = list({keys[0]: keys for keys in user_keys if keys[0] not in self.held}.values())
         for keys in missing:
             pipe.hmget(keys[0], "v", "b")
             pipe.zrange(keys[4], 0, -1, withscores=True)
-        got = pipe.execute()
+        return missing
+
+    def loaded(self, missing: list[list[str]], got: list) -> None:
         for i, keys in enumerate(missing):
             (v, blob), seen = got[2 * i], got[2 * i + 1]
             # the profile and its seen ids are written together: ids without a profile are a store of the
             # former layout's (before the profile was one value), whose events a rebuild applies again
             self.held[keys[0]] = update.decode(blob, seen if blob else None), (v or b"0").decode()
+
+    def _load(self, calls: list) -> None:
+        """Read the profiles of the calls' users that are not held (one round-trip; none when the caller
+        queued them on its own read, `queue_loads`)."""
+        pipe = self.client.pipeline(transaction=False)
+        missing = self.queue_loads(pipe, [keys for keys, _ in calls])
+        if missing:
+            self.loaded(missing, pipe.execute())
 
     def apply(self, calls: list[tuple[list, list]], seen_cap: int) -> list:
         """Each (the user's keys, the script's arguments) applied and written; the replies, in order."""

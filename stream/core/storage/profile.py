@@ -141,14 +141,17 @@ class ProfileStore:
             out[uid] = _snapshot(uid, seq, flat, bought, last, extra, hl)
         return out
 
-    def _enrich(self, events: list[Event]) -> dict[str, tuple[str | None, str | None, float | None]]:
-        """One round-trip: the store's marker checked (with `guard`), the catalog's (category, brand, price)
-        read for the items whose events lack any of them, an event's category recorded for its item."""
+    def _enrich(self, events: list[Event], user_keys: list[list[str]] = ()
+                ) -> dict[str, tuple[str | None, str | None, float | None]]:
+        """One round-trip: the store's marker checked (with `guard`), the profiles the cache does not hold
+        read, the catalog's (category, brand, price) read for the items whose events lack any of them, an
+        event's category recorded for its item."""
         need = sorted({ev.item_id for ev in events if ev.item_id and (
             not (ev.context or {}).get("category") or not (ev.context or {}).get("brand") or ev.price is None)})
         pipe = self.client.pipeline(transaction=False)
         if self.guard:
             pipe.exists(self.keys.marker)
+        missing = self.cache.queue_loads(pipe, list(user_keys))
         queue_meta(pipe, self.keys, need)
         for item, cat in {(ev.item_id, str((ev.context or {}).get("category"))) for ev in events
                           if ev.item_id and (ev.context or {}).get("category")}:
@@ -157,7 +160,8 @@ class ProfileStore:
         if self.guard and not got.pop(0):
             self.cache.held.clear()            # copies of a store that is gone
             raise StoreEmptied(f"the store has no marker {self.keys.marker}: it was emptied")
-        return dict(zip(need, map(parse_meta, got)))
+        self.cache.loaded(missing, got[:2 * len(missing)])
+        return dict(zip(need, map(parse_meta, got[2 * len(missing):])))
 
     def apply(self, events: list[Event], origins: list[InMessage] | None = None, share: bool = True
               ) -> dict[str, Snapshot]:
@@ -172,7 +176,7 @@ class ProfileStore:
         for ev, m in zip(events, origins):
             by_user.setdefault(ev.user_id, []).append((ev, m))
         try:
-            meta = self._enrich(events)
+            meta = self._enrich(events, [self.keys.user_keys(uid) for uid in by_user])
         except redis.RedisError as exc:
             raise translate_redis(exc, f"read the catalog for {len(events)} events") from exc
         calls, cats = [], {}
