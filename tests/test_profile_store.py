@@ -62,3 +62,11 @@ def test_two_workers_holding_the_same_user_never_lose_an_update(redis_client):
         assert got.applied == 3 and one.apply(evs[i:i + 3])["u1"].recent == got.recent
     assert a.apply(evs[:6])["u1"].applied == 0                    # its stale copy does not re-apply old events
     assert user_profile_dump(redis_client, prefix, "u1") == user_profile_dump(redis_client, ref, "u1")
+
+
+def test_profiles_that_keep_changing_under_a_worker_are_a_transient_failure():
+    """After its attempts a worker whose writes keep meeting newer versions raises a failure the worker
+    retries with backoff (StoreUnavailable), never one that dead-letters the batch's events."""
+    from stream.core.storage.cache import VersionConflicts
+    from stream.errors import StoreUnavailable, translate_redis
+    assert isinstance(translate_redis(VersionConflicts("5 profiles"), "apply profiles"), StoreUnavailable)

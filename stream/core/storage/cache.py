@@ -22,8 +22,9 @@ from stream.core.storage.store import Script
 ATTEMPTS = 5
 
 
-class VersionConflicts(redis.exceptions.WatchError):
-    """Other writers kept changing these users' profiles (retried as a transient Redis failure)."""
+class VersionConflicts(redis.exceptions.TryAgainError):
+    """Other writers kept changing these users' profiles: a transient failure (`stream.errors.TRANSIENT_REDIS`),
+    which the worker retries with backoff."""
 
 
 class ProfileCache:
@@ -32,20 +33,24 @@ class ProfileCache:
         self.held: OrderedDict[str, tuple[update.UserState, str]] = OrderedDict()     # key -> (copy, version)
         self._put = Script(client, "profile_put")
 
-    def queue_loads(self, pipe, user_keys: list[list[str]]) -> list[list[str]]:
-        """Queue on `pipe` the reads of the profiles not held (two replies each); the keys queued."""
-        missing = list({keys[0]: keys for keys in user_keys if keys[0] not in self.held}.values())
-        for keys in missing:
-            pipe.hmget(keys[0], "v", "b")
-            pipe.zrange(keys[4], 0, -1, withscores=True)
+    def forget_all(self) -> None:
+        """Drop every copy (the store they came from is gone)."""
+        self.held.clear()
+
+    def queue_loads(self, pipe, user_keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Queue on `pipe` the reads of the profiles not held (two replies each); the (U, U:seen) queued."""
+        missing = list({u: (u, seen) for u, seen in user_keys if u not in self.held}.values())
+        for u, seen in missing:
+            pipe.hmget(u, "v", "b")
+            pipe.zrange(seen, 0, -1, withscores=True)
         return missing
 
-    def loaded(self, missing: list[list[str]], got: list) -> None:
-        for i, keys in enumerate(missing):
+    def loaded(self, missing: list[tuple[str, str]], got: list) -> None:
+        for i, (u, _) in enumerate(missing):
             (v, blob), seen = got[2 * i], got[2 * i + 1]
             # the profile and its seen ids are written together: ids without a profile are a store of the
             # former layout's (before the profile was one value), whose events a rebuild applies again
-            self.held[keys[0]] = update.decode(blob, seen if blob else None), (v or b"0").decode()
+            self.held[u] = update.decode(blob, seen if blob else None), (v or b"0").decode()
 
     def _load(self, calls: list) -> None:
         """Read the profiles of the calls' users that are not held (one round-trip; none when the caller
@@ -55,8 +60,8 @@ class ProfileCache:
         if missing:
             self.loaded(missing, pipe.execute())
 
-    def apply(self, calls: list[tuple[list, list]], seen_cap: int) -> list:
-        """Each (the user's keys, the script's arguments) applied and written; the replies, in order."""
+    def apply(self, calls: list[tuple[tuple[str, str], list]], seen_cap: int) -> list:
+        """Each ((U, U:seen), the former script's arguments) applied and written; the replies, in order."""
         replies: list = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(ATTEMPTS):
@@ -89,12 +94,8 @@ class ProfileCache:
             keys, args = calls[i]
             st, version = self.held[keys[0]]
             card = len(st.seen)
-            replies[i] = reply = update.apply_user(st, args)
-            adds: list = []
-            for e, flag in enumerate(reply[0]):
-                if flag != "0":
-                    b = update.HEAD + e * update.PER
-                    adds += [args[b + 3], args[b]]               # ts, event id
-            drop = max(0, card + len(adds) // 2 - seen_cap)
-            writes.append((keys[:5:4], [version, versions[keys[0]], update.encode(st), drop, *adds]))
+            replies[i], fresh = update.apply_user(st, args)
+            drop = max(0, card + len(fresh) - seen_cap)
+            adds = [x for eid, ts in fresh.items() for x in (ts, eid)]
+            writes.append((list(keys), [version, versions[keys[0]], update.encode(st), drop, *adds]))
         return self._put.execute(writes)

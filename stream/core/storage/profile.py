@@ -80,8 +80,8 @@ def _decode_aff(flat: list[str], now: int, half_life_ms: float) -> tuple[dict[st
 
 
 def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, **kw) -> Snapshot:
-    """Build a Snapshot from the script's (or `read`'s) replies; extra = (prev_ts, last_type, plog, pn, query,
-    the recent items' touch times, comma-separated)."""
+    """Build a Snapshot from `update.apply_user`'s (or `snapshot_reply`'s) reply; extra = (prev_ts,
+    last_type, plog, pn, query, the recent items' touch times, comma-separated)."""
     last_ts = int(float(last or 0))
     aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
     prev, ltype, plog, pn, query, rts = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
@@ -95,9 +95,9 @@ class ProfileStore:
     """Users' profiles in Redis: `apply` computes each user's update in the worker and writes it, `read`
     takes snapshots.
 
-    With `guard` (the default) the script refuses to write to a store without its marker key (one that
-    lost its data): `apply` raises StoreEmptied and nothing is written. `recstream rebuild` applies with
-    guard off, then sets the marker. `init_store` marks a store without a marker live at construction
+    With `guard` (the default) `apply` checks the store's marker key in its first read and refuses a store
+    without it (one that lost its data): it raises StoreEmptied and nothing is written. `recstream rebuild`
+    applies with guard off, then sets the marker. `init_store` marks a store without a marker live at construction
     (a new deployment, a backtest, a test); the worker passes False and decides itself, since a store
     without a marker whose consumer group has committed offsets lost its data.
     """
@@ -141,7 +141,7 @@ class ProfileStore:
             out[uid] = _snapshot(uid, seq, flat, bought, last, extra, hl)
         return out
 
-    def _enrich(self, events: list[Event], user_keys: list[list[str]] = ()
+    def _enrich(self, events: list[Event], user_keys: list[tuple[str, str]]
                 ) -> dict[str, tuple[str | None, str | None, float | None]]:
         """One round-trip: the store's marker checked (with `guard`), the profiles the cache does not hold
         read, the catalog's (category, brand, price) read for the items whose events lack any of them, an
@@ -151,14 +151,14 @@ class ProfileStore:
         pipe = self.client.pipeline(transaction=False)
         if self.guard:
             pipe.exists(self.keys.marker)
-        missing = self.cache.queue_loads(pipe, list(user_keys))
+        missing = self.cache.queue_loads(pipe, user_keys)
         queue_meta(pipe, self.keys, need)
         for item, cat in {(ev.item_id, str((ev.context or {}).get("category"))) for ev in events
                           if ev.item_id and (ev.context or {}).get("category")}:
             pipe.hsetnx(self.keys.item(item), "cat", cat)
         got = pipe.execute()
         if self.guard and not got.pop(0):
-            self.cache.held.clear()            # copies of a store that is gone
+            self.cache.forget_all()
             raise StoreEmptied(f"the store has no marker {self.keys.marker}: it was emptied")
         self.cache.loaded(missing, got[:2 * len(missing)])
         return dict(zip(need, map(parse_meta, got[2 * len(missing):])))

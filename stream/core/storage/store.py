@@ -32,6 +32,8 @@ from pathlib import Path
 
 import redis
 
+from stream.core.storage.update import decode
+
 _LUA = Path(__file__).parent / "lua"
 
 
@@ -91,8 +93,7 @@ def connect_async(url: str, **kw):
 
 
 _ESCAPE = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
-# the per-user keys: U and U:seen (:seq, :aff, :bought and :out were the former layout's, read by nothing now)
-USER_SUFFIXES = ("", ":seq", ":aff", ":bought", ":seen", ":out")
+USER_SUFFIXES = ("", ":seen")    # the per-user keys: the profile and its seen ids (`profile_put.lua`'s KEYS)
 N_SHARDS = 64                  # hash tags the shared statistics are spread over (slots of a Redis Cluster)
 
 
@@ -128,7 +129,7 @@ class Keys:
     """Key names for one prefix (see the module docstring for the layout).
 
     >>> Keys("rs:").user("u1:aff"), Keys("rs:").user_keys("u1")[1], Keys("rs:").covis("i1")
-    ('rs:{u:u1%3Aaff}', 'rs:{u:u1}:seq', 'rs:{s:43}cv:i1')
+    ('rs:{u:u1%3Aaff}', 'rs:{u:u1}:seen', 'rs:{s:43}cv:i1')
     """
 
     def __init__(self, prefix: str):
@@ -138,9 +139,9 @@ class Keys:
     def user(self, uid: str) -> str:
         return f"{self.p}{{u:{key_part(uid)}}}"
 
-    def user_keys(self, uid: str) -> list[str]:
+    def user_keys(self, uid: str) -> tuple[str, str]:
         u = self.user(uid)
-        return [u + s for s in USER_SUFFIXES]
+        return tuple(u + s for s in USER_SUFFIXES)
 
     def item(self, iid: str) -> str:
         return f"{self.p}i:{key_part(iid)}"
@@ -199,18 +200,16 @@ class Script:
 def profile_fields(client: redis.Redis, prefix: str, users: list[str]) -> list[dict[str, str]]:
     """Each user's profile fields (counters n:{type}, last_ts, ...; empty for a user never seen), in one
     pipelined read (for tests, the demo's summary and `recstream profile`)."""
-    from stream.core.storage.update import decode
-    pipe = client.pipeline(transaction=False)
+    keys, pipe = Keys(prefix), client.pipeline(transaction=False)
     for u in users:
-        pipe.hget(Keys(prefix).user(u), "b")
+        pipe.hget(keys.user(u), "b")
     return [decode(b).hash for b in pipe.execute()]
 
 
 def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
     """Everything stored about one user, as comparable Python values (for tests and `recstream profile`):
     the profile's fields as the former per-user keys held them (not the outbox: bookkeeping) and the seen set."""
-    from stream.core.storage.update import decode
-    k, seen = Keys(prefix).user_keys(user)[0:5:4]
+    k, seen = Keys(prefix).user_keys(user)
     pipe = client.pipeline(transaction=False)
     pipe.hget(k, "b")
     pipe.zrange(seen, 0, -1, withscores=True)
@@ -218,7 +217,7 @@ def user_profile_dump(client: redis.Redis, prefix: str, user: str) -> dict:
     st, enc = decode(blob), str.encode
     return {"profile": {enc(a): enc(b) for a, b in st.hash.items()}, "seq": [enc(x) for x in st.seq],
             "aff": {enc(a): enc(b) for a, b in st.aff.items()},
-            "bought": [(enc(a), b) for a, b in sorted(st.bought.items(), key=lambda kv: (kv[1], kv[0]))],
+            "bought": [(enc(a), b) for a, b in sorted(st.bought.items(), key=lambda kv: (kv[1], kv[0]))],  # ZRANGE
             "seen": seen_pairs}
 
 

@@ -1,11 +1,12 @@
-"""The per-user update of `lua/apply_events.lua`, in Python, on a profile held in the worker (work in
-progress, not wired in: the groundwork for a worker-side profile cache, docs/open-items.md).
+"""Each user's profile update, computed in the worker (`cache.ProfileCache` holds the profiles and writes
+them back): the logic of the former per-user Lua script, `lua/apply_events.lua`, exactly.
 
-`apply_user(state, args)` takes the script's own argument list (the same `ProfileStore.apply` builds) and
-changes `state` exactly as the script changes the user's keys, returning what the script returns. The
-state mirrors the keys as the script leaves them (strings where Redis holds strings, the same roundings:
-affinities kept as "%.10g|%d", numbers written the way Redis writes a Lua number), so that a differential
-test can compare it with `user_profile_dump` after the script ran on the same events.
+`apply_user(state, args)` takes the script's argument list (as `ProfileStore.apply` builds it), changes
+`state` as the script changed the user's keys and returns what the script returned, with the event ids
+it applied. The state keeps the fields as the script's keys held them (strings where Redis held strings,
+the same roundings: affinities as "%.10g|%d", numbers written the way Redis writes a Lua number, purchase
+prices summed in long double as HINCRBYFLOAT does), so that `tests/test_profile_update.py` can hold it to
+the script, reply by reply and profile by profile, on a real redis-server.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+import msgspec
+import numpy as np
 import orjson
 
 HEAD, PER, COOC_N, BOUGHT_CAP = 8, 10, 5, 100
@@ -33,8 +36,9 @@ def _lua_str(x: float) -> str:
 
 @dataclass
 class UserState:
-    """One user's keys: U (a hash), U:seq (newest first), U:aff, U:bought (item -> ts), U:seen (id -> ts),
-    U:out (offset -> shared part)."""
+    """One user's profile: its fields (counters, last_ts, prev_ts, last_type, plog, pn, q, rts), the recent
+    items (newest first), the affinities, the purchases (item -> ts), the applied event ids (id -> ts) and
+    the outbox (input offset -> the event's shared part, until a later batch starts past it)."""
     hash: dict[str, str] = field(default_factory=dict)
     seq: list[str] = field(default_factory=list)
     aff: dict[str, str] = field(default_factory=dict)
@@ -43,7 +47,9 @@ class UserState:
     out: dict[str, str] = field(default_factory=dict)
 
 
-def apply_user(st: UserState, args: list) -> list:
+def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
+    """The script's reply ({flags, recent items, affinities (flat), bought, last_ts, extra, shared parts}) and
+    the events applied (id -> ts: the seen set's additions)."""
     a = [str(x) for x in args]
     hl, max_seq, covis_n, seen_cap = float(a[0]), int(a[1]), int(a[2]), int(a[3])
     gap, max_aff, bot_per_min = float(a[4]), int(a[5]), float(a[6])
@@ -55,9 +61,7 @@ def apply_user(st: UserState, args: list) -> list:
     seq = st.seq[:max_seq]
     seq_ts = [t for t in h.get("rts", "").split(",") if t]
     seq_ts = (seq_ts + ["0"] * len(seq))[: len(seq)]
-    aff = dict(st.aff)
-    aff_set: set[str] = set()
-    aff_del: set[str] = set()
+    aff = st.aff                        # changed in place (the cache drops a copy whose write failed)
     n = (len(a) - HEAD) // PER
 
     def decayed_add(f: str, w: float, ts: float) -> None:
@@ -72,8 +76,6 @@ def apply_user(st: UserState, args: list) -> list:
         else:
             v = v + w * math.pow(2, -(ref - ts) / hl)
         aff[f] = f"{v:.10g}|{int(ref)}"
-        aff_set.add(f)
-        aff_del.discard(f)
 
     def forget_weakest(ts: float) -> None:
         worst, worst_v = None, None
@@ -83,8 +85,6 @@ def apply_user(st: UserState, args: list) -> list:
             if worst_v is None or v < worst_v or (v == worst_v and k < worst):
                 worst, worst_v = k, v
         del aff[worst]
-        aff_set.discard(worst)
-        aff_del.add(worst)
 
     if keep_from is not None:
         st.out = {k: v for k, v in st.out.items() if float(k) >= keep_from}
@@ -94,7 +94,7 @@ def apply_user(st: UserState, args: list) -> list:
     card = len(st.seen)
     oldest = None
     recent = [ts for ts in st.seen.values() if ts >= min_ts - 60000] if n else []    # counted, not ordered
-    flags, shared, counts, pushed, fresh_ts, fresh_ids, outbox = [], [], {}, [], {}, [], []
+    flags, shared, counts, pushed, fresh_ts, outbox = [], [], {}, [], {}, []
     user_changed = False
     for e, (eid, etype, item, ts_s, cat, brand, w_s, price_s, q, offset) in enumerate(events):
         ts, w, price = float(ts_s), float(w_s), _num(price_s)
@@ -110,7 +110,6 @@ def apply_user(st: UserState, args: list) -> list:
                 shared += [e + 1, st.out[offset]]
             continue
         fresh_ts[eid] = ts
-        fresh_ids.append(eid)
         card += 1
         recent.append(ts)
         counts[etype] = counts.get(etype, 0) + 1
@@ -170,8 +169,7 @@ def apply_user(st: UserState, args: list) -> list:
         if offset != "":
             outbox += [offset, part]
     # the writes
-    for eid in fresh_ids:
-        st.seen[eid] = fresh_ts[eid]
+    st.seen.update(fresh_ts)
     if card > seen_cap:
         for k, _ in heapq.nsmallest(card - seen_cap, st.seen.items(), key=_score_member):
             del st.seen[k]
@@ -184,15 +182,13 @@ def apply_user(st: UserState, args: list) -> list:
             h["q"] = query
     if plog != h.get("plog", "0") or pn != h.get("pn", "0"):
         h["plog"], h["pn"] = plog, pn
-    if pushed:
-        st.seq = list(seq)
-    st.aff = dict(aff)
+    st.seq = seq
     for i in range(0, len(outbox), 2):
         st.out[outbox[i]] = outbox[i + 1]
-    bought = _newest(st.bought)
-    return ["".join(flags), list(seq), [x for kv in aff.items() for x in kv], bought, _lua_str(last_ts),
-            [prev_ts if isinstance(prev_ts, str) else _lua_str(prev_ts), last_type, plog, pn, query or "",
-             ",".join(seq_ts)], shared]
+    reply = ["".join(flags), list(seq), [x for kv in aff.items() for x in kv], _newest(st.bought),
+             _lua_str(last_ts), [prev_ts if isinstance(prev_ts, str) else _lua_str(prev_ts), last_type, plog, pn,
+                                 query or "", ",".join(seq_ts)], shared]
+    return reply, fresh_ts
 
 
 def _score_member(kv: tuple[str, float]) -> tuple[float, str]:
@@ -206,7 +202,6 @@ def _newest(bought: dict[str, float], n: int = 20) -> list[str]:
 
 def _incr_float(cur: str, by: float) -> str:
     """HINCRBYFLOAT: long double arithmetic, written with 17 digits and trailing zeros removed."""
-    import numpy as np
     v = np.longdouble(cur) + np.longdouble(_lua_str(by))
     s = np.format_float_positional(v, precision=17, unique=False, fractional=True, trim="-")
     return s
@@ -215,27 +210,21 @@ def _incr_float(cur: str, by: float) -> str:
 def snapshot_reply(st: UserState) -> list:
     """What the script returns for a call without events: the profile as it stands (for `read`)."""
     h = st.hash
-    bought = _newest(st.bought)
-    seq_ts = [t for t in h.get("rts", "").split(",") if t]
-    return ["", list(st.seq), [x for kv in st.aff.items() for x in kv], bought, h.get("last_ts", "0"),
+    return ["", list(st.seq), [x for kv in st.aff.items() for x in kv], _newest(st.bought), h.get("last_ts", "0"),
             [h.get("prev_ts", "0"), h.get("last_type", ""), h.get("plog", "0"), h.get("pn", "0"), h.get("q", ""),
-             ",".join(seq_ts)], []]
+             h.get("rts", "")], []]
 
 
-_ENC = None
+_ENC = msgspec.msgpack.Encoder()
 
 
 def encode(st: UserState) -> bytes:
     """The stored form of a profile (all but the seen set, which is a sorted set of its own)."""
-    global _ENC
-    import msgspec
-    _ENC = _ENC or msgspec.msgpack.Encoder()
     return _ENC.encode((st.hash, st.seq, st.aff, st.bought, st.out))
 
 
 def decode(blob: bytes | None, seen: list | None = None) -> UserState:
     """A profile from its stored form and its seen set ([(id, ts)], as ZRANGE ... WITHSCORES replies)."""
-    import msgspec
     st = UserState()
     if blob:
         st.hash, st.seq, st.aff, st.bought, st.out = msgspec.msgpack.decode(blob)

@@ -1,3 +1,6 @@
+-- Not run by recstream since the twenty-sixth session: the per-user update is computed in the worker
+-- (stream/core/storage/update.py, written back by profile_put.lua). Kept as the reference that update.py is
+-- held to, reply by reply and key by key, on a real redis-server (tests/test_profile_update.py).
 -- Apply one user's events to the user's own keys, idempotently and atomically (a Lua script runs whole or
 -- not at all). Called once per user per batch (pipelined: one round-trip per batch). It touches nothing but
 -- the user's keys (one hash tag, one Redis Cluster slot): the shared statistics these events feed
