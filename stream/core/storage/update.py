@@ -10,6 +10,7 @@ the script, reply by reply and profile by profile, on a real redis-server.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -37,14 +38,17 @@ def _lua_str(x: float) -> str:
 @dataclass
 class UserState:
     """One user's profile: its fields (counters, last_ts, prev_ts, last_type, plog, pn, q, rts), the recent
-    items (newest first), the affinities, the purchases (item -> ts), the applied event ids (id -> ts) and
-    the outbox (input offset -> the event's shared part, until a later batch starts past it)."""
+    items (newest first), the affinities, the purchases (item -> ts), the applied event ids (id -> ts; and
+    `order`, the same as (ts, id) sorted, as the seen set's sorted set orders them: a user at the cap of 2,000
+    ids costs a bisection an event, not a scan) and the outbox (input offset -> the event's shared part, until
+    a later batch starts past it)."""
     hash: dict[str, str] = field(default_factory=dict)
     seq: list[str] = field(default_factory=list)
     aff: dict[str, str] = field(default_factory=dict)
     bought: dict[str, float] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
     out: dict[str, str] = field(default_factory=dict)
+    order: list[tuple[float, str]] = field(default_factory=list)
 
 
 def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
@@ -89,11 +93,11 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
     if keep_from is not None:
         st.out = {k: v for k, v in st.out.items() if float(k) >= keep_from}
     events = [a[HEAD + e * PER: HEAD + (e + 1) * PER] for e in range(n)]
-    min_ts = min((float(ev[3]) for ev in events), default=None)
     known = [st.seen.get(ev[0]) for ev in events]
     card = len(st.seen)
     oldest = None
-    recent = [ts for ts in st.seen.values() if ts >= min_ts - 60000] if n else []    # counted, not ordered
+    order = st.order
+    recent: list[float] = []            # this batch's applied events (the seen set's are counted in `order`)
     flags, shared, counts, pushed, fresh_ts, outbox = [], [], {}, [], {}, []
     user_changed = False
     for e, (eid, etype, item, ts_s, cat, brand, w_s, price_s, q, offset) in enumerate(events):
@@ -101,7 +105,7 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
         fresh = known[e] is None and eid not in fresh_ts
         if fresh and card >= seen_cap:
             if oldest is None:
-                oldest = min(st.seen.values(), default=-1.0)
+                oldest = order[0][0] if order else -1.0
             if ts < oldest:
                 fresh = False
         if not fresh:
@@ -113,7 +117,8 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
         card += 1
         recent.append(ts)
         counts[etype] = counts.get(etype, 0) + 1
-        learn = sum(1 for t in recent if ts - 60000 <= t <= ts) <= bot_per_min
+        before = bisect.bisect_right(order, ts, key=_ts) - bisect.bisect_left(order, ts - 60000, key=_ts)
+        learn = before + sum(1 for t in recent if ts - 60000 <= t <= ts) <= bot_per_min
         if not learn:
             counts["bot_flagged"] = counts.get("bot_flagged", 0) + 1
         flags.append("1" if learn else "2")
@@ -170,9 +175,12 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
             outbox += [offset, part]
     # the writes
     st.seen.update(fresh_ts)
+    for eid, ts in fresh_ts.items():
+        bisect.insort(order, (ts, eid))
     if card > seen_cap:
-        for k, _ in heapq.nsmallest(card - seen_cap, st.seen.items(), key=_score_member):
+        for _, k in order[:card - seen_cap]:
             del st.seen[k]
+        del order[:card - seen_cap]
     for k, c in counts.items():
         h["n:" + k] = str(int(h.get("n:" + k, "0")) + c)
     if user_changed:
@@ -189,6 +197,10 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
              _lua_str(last_ts), [prev_ts if isinstance(prev_ts, str) else _lua_str(prev_ts), last_type, plog, pn,
                                  query or "", ",".join(seq_ts)], shared]
     return reply, fresh_ts
+
+
+def _ts(entry: tuple[float, str]) -> float:
+    return entry[0]
 
 
 def _score_member(kv: tuple[str, float]) -> tuple[float, str]:
@@ -229,4 +241,5 @@ def decode(blob: bytes | None, seen: list | None = None) -> UserState:
     if blob:
         st.hash, st.seq, st.aff, st.bought, st.out = msgspec.msgpack.decode(blob)
     st.seen = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in (seen or [])}
+    st.order = sorted((ts, k) for k, ts in st.seen.items())
     return st
