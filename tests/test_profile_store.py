@@ -70,3 +70,26 @@ def test_profiles_that_keep_changing_under_a_worker_are_a_transient_failure():
     from stream.core.storage.cache import VersionConflicts
     from stream.errors import StoreUnavailable, translate_redis
     assert isinstance(translate_redis(VersionConflicts("5 profiles"), "apply profiles"), StoreUnavailable)
+
+
+def test_the_profile_cache_is_bounded_by_the_ids_it_holds(redis_client):
+    """A user at the seen cap holds thousands of event ids in the worker: the cache evicts the least recently
+    used users once the ids it holds pass `cache_ids`, and an evicted user is read back from Redis with the
+    same result as a cache that kept everyone."""
+    from stream.core.storage.profile import ProfileConfig
+    small_p, big_p = (f"rs:t{uuid.uuid4().hex[:8]}:" for _ in range(2))
+    small = ProfileStore(redis_client, small_p, ProfileConfig(seen_cap=40, cache_ids=100))
+    big = ProfileStore(redis_client, big_p, ProfileConfig(seen_cap=40))
+    users = [f"u{k}" for k in range(6)]
+    for rnd in range(4):                      # each round: 15 new events for every user (batches of two users)
+        for a in range(0, len(users), 2):
+            batch = [ev for u in users[a:a + 2] for ev in _events(u, 15 * (rnd + 1))[15 * rnd:]]
+            got_small, got_big = small.apply(batch), big.apply(batch)
+            assert {u: (s.applied, s.recent) for u, s in got_small.items()} == \
+                   {u: (s.applied, s.recent) for u, s in got_big.items()}
+            held = small.cache.held
+            assert small.cache.ids == sum(len(st.seen) for st, _, _ in held.values()) <= 100
+    assert len(big.cache.held) == 6 and big.cache.ids == 6 * 40       # nothing evicted there: 240 ids
+    assert 0 < len(small.cache.held) < 6                                # here some users were read back
+    for u in users:
+        assert user_profile_dump(redis_client, small_p, u) == user_profile_dump(redis_client, big_p, u)

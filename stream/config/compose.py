@@ -73,7 +73,8 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
                         rank_cfg=RankConfig(k=s.top_k, exclude_trigger=bool(s.exclude_trigger),
                                             exclude_bought=bool(s.exclude_bought), max_per_category=s.max_per_category),
                         encoder_dir=s.encoder_dir, pseudonymise_key=s.pseudonymise_key, init_store=init_store,
-                        guard=guard, profile_cfg=ProfileConfig(covis_cap=s.covis_cap))
+                        guard=guard, profile_cfg=ProfileConfig(covis_cap=s.covis_cap,
+                                                                  cache_ids=s.profile_cache_ids))
     if s.ranker != "off" and ranker:
         online = make_ranker(s.ranker, window_s=s.ranker_window_s, background_fit=True)
         pipeline.keeper = RankerKeeper(online, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id,

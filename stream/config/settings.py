@@ -43,6 +43,7 @@ class Settings:
     ranker: str = "gbdt"                      # RECSTREAM_RANKER: online ranker gbdt | lr | fm | off (gbdt:ungated, lr:WEIGHT, lr:learned)
     max_per_category: int = 0                 # RECSTREAM_MAX_PER_CATEGORY: diversity cap per category in a list (0 = off)
     covis_cap: int = 100                      # RECSTREAM_COVIS_CAP: co-visitation/co-occurrence members kept per item
+    profile_cache_ids: int = 1_000_000        # RECSTREAM_PROFILE_CACHE_IDS: seen event ids a worker's profile cache holds (memory bound)
     ranker_checkpoint_s: float = 30.0         # RECSTREAM_RANKER_CHECKPOINT_S (and at shutdown); the blend weight too
     ranker_window_s: float = 1800.0           # RECSTREAM_RANKER_WINDOW_S (feedback window, event time)
     experiments: str = ""                     # RECSTREAM_EXPERIMENTS: an A/B experiment file (TOML; empty = none)
@@ -170,6 +171,9 @@ class Settings:
                                 "(0 = keep everything)")
         if self.covis_cap < 1:
             raise SettingsError(f"RECSTREAM_COVIS_CAP={self.covis_cap}: must be >= 1")
+        if self.profile_cache_ids < 0:
+            raise SettingsError(f"RECSTREAM_PROFILE_CACHE_IDS={self.profile_cache_ids}: must be >= 0 (0 = hold no "
+                                "profile between batches)")
         if self.max_per_category < 0:
             raise SettingsError(f"RECSTREAM_MAX_PER_CATEGORY={self.max_per_category}: must be >= 0 (0 = no cap)")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -28,14 +28,36 @@ class VersionConflicts(redis.exceptions.TryAgainError):
 
 
 class ProfileCache:
-    def __init__(self, client, size: int = 100_000):
-        self.client, self.size = client, size
-        self.held: OrderedDict[str, tuple[update.UserState, str]] = OrderedDict()     # key -> (copy, version)
+    """At most `size` users and `max_ids` seen event ids in all, least recently used out first: a user at the
+    seen cap holds 2,000 ids, about 400 KiB of Python objects (measured with tracemalloc), so the ids, not the
+    users, bound a long-running worker's memory (1,000,000 ids: about 200 MB)."""
+
+    def __init__(self, client, size: int = 100_000, max_ids: int = 1_000_000):
+        self.client, self.size, self.max_ids = client, size, max_ids
+        # key -> (copy, version, the seen ids it held when put)
+        self.held: OrderedDict[str, tuple[update.UserState, str, int]] = OrderedDict()
+        self.ids = 0                                    # seen ids held, in all
         self._put = Script(client, "profile_put")
 
     def forget_all(self) -> None:
         """Drop every copy (the store they came from is gone)."""
         self.held.clear()
+        self.ids = 0
+
+    def _hold(self, key: str, st: update.UserState, version: str) -> None:
+        self.held[key] = st, version, len(st.seen)                     # the newest at the end
+        self.ids += len(st.seen)
+
+    def _drop(self, key: str) -> update.UserState | None:
+        got = self.held.pop(key, None)
+        if got is None:
+            return None
+        self.ids -= got[2]
+        return got[0]
+
+    def _evict(self) -> None:
+        while self.held and (len(self.held) > self.size or self.ids > self.max_ids):
+            self.ids -= self.held.popitem(last=False)[1][2]
 
     def queue_loads(self, pipe, user_keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Queue on `pipe` the reads of the profiles not held (two replies each); the (U, U:seen) queued."""
@@ -50,7 +72,8 @@ class ProfileCache:
             (v, blob), seen = got[2 * i], got[2 * i + 1]
             # the profile and its seen ids are written together: ids without a profile are a store of the
             # former layout's (before the profile was one value), whose events a rebuild applies again
-            self.held[u] = update.decode(blob, seen if blob else None), (v or b"0").decode()
+            self._drop(u)
+            self._hold(u, update.decode(blob, seen if blob else None), (v or b"0").decode())
 
     def _load(self, calls: list) -> None:
         """Read the profiles of the calls' users that are not held (one round-trip; none when the caller
@@ -71,18 +94,17 @@ class ProfileCache:
                 done = self._compute_and_put(calls, todo, replies, seen_cap, versions)
             except BaseException:
                 for i in todo:                        # computed but maybe not written: read them again next time
-                    self.held.pop(calls[i][0][0], None)
+                    self._drop(calls[i][0][0])
                 raise
             conflicts = []
             for i, ok in zip(todo, done):
                 key = calls[i][0][0]
-                st, _ = self.held.pop(key)
+                st = self._drop(key)
                 if ok:
-                    self.held[key] = st, versions[key]                # the newest at the end
+                    self._hold(key, st, versions[key])
                 else:
                     conflicts.append(i)                               # read again, computed again
-            while len(self.held) > self.size:
-                self.held.popitem(last=False)
+            self._evict()
             if not conflicts:
                 return replies
             todo = conflicts
@@ -92,7 +114,7 @@ class ProfileCache:
         writes = []
         for i in todo:
             keys, args = calls[i]
-            st, version = self.held[keys[0]]
+            st, version, _ = self.held[keys[0]]
             card = len(st.seen)
             replies[i], fresh = update.apply_user(st, args)
             drop = max(0, card + len(fresh) - seen_cap)

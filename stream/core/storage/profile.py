@@ -39,6 +39,7 @@ class ProfileConfig:
     max_affinities: int = 64                   # categories+brands kept per user
     bot_per_min: int = 40                      # above this many events a minute: bot-like
     cache_users: int = 100_000                 # profiles a worker keeps in memory (least recently used out)
+    cache_ids: int = 1_000_000                 # ... and seen event ids in all (about 200 B each: the memory bound)
     covis_cap: int = 100                       # co-visitation/co-occurrence members kept per item (trimmed past 2x)
 
 
@@ -107,7 +108,7 @@ class ProfileStore:
         self.client, self.prefix, self.cfg = client, prefix, cfg
         self.keys = Keys(prefix)
         try:
-            self.cache = ProfileCache(client, cfg.cache_users)
+            self.cache = ProfileCache(client, cfg.cache_users, cfg.cache_ids)
         except redis.RedisError as exc:
             raise translate_redis(exc, "load profile_put.lua") from exc
         c = cfg
