@@ -48,7 +48,5 @@ class CoOccurrence:
                         acc[item] = acc.get(item, 0.0) + count / (pos + 1)
                 if acc:
                     top = max(acc.values())
-                    add = ctx.adder(uid, self.name)
-                    for item, v in acc.items():
-                        add(item, v / top)
+                    ctx.add_all(uid, self.name, [(item, v / top) for item, v in acc.items()])
         return collect

@@ -15,9 +15,7 @@ class UserHistory:
 
     def plan(self, ctx: BatchContext, pipe):
         for uid, snap in ctx.snapshots.items():
-            add = ctx.adder(uid, self.name)
             excluded = ctx.exclude.get(uid, ())
-            for rank, item in enumerate(snap.recent[: self.n]):
-                if item not in excluded:
-                    add(item, 1.0 / (1.0 + rank))
+            ctx.add_all(uid, self.name, [(item, 1.0 / (1.0 + rank)) for rank, item in enumerate(snap.recent[: self.n])
+                                         if item not in excluded])
         return lambda replies: None

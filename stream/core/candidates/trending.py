@@ -52,11 +52,8 @@ class Trending:
             glob = self._merge(now, gkeys, replies[:2])
             per_cat = {c: self._merge(now, ckeys[c], replies[2 + 2 * i: 4 + 2 * i]) for i, c in enumerate(cats)}
             for uid, cs in user_cats.items():
-                add = ctx.adder(uid, self.name)
                 # users with known tastes get a few global items; new users get the whole list
-                for item, s in glob[: 5 if cs else self.n_global]:
-                    add(item, 0.5 * s)
+                ctx.add_all(uid, self.name, [(item, 0.5 * s) for item, s in glob[: 5 if cs else self.n_global]])
                 for c in cs:
-                    for item, s in per_cat[c]:
-                        add(item, s)
+                    ctx.add_all(uid, self.name, per_cat[c])
         return collect
