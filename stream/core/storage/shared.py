@@ -67,35 +67,41 @@ class SharedStats:
         self.hl = trend_half_life_s * 1000
         self.epoch_ms = 64 * self.hl                 # trending's forward-decay epoch (see candidates/trending.py)
         self._script = Script(client, "shared_add")
-        self._names: dict[tuple, tuple[int, str]] = {}     # (Keys method, args) -> (shard, key name)
+        # "cv" / "cs": item -> (shard, its co-visitation / co-occurrence key); "other": the rest's
+        self._names: dict[str, dict] = {"cv": {}, "cs": {}, "other": {}}
+        self._pop = (shard_of_key(self.keys.pop()), self.keys.pop())
 
-    def _key(self, make, *args) -> tuple[int, str]:
-        """`make(*args)` (a `Keys` method) and its shard, cached: the same items recur batch after batch."""
-        got = self._names.get((make, args))
-        if got is None:
-            if len(self._names) > 500_000:
-                self._names.clear()
-            name = make(*args)
-            got = self._names[(make, args)] = shard_of_key(name), name
+    def _name(self, kind: str, ident, make, *args) -> tuple[int, str]:
+        """`make(*args)` (a `Keys` method) and its shard, cached under `ident` in `kind`'s table: the same
+        items recur batch after batch."""
+        cache = self._names[kind]
+        if len(cache) > 200_000:
+            cache.clear()
+        got = cache[ident] = shard_of_key(name := make(*args)), name
         return got
 
-    def increments(self, f: Fed):
-        """(shard, key, member, amount) for one event."""
-        k, item, w, key = self.keys, f.item, f.weight, self._key
-        for p in f.follows:
-            yield (*key(k.covis, p), item, w)
-        for p in f.cooccurs:
-            yield (*key(k.cooccur, p), item, 1)
-            yield (*key(k.cooccur, item), p, 1)
+    def increments(self, f: Fed) -> list[tuple[tuple[int, str], str, float]]:
+        """((shard, key), member, amount) for one event."""
+        k, item, w, name = self.keys, f.item, f.weight, self._name
+        cv, cs, other = self._names["cv"], self._names["cs"], self._names["other"]
+        out = [(cv.get(p) or name("cv", p, k.covis, p), item, w) for p in f.follows]
+        if f.cooccurs:
+            mine = cs.get(item) or name("cs", item, k.cooccur, item)
+            for p in f.cooccurs:
+                out.append((cs.get(p) or name("cs", p, k.cooccur, p), item, 1))
+                out.append((mine, p, 1))
         epoch = math.floor(f.ts / self.epoch_ms)
         boost = w * 2.0 ** ((f.ts - epoch * self.epoch_ms) / self.hl)
-        yield (*key(k.trend, epoch), item, boost)
-        if f.category:
-            yield (*key(k.trend, epoch, f.category), item, boost)
-            yield (*key(k.pop, f.category), item, w)
-        yield (*key(k.pop), item, w)
+        out.append((other.get(("tr", epoch)) or name("other", ("tr", epoch), k.trend, epoch), item, boost))
+        if cat := f.category:
+            out.append((other.get(("tr", epoch, cat)) or name("other", ("tr", epoch, cat), k.trend, epoch, cat),
+                        item, boost))
+            out.append((other.get(("pop", cat)) or name("other", ("pop", cat), k.pop, cat), item, w))
+        out.append((self._pop, item, w))
         if f.stage >= 0:
-            yield (*key(k.stage_pop, stage_of(f.stage)), item, w)
+            stage = stage_of(f.stage)
+            out.append((other.get(("ps", stage)) or name("other", ("ps", stage), k.stage_pop, stage), item, w))
+        return out
 
     def write(self, fed: list[Fed], newest: dict[str, int]) -> int:
         """Add the batch's increments, once per input offset. `newest`: source -> the batch's newest offset
@@ -105,16 +111,20 @@ class SharedStats:
         while True:
             groups: dict[int, dict[str, list]] = {}          # shard -> source -> [lo, hi, {key: {member: sum}}]
             for f in fed:
-                for sh, key, member, amount in self.increments(f):
-                    if only is not None and only.get((sh, f.source), f.offset) >= f.offset:
+                src, off = f.source, f.offset
+                for (sh, key), member, amount in self.increments(f):
+                    if only is not None and only.get((sh, src), off) >= off:
                         continue
-                    g = groups.setdefault(sh, {}).get(f.source)
+                    by_src = groups.get(sh)
+                    if by_src is None:
+                        by_src = groups[sh] = {}
+                    g = by_src.get(src)
                     if g is None:
-                        g = groups[sh][f.source] = [f.offset, f.offset, {}]
-                    elif f.offset < g[0]:
-                        g[0] = f.offset
-                    elif f.offset > g[1]:
-                        g[1] = f.offset
+                        g = by_src[src] = [off, off, {}]
+                    elif off < g[0]:
+                        g[0] = off
+                    elif off > g[1]:
+                        g[1] = off
                     per = g[2].get(key)
                     if per is None:
                         per = g[2][key] = {}
