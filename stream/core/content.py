@@ -175,10 +175,8 @@ class ContentSimilar:
         users, vecs = self.user_vectors(ctx.snapshots)
         ctx.vectors = dict(zip(users, vecs))       # the ranker's content-similarity feature reuses them
         for uid, hits in zip(users, self.store.index.search(vecs, self.n + self.history)):
-            add = ctx.adder(uid, self.name)
             ex = ctx.exclude.get(uid, ())
             recent = set(ctx.snapshots[uid].recent[: self.history])
-            for item, sim in hits:
-                if item not in ex and item not in recent:
-                    add(item, max(0.0, sim))
+            ctx.add_all(uid, self.name, [(item, max(0.0, sim)) for item, sim in hits
+                                         if item not in ex and item not in recent])
         return lambda replies: None

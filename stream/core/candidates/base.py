@@ -20,23 +20,10 @@ class BatchContext:
     vectors: dict = field(default_factory=dict)   # user -> content vector (set by the content source)
     linear: dict = field(default_factory=dict)    # user -> UserScores: score / best of any item (the "linear" source)
 
-    def adder(self, user: str, source: str):
-        """A fast `add(item, score)` for one user and source (keeps the best score per item)."""
-        col = SOURCE_NAMES.index(source)
-        rows = self.cands.setdefault(user, {})
-        width = len(SOURCE_NAMES)
-
-        def add(item: str, score: float) -> None:
-            row = rows.get(item)
-            if row is None:
-                row = rows[item] = [0.0] * width
-            if score > row[col]:
-                row[col] = score
-        return add
-
     def add_all(self, user: str, source: str, scored) -> None:
-        """`adder(user, source)` applied to every (item, score) of `scored`, without a call per item (the
-        candidate stage's hottest loop)."""
+        """Each (item, score) of `scored` proposed by `source` for `user`: the item's row is created on its
+        first proposal (a source that scores it 0 still makes it a candidate), and each source keeps its best
+        score per item. One loop a list, not a call per item (the candidate stage's hottest loop)."""
         col = SOURCE_NAMES.index(source)
         rows = self.cands.setdefault(user, {})
         get, blank = rows.get, [0.0] * len(SOURCE_NAMES)
@@ -82,7 +69,7 @@ def plan_weighted(ctx: BatchContext, pipe, name: str, wanted: dict[str, list[tup
                   n: int) -> Callable[[list], None]:
     """For sources that read shared sorted sets: each user wants some of them, each with a weight. Every
     distinct set is read once (its top `n`, queued on `pipe`); each user's candidates are their sets'
-    normalised scores times the weight (the best kept per item, as `BatchContext.adder` does)."""
+    normalised scores times the weight (the best kept per item, as `BatchContext.add_all` does)."""
     order = sorted({k for lst in wanted.values() for k, _ in lst})
     for k in order:
         zrevrange(pipe, key_of(k), n)

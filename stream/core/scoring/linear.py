@@ -101,7 +101,5 @@ class LinearRetrieval:
         for uid, snap in ctx.snapshots.items():
             got, ctx.linear[uid] = self.model.top(snap.recent, self.n, ctx.exclude.get(uid) or ())
             if got:
-                add = ctx.adder(uid, self.name)
-                for item, score in got:
-                    add(item, score)
+                ctx.add_all(uid, self.name, got)
         return lambda replies: None

@@ -186,9 +186,8 @@ class ModelRetrieval:
             for r, uid in enumerate(chunk):
                 if not seq[r].any():
                     continue
-                add = ctx.adder(uid, self.name)
-                for rank, j in enumerate(top[r]):
-                    add(self.pool_items[j], 1.0 / (1.0 + rank))
+                items = self.pool_items
+                ctx.add_all(uid, self.name, [(items[j], 1.0 / (1.0 + rank)) for rank, j in enumerate(top[r].tolist())])
         return lambda replies: None
 
 
