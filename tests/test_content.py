@@ -182,3 +182,22 @@ def test_new_item_reaches_a_user_through_the_content_source(settings, redis_clie
     assert code == 0
     assert "content index: 0 item embeddings loaded" in (tmp_path / "worker.log").read_text()
     assert int(redis_client.hlen(f"{s.key_prefix}emb")) == len(items) + 1
+
+
+def test_index_search_is_each_query_s_best_n_best_first():
+    """The batched search equals a per-query brute force: each query's n highest cosines, best first, as the
+    product computes them, each with an item that has it (equal cosines: any of the tied items, each once)."""
+    from stream.core.content import ContentIndex
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(300, 8)).astype(np.float32)
+    m[50:60] = m[7]                                   # ten copies of one item: ties at every rank they reach
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    idx = ContentIndex(8)
+    idx.add([f"i{k}" for k in range(300)], m)
+    q = np.vstack([m[7], rng.normal(size=(20, 8))]).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    sims = q @ m.T
+    for n in (1, 12, 300):
+        for row, hits in zip(sims, idx.search(q, n)):
+            assert [s for _, s in hits] == [float(x) for x in np.sort(row)[::-1][:n]]
+            assert all(float(row[int(i[1:])]) == s for i, s in hits) and len({i for i, _ in hits}) == n

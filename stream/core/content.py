@@ -88,12 +88,13 @@ class ContentIndex:
             return [[] for _ in range(len(queries))]
         sims = queries.astype(np.float32) @ self.mat[:size].T
         n = min(n, size)
-        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-        out = []
-        for q in range(len(queries)):
-            t = top[q][np.argsort(-sims[q, top[q]], kind="stable")]
-            out.append([(self.ids[j], float(sims[q, j])) for j in t])
-        return out
+        neg = np.negative(sims, out=sims)                   # in place: the product is not needed twice
+        top = np.argpartition(neg, n - 1, axis=1)[:, :n]
+        part = np.take_along_axis(neg, top, axis=1)
+        order = np.argsort(part, axis=1, kind="stable")      # each row's top n, best first
+        top, best = np.take_along_axis(top, order, axis=1).tolist(), (-np.take_along_axis(part, order, axis=1)).tolist()
+        ids = self.ids
+        return [[(ids[j], s) for j, s in zip(t, v)] for t, v in zip(top, best)]
 
 
 class ContentStore:
