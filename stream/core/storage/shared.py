@@ -137,11 +137,11 @@ class SharedStats:
                     per[member] = per.get(member, 0) + amount
             if not groups:
                 return calls
-            calls_ = self._calls(groups, newest)
-            replies = self._script.execute([(keys, args) for keys, args, _ in calls_])
-            calls += len(calls_)
+            planned = self._calls(groups, newest)
+            replies = self._script.execute([(keys, args) for keys, args, _ in planned])
+            calls += len(planned)
             only = {}
-            for (_, _, shard_at), refused in zip(calls_, replies):
+            for (_, _, shard_at), refused in zip(planned, replies):
                 for i in range(0, len(refused), 3):          # the guard lies inside this section's range
                     only[(shard_at[int(refused[i])], refused[i + 1].decode())] = int(refused[i + 2])
             if not only:
