@@ -78,5 +78,5 @@ def plan_weighted(ctx: BatchContext, pipe, name: str, wanted: dict[str, list[tup
         tops = dict(zip(order, (normalised(r) for r in replies)))
         for uid, lst in wanted.items():
             for k, w in lst:
-                ctx.add_all(uid, name, [(item, w * s) for item, s in tops[k]])
+                ctx.add_all(uid, name, tops[k] if w == 1.0 else [(item, w * s) for item, s in tops[k]])
     return collect

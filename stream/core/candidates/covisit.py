@@ -42,10 +42,12 @@ class CoOccurrence:
         def collect(replies: list) -> None:
             tops = dict(zip(order, (pairs(r) for r in replies)))
             for uid, anchors in wanted.items():
-                acc: dict[str, float] = {}
-                for pos, a in enumerate(anchors):
+                # the first anchor's neighbours as they are (a sorted set's members are distinct, and a count
+                # over 1 is itself), then the others' added at 1/position
+                acc: dict[str, float] = dict(tops[anchors[0]]) if anchors else {}
+                for pos, a in enumerate(anchors[1:], 2):
                     for item, count in tops[a]:
-                        acc[item] = acc.get(item, 0.0) + count / (pos + 1)
+                        acc[item] = acc.get(item, 0.0) + count / pos
                 if acc:
                     top = max(acc.values())
                     ctx.add_all(uid, self.name, [(item, v / top) for item, v in acc.items()])
