@@ -93,3 +93,17 @@ def test_the_profile_cache_is_bounded_by_the_ids_it_holds(redis_client):
     assert 0 < len(small.cache.held) < 6                                # here some users were read back
     for u in users:
         assert user_profile_dump(redis_client, small_p, u) == user_profile_dump(redis_client, big_p, u)
+
+
+def test_a_crawler_touching_a_new_category_and_brand_every_time_keeps_at_most_the_affinity_cap(redis_client):
+    """Each event of a catalogue crawler brings two new affinity fields: the profile still keeps at most
+    `max_affinities` (it had dropped only one field an event, so the table grew by one an event)."""
+    from stream.core.storage.profile import ProfileConfig
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    store = ProfileStore(redis_client, prefix, ProfileConfig(max_affinities=10, bot_per_min=1000))
+    events = [Event(event_id=f"e{i}", user_id="crawler", type="view", ts=1_700_000_000_000 + i * 1000,
+                    item_id=f"i{i}", context={"category": f"c{i}", "brand": f"b{i}"}) for i in range(60)]
+    for a in range(0, 60, 7):
+        snap = store.apply(events[a:a + 7])["crawler"]
+        assert len(snap.affinity) <= 10
+    assert set(snap.affinity) >= {"c:c59", "b:b59"}        # the newest fields are the strongest, so kept

@@ -149,7 +149,7 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
             decayed_add("c:" + cat, w, ts)
         if brand != "":
             decayed_add("b:" + brand, w, ts)
-        if len(aff) > max_aff:
+        while len(aff) > max_aff:      # an event can bring two new fields (its category and its brand)
             forget_weakest(ts)
         if etype == "purchase":
             st.bought[item] = ts

@@ -159,7 +159,7 @@ for e = 0, n - 1 do
       end
       if cat ~= "" then decayed_add("c:" .. cat, w, ts) end
       if brand ~= "" then decayed_add("b:" .. brand, w, ts) end
-      if naff > max_aff then forget_weakest(ts) end
+      while naff > max_aff do forget_weakest(ts) end   -- an event can bring two new fields
       if etype == "purchase" then
         redis.call("ZADD", BOUGHT, ts, item)
         if redis.call("ZCARD", BOUGHT) > 100 then redis.call("ZREMRANGEBYRANK", BOUGHT, 0, 0) end
