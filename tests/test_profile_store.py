@@ -107,3 +107,20 @@ def test_a_crawler_touching_a_new_category_and_brand_every_time_keeps_at_most_th
         snap = store.apply(events[a:a + 7])["crawler"]
         assert len(snap.affinity) <= 10
     assert set(snap.affinity) >= {"c:c59", "b:b59"}        # the newest fields are the strongest, so kept
+
+
+def test_the_snapshot_of_an_update_equals_a_read_of_what_it_stored(redis_client):
+    """`apply`'s snapshots read the affinities from the worker's numbers (`UserState.affn`), `read` parses
+    the stored texts: the same values and touch times to the last bit, with the affinity table at its cap."""
+    from stream.core.storage.profile import ProfileConfig
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    store = ProfileStore(redis_client, prefix, ProfileConfig(max_affinities=12))
+    events = [Event(event_id=f"e{i}", user_id=f"u{i % 3}", type=("view", "click", "purchase")[i % 3],
+                    ts=1_700_000_000_000 + i * 7_777_777, item_id=f"i{i % 17}",
+                    context={"category": f"c{i % 9}", "brand": f"b{(i * 5) % 11}"}) for i in range(240)]
+    for a in range(0, 240, 20):
+        got = store.apply(events[a:a + 20])
+        again = store.read(sorted(got))
+        for uid, snap in got.items():
+            assert snap.affinity == again[uid].affinity and snap.aff_ts == again[uid].aff_ts
+    assert len(snap.affinity) == 12

@@ -37,6 +37,7 @@ class ProfileCache:
         # key -> (copy, version, the seen ids it held when put)
         self.held: OrderedDict[str, tuple[update.UserState, str, int]] = OrderedDict()
         self.ids = 0                                    # seen ids held, in all
+        self.states: list = []                          # the profiles the last `apply` computed (its order)
         self._put = Script(client, "profile_put")
 
     def forget_all(self) -> None:
@@ -84,8 +85,11 @@ class ProfileCache:
             self.loaded(missing, pipe.execute())
 
     def apply(self, calls: list[tuple[tuple[str, str], list]], seen_cap: int) -> list:
-        """Each ((U, U:seen), the former script's arguments) applied and written; the replies, in order."""
+        """Each ((U, U:seen), the former script's arguments) applied and written; the replies, in order (the
+        script's form). `self.states` then holds the profiles they came from, in the same order (a snapshot
+        reads the affinities there as numbers instead of parsing the reply's texts)."""
         replies: list = [None] * len(calls)
+        self.states: list = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(ATTEMPTS):
             self._load([calls[i] for i in todo])
@@ -117,6 +121,7 @@ class ProfileCache:
             st, version, _ = self.held[keys[0]]
             card = len(st.seen)
             replies[i], fresh = update.apply_user(st, args)
+            self.states[i] = st
             drop = max(0, card + len(fresh) - seen_cap)
             adds = [x for eid, ts in fresh.items() for x in (ts, eid)]
             writes.append((list(keys), [version, versions[keys[0]], update.encode(st), drop, *adds]))

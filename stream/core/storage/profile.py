@@ -21,7 +21,7 @@ from stream.core.storage.cache import ProfileCache
 from stream.core.storage.shared import Fed, SharedStats
 from stream.core.storage.store import Keys
 from stream.core.storage.update import decode as decode_profile
-from stream.core.storage.update import snapshot_reply
+from stream.core.storage.update import aff_numbers, snapshot_reply
 from stream.core.validate import InMessage
 from stream.errors import TRANSIENT_REDIS, StoreEmptied, translate_redis
 
@@ -80,11 +80,17 @@ def _decode_aff(flat: list[str], now: int, half_life_ms: float) -> tuple[dict[st
     return out, when
 
 
-def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, **kw) -> Snapshot:
+def _snapshot(uid: str, seq, aff_flat, bought, last, extra, half_life_ms: float, aff_num: dict | None = None,
+              **kw) -> Snapshot:
     """Build a Snapshot from `update.apply_user`'s (or `snapshot_reply`'s) reply; extra = (prev_ts,
-    last_type, plog, pn, query, the recent items' touch times, comma-separated)."""
+    last_type, plog, pn, query, the recent items' touch times, comma-separated). `aff_num`: the same
+    affinities as numbers (`UserState.affn`), read instead of the reply's texts."""
     last_ts = int(float(last or 0))
-    aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
+    if aff_num is None:
+        aff, when = _decode_aff(aff_flat, last_ts, half_life_ms)
+    else:
+        aff = {k: v * 2.0 ** (-(last_ts - ref) / half_life_ms) for k, (v, ref) in aff_num.items()}
+        when = {k: ref for k, (_, ref) in aff_num.items()}
     prev, ltype, plog, pn, query, rts = (x.decode() if isinstance(x, bytes) else (x or "") for x in extra)
     n = int(float(pn or 0))
     return Snapshot(uid, list(seq), aff, list(bought), last_ts, aff_ts=when,
@@ -200,7 +206,9 @@ class ProfileStore:
             raise translate_redis(exc, f"apply profiles ({len(events)} events)") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
-        for (uid, evs), (flags, seq, aff, bought, last_ts, extra, shared) in zip(by_user.items(), results):
+        states = self.cache.states
+        for u, ((uid, evs), (flags, seq, aff, bought, last_ts, extra, shared)) in enumerate(zip(by_user.items(),
+                                                                                               results)):
             fresh = [ev for (ev, _), f in zip(evs, flags) if f != "0"]
             fed = []
             for i in range(0, len(shared), 2):
@@ -208,8 +216,9 @@ class ProfileStore:
                 src = f"{m.topic}|{m.partition}" if m is not None and m.offset >= 0 else ""
                 fed.append(Fed.decode(src, m.offset if src else -1, ev.item_id, cats[ev.event_id], WEIGHTS[ev.type],
                                       ev.ts, shared[i + 1]))
-            out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, applied=len(fresh),
-                                 events=[ev for ev, _ in evs], fresh=fresh, bot="2" in flags, fed=fed)
+            out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, aff_numbers(states[u]),
+                                 applied=len(fresh), events=[ev for ev, _ in evs], fresh=fresh, bot="2" in flags,
+                                 fed=fed)
         if share:
             self.share(out, origins)
         return out

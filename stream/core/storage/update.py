@@ -49,6 +49,9 @@ class UserState:
     seen: dict[str, float] = field(default_factory=dict)
     out: dict[str, str] = field(default_factory=dict)
     order: list[tuple[float, str]] = field(default_factory=list)
+    # the affinities as numbers, (value, reference ms) as their text reads back (None: not parsed yet): a
+    # user at the cap of 64 fields is not parsed again on every call and every snapshot (not stored)
+    affn: dict[str, tuple[float, int]] | None = None
 
 
 def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
@@ -66,29 +69,27 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
     seq_ts = [t for t in h.get("rts", "").split(",") if t]
     seq_ts = (seq_ts + ["0"] * len(seq))[: len(seq)]
     aff = st.aff                        # changed in place (the cache drops a copy whose write failed)
+    affn = aff_numbers(st)
     n = (len(a) - HEAD) // PER
 
     def decayed_add(f: str, w: float, ts: float) -> None:
-        cur = aff.get(f)
-        v, ref = 0.0, ts
-        if cur is not None:
-            vs, rs = cur.split("|", 1)
-            v, ref = float(vs), float(rs)
+        cur = affn.get(f)
+        v, ref = (float(cur[0]), float(cur[1])) if cur is not None else (0.0, ts)
         if ts >= ref:
             v = v * math.pow(2, -(ts - ref) / hl) + w
             ref = ts
         else:
             v = v + w * math.pow(2, -(ref - ts) / hl)
-        aff[f] = f"{v:.10g}|{int(ref)}"
+        vs, r = f"{v:.10g}", int(ref)
+        aff[f], affn[f] = f"{vs}|{r}", (float(vs), r)
 
     def forget_weakest(ts: float) -> None:
         worst, worst_v = None, None
-        for k, val in aff.items():
-            vs, rs = val.split("|", 1)
-            v = float(vs) * math.pow(2, -(ts - float(rs)) / hl)
+        for k, (vn, rn) in affn.items():
+            v = vn * math.pow(2, -(ts - rn) / hl)
             if worst_v is None or v < worst_v or (v == worst_v and k < worst):
                 worst, worst_v = k, v
-        del aff[worst]
+        del aff[worst], affn[worst]
 
     if keep_from is not None:
         st.out = {k: v for k, v in st.out.items() if float(k) >= keep_from}
@@ -197,6 +198,16 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
              _lua_str(last_ts), [prev_ts if isinstance(prev_ts, str) else _lua_str(prev_ts), last_type, plog, pn,
                                  query or "", ",".join(seq_ts)], shared]
     return reply, fresh_ts
+
+
+def aff_numbers(st: UserState) -> dict[str, tuple[float, int]]:
+    """`st.affn`, parsed from the stored texts the first time it is asked for."""
+    if st.affn is None:
+        st.affn = {}
+        for k, val in st.aff.items():
+            vs, rs = val.split("|", 1)
+            st.affn[k] = float(vs), int(rs)
+    return st.affn
 
 
 def _ts(entry: tuple[float, str]) -> float:
