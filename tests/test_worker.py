@@ -99,7 +99,7 @@ def _applied(client, prefix, users):
 
 
 def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_settings, tmp_path):
-    """A 50k-event log; a worker SIGKILLed ten times at random moments, restarted each time in the same group;
+    """A 50k-event log; a worker SIGKILLed ten times at random points of the log, restarted each time in the same group;
     the end state equals an uninterrupted run's: every profile byte for byte, every shared statistic
     (co-visitation, co-occurrence, popularity exactly; trending to float rounding). On a single Redis and on
     the 3-master cluster. The co-visitation cap is raised so that no set is cut back: which weak members
@@ -138,13 +138,18 @@ def test_sigkill_storm_ends_with_identical_profiles_and_shared_statistics(store_
     # the same log, a worker killed ten times at random moments
     Catalog(client, s.key_prefix).upsert(items)
     rnd, at_kills = random.Random(7), []
-    for k in range(10):
+    # where the kills land: ten random points of the log at least 4,000 events apart (a time-based moment would
+    # land after the end once the worker is fast enough), each a random few ms after that point is reached
+    targets = sorted(rnd.sample(range(2_000, len(events) - 6_000, 4_000), 10))
+    for k, target in enumerate(targets):
         before = _applied(client, s.key_prefix, users)
         worker = start_worker(s, log=tmp_path / f"w{k}.log")
         try:
             wait_for(lambda b=before: _applied(client, s.key_prefix, users) > b, timeout=90, interval=0.3,
                      what=f"progress after start {k}")
-            time.sleep(rnd.uniform(0.0, 0.8))
+            wait_for(lambda t=target: _applied(client, s.key_prefix, users) >= t, timeout=90, interval=0.2,
+                     what=f"event {target} applied")
+            time.sleep(rnd.uniform(0.0, 0.05))
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
