@@ -52,6 +52,7 @@ class UserState:
     # the affinities as numbers, (value, reference ms) as their text reads back (None: not parsed yet): a
     # user at the cap of 64 fields is not parsed again on every call and every snapshot (not stored)
     affn: dict[str, tuple[float, int]] | None = None
+    newest: list[str] | None = None     # the 20 newest purchases, as replied (None: the purchases changed)
 
 
 def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
@@ -153,7 +154,7 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
         while len(aff) > max_aff:      # an event can bring two new fields (its category and its brand)
             forget_weakest(ts)
         if etype == "purchase":
-            st.bought[item] = ts
+            st.bought[item], st.newest = ts, None
             if len(st.bought) > BOUGHT_CAP:
                 del st.bought[min(st.bought.items(), key=_score_member)[0]]
         if not learn:
@@ -194,7 +195,7 @@ def apply_user(st: UserState, args: list) -> tuple[list, dict[str, float]]:
     st.seq = seq
     for i in range(0, len(outbox), 2):
         st.out[outbox[i]] = outbox[i + 1]
-    reply = ["".join(flags), list(seq), [x for kv in aff.items() for x in kv], _newest(st.bought),
+    reply = ["".join(flags), list(seq), [x for kv in aff.items() for x in kv], newest_bought(st),
              _lua_str(last_ts), [prev_ts if isinstance(prev_ts, str) else _lua_str(prev_ts), last_type, plog, pn,
                                  query or "", ",".join(seq_ts)], shared]
     return reply, fresh_ts
@@ -218,6 +219,13 @@ def _score_member(kv: tuple[str, float]) -> tuple[float, str]:
     return kv[1], kv[0]
 
 
+def newest_bought(st: UserState) -> list[str]:
+    """The user's 20 newest purchases (`_newest`), computed again only after a purchase."""
+    if st.newest is None:
+        st.newest = _newest(st.bought)
+    return list(st.newest)
+
+
 def _newest(bought: dict[str, float], n: int = 20) -> list[str]:
     """ZREVRANGE 0 n-1: by score, highest first, and among equal scores the members in reverse order."""
     return [k for k, _ in heapq.nlargest(n, bought.items(), key=_score_member)]
@@ -233,7 +241,7 @@ def _incr_float(cur: str, by: float) -> str:
 def snapshot_reply(st: UserState) -> list:
     """What the script returns for a call without events: the profile as it stands (for `read`)."""
     h = st.hash
-    return ["", list(st.seq), [x for kv in st.aff.items() for x in kv], _newest(st.bought), h.get("last_ts", "0"),
+    return ["", list(st.seq), [x for kv in st.aff.items() for x in kv], newest_bought(st), h.get("last_ts", "0"),
             [h.get("prev_ts", "0"), h.get("last_type", ""), h.get("plog", "0"), h.get("pn", "0"), h.get("q", ""),
              h.get("rts", "")], []]
 
