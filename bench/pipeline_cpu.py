@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,39 +74,28 @@ def _measure(n: int) -> dict:
             "redis_command_us_per_event": dict(sorted(by_cmd.items(), key=lambda kv: -kv[1])[:12])}
 
 
-def _run_in(repo: Path, n: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner", str(n)], cwd=repo, env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--inner"]:                  # in the checkout measured (bench.checkouts.run_in)
+        sys.path.insert(0, os.getcwd())
+        print(json.dumps(_measure(int(argv[1]))))
+        return 0
+    from bench.checkouts import add_arguments, interleaved
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20_000, help="events timed (as many again go first, untimed)")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--repo", action="append", default=[], help="another checkout to measure beside this one")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline-cpu.json"))
-    ap.add_argument("--inner", type=int, help=argparse.SUPPRESS)
+    add_arguments(ap, "pipeline-cpu.json")
     args = ap.parse_args(argv)
-    if args.inner:
-        sys.path.insert(0, os.getcwd())
-        print(json.dumps(_measure(args.inner)))
-        return 0
-    repos = [ROOT, *(Path(r).resolve() for r in args.repo)]
-    runs: dict[str, list[dict]] = {str(r): [] for r in repos}
-    for k in range(args.rounds):
-        for r in repos:
-            got = _run_in(r, args.events)
-            runs[str(r)].append(got)
-            print(f"round {k + 1} {r}: Redis {got['redis_cpu_us_per_event']:.1f} us/event, worker "
-                  f"{got['worker_cpu_us_per_event']:.1f} us/event, {got['redis_calls_per_event']:.2f} Redis calls "
-                  f"an event, {got['events_per_s']:,} events/s", flush=True)
+
+    def each(k: int, r, got: dict) -> None:
+        print(f"round {k + 1} {r}: Redis {got['redis_cpu_us_per_event']:.1f} us/event, worker "
+              f"{got['worker_cpu_us_per_event']:.1f} us/event, {got['redis_calls_per_event']:.2f} Redis calls "
+              f"an event, {got['events_per_s']:,} events/s", flush=True)
+    repos, runs = interleaved(__file__, args.repo, args.events, args.rounds, each)
     med = {r: statistics.median(x["redis_cpu_us_per_event"] for x in v) for r, v in runs.items()}
     for r in repos[1:]:
         print(f"Redis CPU per event, this checkout / {r}: {med[str(ROOT)] / med[str(r)]:.2f}x (medians)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": "python -m bench.pipeline_cpu " + " ".join(argv or sys.argv[1:]),
+    Path(args.out).write_text(json.dumps({"command": "python -m bench.pipeline_cpu " + " ".join(argv),
                                           "median_redis_cpu_us_per_event": med, "runs": runs}, indent=1))
     return 0
 

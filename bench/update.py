@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,30 +64,18 @@ def _measure(calls: int) -> dict:
             "heavy_seen_ids": len(st.seen)}
 
 
-def _run_in(repo: Path, calls: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--inner", str(calls)], cwd=repo, env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--inner"]:                  # in the checkout measured (bench.checkouts.run_in)
+        sys.path.insert(0, os.getcwd())
+        print(json.dumps(_measure(int(argv[1]))))
+        return 0
+    from bench.checkouts import add_arguments, interleaved
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=3_000, help="update calls timed for each kind of user")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--repo", action="append", default=[], help="another checkout to measure beside this one")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "update.json"))
-    ap.add_argument("--inner", type=int, help=argparse.SUPPRESS)
+    add_arguments(ap, "update.json")
     args = ap.parse_args(argv)
-    if args.inner:
-        sys.path.insert(0, os.getcwd())
-        print(json.dumps(_measure(args.inner)))
-        return 0
-    repos = [ROOT, *(Path(r).resolve() for r in args.repo)]
-    runs: dict[str, list[dict]] = {str(r): [] for r in repos}
-    for _ in range(args.rounds):
-        for r in repos:
-            runs[str(r)].append(_run_in(r, args.calls))
+    repos, runs = interleaved(__file__, args.repo, args.calls, args.rounds)
     print(f"{'checkout':<40} {'light us/event':>15} {'heavy us/event':>15}")
     med = {}
     for r, got in runs.items():
@@ -99,7 +86,7 @@ def main(argv=None) -> int:
         print(f"this checkout / {r}: light {a['light_us_per_event'] / b['light_us_per_event']:.2f}x, "
               f"heavy {a['heavy_us_per_event'] / b['heavy_us_per_event']:.2f}x (medians)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": "python -m bench.update " + " ".join(argv or sys.argv[1:]),
+    Path(args.out).write_text(json.dumps({"command": "python -m bench.update " + " ".join(argv),
                                           "median": med, "runs": runs}, indent=1))
     return 0
 
