@@ -30,6 +30,7 @@ from stream.core.scoring.blendweight import observe_events, record_lists
 from stream.core.stages import Applied, BatchResult, Ingested
 from stream.core.storage.catalog import Catalog
 from stream.core.storage.profile import ProfileConfig, ProfileStore
+from stream.core.storage.rawpipe import pipeline
 from stream.core.storage.serving import add_outcomes, put_latest
 from stream.core.validate import InMessage, validate_with_origins
 from stream.core.wiring import Wiring
@@ -171,7 +172,7 @@ class Pipeline(Wiring, Asking):
 
     def publish(self, result: BatchResult, latest_ttl_s: int) -> None:
         """After a batch was emitted: each user's latest list (the API's cached read), the outcome counts."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         put_latest(pipe, self.prefix, result.recommendations, latest_ttl_s)
         if self.outcomes is not None and self.experiment is not None:
             add_outcomes(pipe, self.prefix, self.experiment.name, self.outcomes.drain())

@@ -9,6 +9,7 @@ import numpy as np
 
 from stream.core.candidates.base import SOURCE_NAMES, BatchContext, CandidateSource
 from stream.core.scoring.base import CandidateBatch
+from stream.core.storage.rawpipe import pipeline
 
 
 POP_HISTORY = 10       # the user's newest items whose popularity says how mainstream they are
@@ -19,7 +20,7 @@ def gather(client, sources: list[CandidateSource], catalog, snaps: dict, now_ts:
     """The candidates of the users in `snaps`. With `content` (a ContentStore), each candidate's cosine to
     the user's content vector; with a `transformer`, items it never saw borrow a known neighbour's score."""
     ctx = BatchContext(snaps, now_ts=now_ts, exclude=exclude or {})
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     collectors = []
     for src in sources:
         before = len(pipe)                 # (len(): a cluster pipeline keeps no command_stack)
@@ -73,7 +74,7 @@ def item_stats(client, keys, trend_half_life_s: float, items: list[str], now_ts:
         return {}
     epoch_ms = 64 * trend_half_life_s * 1000
     e = math.floor(now_ts / epoch_ms)
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     pipe.execute_command("ZMSCORE", keys.pop(), *items)
     pipe.execute_command("ZMSCORE", keys.trend(e), *items)
     pop, tr = pipe.execute()

@@ -17,6 +17,7 @@ from collections import OrderedDict
 import redis
 
 from stream.core.storage import update
+from stream.core.storage.rawpipe import pipeline
 from stream.core.storage.store import Script
 
 ATTEMPTS = 5
@@ -64,8 +65,8 @@ class ProfileCache:
         """Queue on `pipe` the reads of the profiles not held (two replies each); the (U, U:seen) queued."""
         missing = list({u: (u, seen) for u, seen in user_keys if u not in self.held}.values())
         for u, seen in missing:
-            pipe.hmget(u, "v", "b")
-            pipe.zrange(seen, 0, -1, withscores=True)
+            pipe.execute_command("HMGET", u, "v", "b")
+            pipe.execute_command("ZRANGE", seen, 0, -1, "WITHSCORES")
         return missing
 
     def loaded(self, missing: list[tuple[str, str]], got: list) -> None:
@@ -74,12 +75,12 @@ class ProfileCache:
             # the profile and its seen ids are written together: ids without a profile are a store of the
             # former layout's (before the profile was one value), whose events a rebuild applies again
             self._drop(u)
-            self._hold(u, update.decode(blob, seen if blob else None), (v or b"0").decode())
+            self._hold(u, update.decode(blob, score_pairs(seen) if blob else None), (v or b"0").decode())
 
     def _load(self, calls: list) -> None:
         """Read the profiles of the calls' users that are not held (one round-trip; none when the caller
         queued them on its own read, `queue_loads`)."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         missing = self.queue_loads(pipe, [keys for keys, _ in calls])
         if missing:
             self.loaded(missing, pipe.execute())
@@ -126,3 +127,10 @@ class ProfileCache:
             adds = [x for eid, ts in fresh.items() for x in (ts, eid)]
             writes.append((list(keys), [version, versions[keys[0]], update.encode(st), drop, *adds]))
         return self._put.execute(writes)
+
+
+def score_pairs(reply: list) -> list[tuple[bytes, float]]:
+    """A ZRANGE ... WITHSCORES reply, flat (RESP2: member, score, ...) or paired (RESP3), as (member, score)."""
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(m, float(s)) for m, s in reply]
+    return list(zip(reply[::2], map(float, reply[1::2])))

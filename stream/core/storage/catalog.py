@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from schemas import Item
+from stream.core.storage.rawpipe import pipeline
 from stream.core.storage.store import Keys
 
 
@@ -36,7 +37,7 @@ class Catalog:
         if missing:
             if len(self._meta) > self.max_cache:
                 self._meta.clear()
-            pipe = self.client.pipeline(transaction=False)
+            pipe = pipeline(self.client)
             queue_meta(pipe, self.keys, missing)
             self._meta.update(zip(missing, map(parse_meta, pipe.execute())))
         return {i: self._meta.get(i, (None, None, None)) for i in item_ids}
@@ -45,7 +46,7 @@ class Catalog:
 def queue_meta(pipe, keys: Keys, item_ids) -> None:
     """Queue the catalog's (category, brand, price) of each item on `pipe` (replies: `parse_meta`)."""
     for i in item_ids:
-        pipe.hmget(keys.item(i), "cat", "brand", "price")
+        pipe.execute_command("HMGET", keys.item(i), "cat", "brand", "price")
 
 
 def parse_meta(reply) -> tuple[str | None, str | None, float | None]:

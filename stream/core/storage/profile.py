@@ -18,6 +18,7 @@ import redis
 from schemas import Event
 from stream.core.storage.catalog import parse_meta, queue_meta
 from stream.core.storage.cache import ProfileCache
+from stream.core.storage.rawpipe import pipeline
 from stream.core.storage.shared import Fed, SharedStats
 from stream.core.storage.store import Keys
 from stream.core.storage.update import decode as decode_profile
@@ -155,14 +156,14 @@ class ProfileStore:
         event's category recorded for its item."""
         need = sorted({ev.item_id for ev in events if ev.item_id and (
             not (ev.context or {}).get("category") or not (ev.context or {}).get("brand") or ev.price is None)})
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         if self.guard:
-            pipe.exists(self.keys.marker)
+            pipe.execute_command("EXISTS", self.keys.marker)
         missing = self.cache.queue_loads(pipe, user_keys)
         queue_meta(pipe, self.keys, need)
         for item, cat in {(ev.item_id, str((ev.context or {}).get("category"))) for ev in events
                           if ev.item_id and (ev.context or {}).get("category")}:
-            pipe.hsetnx(self.keys.item(item), "cat", cat)
+            pipe.execute_command("HSETNX", self.keys.item(item), "cat", cat)
         got = pipe.execute()
         if self.guard and not got.pop(0):
             self.cache.forget_all()

@@ -38,8 +38,8 @@ def put_latest(pipe, prefix: str, recs, ttl_s: int) -> None:
     if not recs or ttl_s <= 0:
         return
     for rec in recs:
-        pipe.set(latest_key(prefix, rec.user_id), rec.to_json(), ex=ttl_s)
-    pipe.zadd(prefix + CLOCK, {"events": max(rec.event_ts for rec in recs)}, gt=True)
+        pipe.execute_command("SET", latest_key(prefix, rec.user_id), rec.to_json(), "EX", ttl_s)
+    pipe.execute_command("ZADD", prefix + CLOCK, "GT", max(rec.event_ts for rec in recs), "events")
 
 
 def store_now(client, prefix: str) -> int:
@@ -89,10 +89,10 @@ def add_outcomes(pipe, prefix: str, experiment: str, increments: dict) -> None:
         for name, v in zip(OUTCOMES, row):
             if v:
                 if name == "revenue":
-                    pipe.hincrbyfloat(key, f"{u}|{name}", v)
+                    pipe.execute_command("HINCRBYFLOAT", key, f"{u}|{name}", float(v))
                 else:
-                    pipe.hincrby(key, f"{u}|{name}", int(v))
-    pipe.sadd(f"{prefix}ab:{key_part(experiment)}", *sorted(variants))
+                    pipe.execute_command("HINCRBY", key, f"{u}|{name}", int(v))
+    pipe.execute_command("SADD", f"{prefix}ab:{key_part(experiment)}", *sorted(variants))
 
 
 def read_outcomes(client, prefix: str, experiment: str) -> dict[str, dict[str, list[float]]]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import redis
 
+from stream.core.storage.rawpipe import pipeline
 from stream.core.storage.update import decode
 
 _LUA = Path(__file__).parent / "lua"
@@ -192,7 +193,7 @@ class Script:
     def execute(self, calls: list[tuple[list, list]]) -> list:
         """Run the script once per (keys, args) pair, in one pipeline."""
         for attempt in (0, 1):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = pipeline(self.client)
             for keys, args in calls:
                 pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)   # (a cluster pipeline blocks .evalsha)
             try:
