@@ -90,7 +90,7 @@ def worker_env(s: Settings) -> dict:
 RELAY = """
 import os, signal, orjson
 from confluent_kafka import Consumer, Producer
-from stream.drivers.kafka import consumer_conf, producer_conf
+from stream.drivers.kafka import consumer_conf, producer_conf, take_batch
 s = os.environ
 c = Consumer(consumer_conf(s["RECSTREAM_BROKERS"], s["RECSTREAM_GROUP_ID"], session_timeout_ms=2000))
 p = Producer(producer_conf(s["RECSTREAM_BROKERS"], **{"linger.ms": 1}))
@@ -99,7 +99,7 @@ stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 open(s["BENCH_READY"], "w").close()
 while not stop:
-    for m in c.consume(1000, 0.005):
+    for m in take_batch(c, 1000, 0.005):       # as the worker takes its batches
         if m.error() is None:
             ev = orjson.loads(m.value())
             p.produce(s["RECSTREAM_RECS_TOPIC"],
