@@ -1,9 +1,14 @@
-"""Export a SeqRec model to ONNX: dynamic batch and candidate axes, fixed history length, opset 17.
+"""Export a SeqRec model to ONNX: dynamic batch, candidate and history axes, opset 17.
 
 Three outputs: `scores` (B, C), the model's forward; `state` (B, dim), the last position's state the
 scores are dot products with; `items` (n_items, dim), the item embedding table. A server that scores
 many candidates a user (a pool of thousands) runs the graph once for `state` and multiplies it with
 `items` itself; `scores` stays for callers that want one run.
+
+The history axis is dynamic: a history is left-padded to at most `max_len`, and a batch of short ones may
+be passed with the leading padding cut off (positions are counted from the newest item; padding is masked
+as a key), which the server does by length (`OnnxScorer.states`). Exports before the twenty-eighth session
+have a fixed history axis, and the server passes them the full length.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class _ServingGraph(nn.Module):
 
 
 def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:
-    """Write `path` (inputs `seq` int64 (B, max_len), `candidates` int64 (B, C); outputs `scores` (B, C),
+    """Write `path` (inputs `seq` int64 (B, T <= max_len), `candidates` int64 (B, C); outputs `scores` (B, C),
     `state` (B, dim), `items` (n_items, dim))."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,7 +45,7 @@ def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:
     torch.onnx.export(
         _ServingGraph(model).eval(), (seq, cand), str(path), dynamo=False, opset_version=opset,
         input_names=["seq", "candidates"], output_names=list(OUTPUTS),
-        dynamic_axes={"seq": {0: "batch"}, "candidates": {0: "batch", 1: "n_candidates"},
+        dynamic_axes={"seq": {0: "batch", 1: "history"}, "candidates": {0: "batch", 1: "n_candidates"},
                       "scores": {0: "batch", 1: "n_candidates"}, "state": {0: "batch"}},
     )
     return path

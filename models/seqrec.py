@@ -84,7 +84,10 @@ class SeqRec(nn.Module):
         """(B, T) item ids -> (B, T, C) hidden states; position t sees items 0..t."""
         B, T = seq.shape
         pad = seq == 0                                                          # (B, T)
-        positions = torch.arange(T, device=seq.device).unsqueeze(0)             # (1, T)
+        # right-aligned: the newest item is always at the last position, so a history shorter than max_len
+        # may be passed with its leading padding cut off (the same states: padding is masked as a key)
+        n = self.pos_emb.num_embeddings
+        positions = torch.arange(n - T, n, device=seq.device).unsqueeze(0)     # (1, T)
         h = self.item_emb(seq) + self.pos_emb(positions)                        # (B, T, C)
         h = self.drop(h) * (~pad).unsqueeze(-1).to(h.dtype)
         for block in self.blocks:

@@ -104,3 +104,36 @@ def test_state_path_gives_the_single_run_scores_and_legacy_exports_still_serve(t
     pool = np.arange(1, 60, dtype=np.int64)
     np.testing.assert_allclose(new.score_pool(seq, pool), old.score_pool(seq, pool), atol=1e-5)
     assert len(new._states) == 9                    # the same histories: no second run
+
+
+def test_short_histories_run_with_their_padding_cut_off(tiny, tmp_path):
+    """The export's history axis is dynamic and positions count from the newest item: a left-padded history
+    gives the same state with its leading padding cut off (torch and onnxruntime), and the scorer runs each
+    length bucket that way; a fixed-axis export is run at full length as before."""
+    model, path = tiny
+    T = model.cfg.max_len
+    rng = np.random.default_rng(5)
+    seq = np.zeros((20, T), np.int64)
+    for r in range(20):
+        n = int(rng.integers(0, T + 1))
+        if n:
+            seq[r, T - n:] = rng.integers(1, 60, n)
+    with torch.no_grad():
+        full = model.state(torch.from_numpy(seq))
+        short = model.state(torch.from_numpy(seq[:5, T - 4:]))     # rows 0-4 cut to their last 4 positions
+    long_enough = (seq[:5, : T - 4] == 0).all(axis=1)
+    np.testing.assert_allclose(short.numpy()[long_enough], full.numpy()[:5][long_enough], atol=1e-5)
+    reg, v = register(tmp_path, model, path)
+    scorer = OnnxScorer(reg.path(v))
+    assert scorer.trim
+    whole = scorer._run(["state"], seq, np.zeros((20, 1), np.int64))[0]
+    np.testing.assert_allclose(scorer._fresh_states(seq), whole, atol=1e-5)
+    np.testing.assert_allclose(whole, full.numpy(), atol=1e-4)
+    fixed = tmp_path / "fixed.onnx"
+    axes = {"seq": {0: "batch"}, "candidates": {0: "batch", 1: "n"}, "scores": {0: "batch", 1: "n"}}
+    torch.onnx.export(model, (torch.randint(1, 60, (2, T)), torch.randint(1, 60, (2, 7))), str(fixed),
+                      dynamo=False, opset_version=17, input_names=["seq", "candidates"], output_names=["scores"],
+                      dynamic_axes=axes)
+    (tmp_path / "f").mkdir()
+    reg_f, vf = register(tmp_path / "f", model, fixed)
+    assert not OnnxScorer(reg_f.path(vf)).trim

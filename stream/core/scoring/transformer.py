@@ -33,6 +33,9 @@ from stream.errors import ModelError
 log = logging.getLogger("recstream.scorer")
 
 
+TRIM_STEP = 8                              # history lengths are bucketed to multiples of this
+
+
 class OnnxScorer:
     """A registered SeqRec export on onnxruntime: scores (history, candidates) pairs. Not a pipeline
     `Scorer` by itself (`BlendedScorer` is); it owns its vocabulary and the `proxy` map of unknown
@@ -53,6 +56,8 @@ class OnnxScorer:
         self.session, available = open_session(d / "model.onnx", providers)
         self.provider = self.session.get_providers()[0]
         self.max_batch = max_batch
+        # an export whose history axis is dynamic takes short histories with their padding cut off
+        self.trim = not isinstance(self.session.get_inputs()[0].shape[1], int)
         outputs = {o.name for o in self.session.get_outputs()}
         self.items = None                   # (n_items, dim) item table when the export has the state path
         # on the CPU provider only: on a GPU the products stay on the device in the single run (the state
@@ -82,13 +87,33 @@ class OnnxScorer:
         got = [self._states.get(k) for k in keys]
         miss = [i for i, g in enumerate(got) if g is None]
         if miss:
-            fresh = self._run(["state"], np.ascontiguousarray(histories[miss]),
-                              np.zeros((len(miss), 1), np.int64))[0]
+            fresh = self._fresh_states(histories[miss])
             if len(self._states) > 8192:
                 self._states = {}
             for i, st in zip(miss, fresh):
                 got[i] = self._states[keys[i]] = st
         return np.stack(got) if got else np.zeros((0, self.items.shape[1]), np.float32)
+
+    def _fresh_states(self, histories: np.ndarray) -> np.ndarray:
+        """The graph's last states of `histories`: one run, or (a dynamic history axis) one run per length
+        bucket, each with the bucket's common leading padding cut off. Most histories of a shop are short,
+        and the graph's work grows with the history length; the states are the same (to float rounding:
+        the products' shapes change)."""
+        B = len(histories)
+        if not self.trim or B == 0:
+            return self._run(["state"], np.ascontiguousarray(histories), np.zeros((B, 1), np.int64))[0]
+        lengths = self.T - np.argmax(histories != 0, axis=1)
+        lengths[~histories.any(axis=1)] = 1                   # an empty history: one padding position
+        width = np.minimum(self.T, -(-lengths // TRIM_STEP) * TRIM_STEP)
+        parts = []
+        for w in np.unique(width):
+            rows = np.flatnonzero(width == w)
+            parts.append((rows, self._run(["state"], np.ascontiguousarray(histories[rows, self.T - w:]),
+                                          np.zeros((len(rows), 1), np.int64))[0]))
+        out = np.empty((B, parts[0][1].shape[1]), parts[0][1].dtype)
+        for rows, got in parts:
+            out[rows] = got
+        return out
 
     def score_many(self, histories: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(B, T) model item ids, (B, C) model item ids -> (B, C) scores."""
