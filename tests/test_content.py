@@ -201,3 +201,34 @@ def test_index_search_is_each_query_s_best_n_best_first():
         for row, hits in zip(sims, idx.search(q, n)):
             assert [s for _, s in hits] == [float(x) for x in np.sort(row)[::-1][:n]]
             assert all(float(row[int(i[1:])]) == s for i, s in hits) and len({i for i, _ in hits}) == n
+
+
+def test_user_vectors_are_each_users_weighted_average_bit_for_bit():
+    """The batch computation of the content source's query vectors gives, for every user, what the
+    per-user `np.average` (weights 0.7 ** rank over the embedded recent items) over its norm gives, bit
+    for bit: items the index lacks (first, in the middle, all of them) and search-query users included."""
+    from types import SimpleNamespace as NS
+
+    from stream.core.content import ContentIndex, ContentSimilar
+    rng = np.random.default_rng(11)
+    idx = ContentIndex(16, 64)
+    vecs = rng.standard_normal((300, 16)).astype(np.float32)
+    idx.add([f"i{j}" for j in range(300)], vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    snaps = {f"u{u}": NS(recent=[f"i{rng.integers(0, 360)}" for _ in range(rng.integers(0, 9))], query="")
+             for u in range(200)}
+    snaps["gaps"] = NS(recent=["nope", "i3", "gone", "i4", "i5", "i6"], query="")
+    snaps["asks"] = NS(recent=["nope"], query="red shoes")
+    store = NS(index=idx, encoder=NS(dim=16),
+               embed_queries=lambda texts: np.ones((len(texts), 16), np.float32) / 4.0)
+    users, rows = ContentSimilar(store).user_vectors(snaps)
+    want_users, want = [], []
+    for uid, snap in snaps.items():
+        vs = [(idx.vector(i), 0.7 ** r) for r, i in enumerate(snap.recent[:5]) if idx.vector(i) is not None]
+        if vs:
+            q = np.average(np.stack([v for v, _ in vs]), axis=0, weights=[w for _, w in vs])
+            want_users.append(uid)
+            want.append(q / (np.linalg.norm(q) or 1.0))
+    want_users.append("asks")
+    want.append(np.ones(16) / 4.0)
+    assert users == want_users and "gaps" in users
+    assert rows.dtype == np.float64 and np.array_equal(rows, np.stack(want))

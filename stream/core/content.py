@@ -151,26 +151,37 @@ class ContentSimilar:
         self.store, self.n, self.history = store, n, history
 
     def user_vectors(self, snapshots: dict) -> tuple[list[str], np.ndarray]:
-        index = self.store.index
-        users, rows, queries = [], [], []
-        for uid, snap in snapshots.items():
-            vs, ws = [], []
-            for rank, item in enumerate(snap.recent[: self.history]):
-                v = index.vector(item)
-                if v is not None:
-                    vs.append(v)
-                    ws.append(0.7 ** rank)
-            if vs:
-                q = np.average(np.stack(vs), axis=0, weights=ws)
-                rows.append(q / (np.linalg.norm(q) or 1.0))
-                users.append(uid)
-            elif snap.query:
-                queries.append((uid, snap.query))
+        """The users with a query vector and their vectors, in snapshot order (then those with only a
+        search query). A user's vector is what `np.average` of their embedded recent items (weights 0.7 **
+        rank) over its norm gives, computed for the whole batch at once: an absent item adds an exact 0
+        in its place, so every sum is the per-user one, bit for bit."""
+        index, k = self.store.index, self.history
+        get, uids = index.row.get, list(snapshots)
+        R = np.full((len(uids), k), -1, np.int64)
+        for u, uid in enumerate(uids):
+            for rank, item in enumerate(snapshots[uid].recent[:k]):
+                r = get(item)
+                if r is not None:
+                    R[u, rank] = r
+        found = R >= 0
+        has = found.any(axis=1)
+        users = [uid for uid, h in zip(uids, has) if h]
+        rows = np.zeros((0, index.dim))
+        if users:
+            W = np.where(found[has], np.array([0.7 ** r for r in range(k)]), 0.0)      # (U, k)
+            V = index.mat[np.where(found[has], R[has], 0)]                                 # (U, k, dim)
+            V[~found[has]] = 0.0
+            avg = np.multiply(V, W[:, :, None], dtype=np.float64).sum(axis=1) / W.sum(axis=1)[:, None]
+            norms = np.sqrt(np.array([q.dot(q) for q in avg]))         # np.linalg.norm of each, exactly
+            rows = avg / np.where(norms > 0, norms, 1.0)[:, None]
+        queries = [(uid, snapshots[uid].query) for uid, h in zip(uids, has) if not h and snapshots[uid].query]
         if queries:
             qv = self.store.embed_queries([q for _, q in queries])
             users += [u for u, _ in queries]
-            rows += list(qv)
-        return users, (np.stack(rows) if rows else np.zeros((0, self.store.encoder.dim), dtype=np.float32))
+            rows = np.concatenate([rows, qv.astype(np.float64)]) if len(rows) else qv
+        if not users:
+            return [], np.zeros((0, self.store.encoder.dim), dtype=np.float32)
+        return users, rows
 
     def plan(self, ctx, pipe):
         users, vecs = self.user_vectors(ctx.snapshots)
