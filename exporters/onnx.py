@@ -7,7 +7,7 @@ many candidates a user (a pool of thousands) runs the graph once for `state` and
 
 The history axis is dynamic: a history is left-padded to at most `max_len`, and a batch of short ones may
 be passed with the leading padding cut off (positions are counted from the newest item; padding is masked
-as a key), which the server does by length (`OnnxScorer.states`). Exports before the twenty-eighth session
+as a key), which the server does by length (`OnnxScorer._fresh_states`). Exports before the twenty-eighth session
 have a fixed history axis, and the server passes them the full length.
 """
 from __future__ import annotations

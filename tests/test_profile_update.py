@@ -96,11 +96,11 @@ def test_the_update_in_the_worker_matches_the_former_script_call_by_call(redis_c
 
     def both(calls, cap):
         theirs = script.execute([(_former_keys(keys[0].replace(prefix, ref, 1)), args) for keys, args in calls])
-        ours = apply(calls, cap)
+        ours, states = apply(calls, cap)
         for lua, py in zip(theirs, ours):
             _same_reply(lua, py)
             flags.update(py[0])
-        return ours
+        return ours, states
     monkeypatch.setattr(store.cache, "apply", both)
     evs = _events(seed)
     for i in range(0, len(evs), batch):

@@ -38,7 +38,6 @@ class ProfileCache:
         # key -> (copy, version, the seen ids it held when put)
         self.held: OrderedDict[str, tuple[update.UserState, str, int]] = OrderedDict()
         self.ids = 0                                    # seen ids held, in all
-        self.states: list = []                          # the profiles the last `apply` computed (its order)
         self._put = Script(client, "profile_put")
 
     def forget_all(self) -> None:
@@ -85,18 +84,18 @@ class ProfileCache:
         if missing:
             self.loaded(missing, pipe.execute())
 
-    def apply(self, calls: list[tuple[tuple[str, str], list]], seen_cap: int) -> list:
-        """Each ((U, U:seen), the former script's arguments) applied and written; the replies, in order (the
-        script's form). `self.states` then holds the profiles they came from, in the same order (a snapshot
-        reads the affinities there as numbers instead of parsing the reply's texts)."""
+    def apply(self, calls: list[tuple[tuple[str, str], list]], seen_cap: int) -> tuple[list, list]:
+        """Each ((U, U:seen), the former script's arguments) applied and written: the replies, in order (the
+        script's form), and the profiles they came from, in the same order (a snapshot reads the affinities
+        there as numbers instead of parsing the reply's texts)."""
         replies: list = [None] * len(calls)
-        self.states: list = [None] * len(calls)
+        states: list = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(ATTEMPTS):
             self._load([calls[i] for i in todo])
             try:
                 versions = {calls[i][0][0]: secrets.token_hex(8) for i in todo}
-                done = self._compute_and_put(calls, todo, replies, seen_cap, versions)
+                done = self._compute_and_put(calls, todo, replies, states, seen_cap, versions)
             except BaseException:
                 for i in todo:                        # computed but maybe not written: read them again next time
                     self._drop(calls[i][0][0])
@@ -111,18 +110,19 @@ class ProfileCache:
                     conflicts.append(i)                               # read again, computed again
             self._evict()
             if not conflicts:
-                return replies
+                return replies, states
             todo = conflicts
         raise VersionConflicts(f"{len(todo)} profiles kept changing under this worker ({ATTEMPTS} attempts)")
 
-    def _compute_and_put(self, calls: list, todo: list[int], replies: list, seen_cap: int, versions: dict) -> list:
+    def _compute_and_put(self, calls: list, todo: list[int], replies: list, states: list, seen_cap: int,
+                         versions: dict) -> list:
         writes = []
         for i in todo:
             keys, args = calls[i]
             st, version, _ = self.held[keys[0]]
             card = len(st.seen)
             replies[i], fresh = update.apply_user(st, args)
-            self.states[i] = st
+            states[i] = st
             drop = max(0, card + len(fresh) - seen_cap)
             adds = [x for eid, ts in fresh.items() for x in (ts, eid)]
             writes.append((list(keys), [version, versions[keys[0]], update.encode(st), drop, *adds]))

@@ -202,12 +202,11 @@ class ProfileStore:
                          m.offset if m is not None and m.offset >= 0 else ""]
             calls.append((self.keys.user_keys(uid), args))
         try:
-            results = self.cache.apply(calls, self.cfg.seen_cap)
+            results, states = self.cache.apply(calls, self.cfg.seen_cap)
         except redis.RedisError as exc:
             raise translate_redis(exc, f"apply profiles ({len(events)} events)") from exc
         hl = self.cfg.affinity_half_life_s * 1000
         out = {}
-        states = self.cache.states
         for u, ((uid, evs), (flags, seq, aff, bought, last_ts, extra, shared)) in enumerate(zip(by_user.items(),
                                                                                                results)):
             fresh = [ev for (ev, _), f in zip(evs, flags) if f != "0"]
