@@ -30,26 +30,23 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as the CLI does (stream/cli/__init__.py), before numpy loads
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import platform  # noqa: E402
-import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import replace
 
-import numpy as np
 import orjson
 
 from stream.config.settings import Settings
 from stream.data.synth import SynthConfig, SynthShop
 from stream.drivers.kafka import delete_topics
 from stream.ops import stack
-from stream.ops.harness import Listener, WorkerProcess, run_settings
+from stream.ops.harness import run_settings
 from stream.ops.produce import produce_events, produce_items
 
 from bench.catchup import passthrough, run_worker_catchup  # noqa: E402
+from bench.latency import latency_at, worker_env  # noqa: E402
 from bench.rows import RESULTS, ROOT, Rows  # noqa: E402
 
 
@@ -80,90 +77,6 @@ def run_faust_catchup(s: Settings, n: int) -> float:
         if "RATE " in line:   # faust may prefix terminal escapes
             return float(line.split("RATE ", 1)[1].split()[0])
     raise RuntimeError(f"faust run failed (rc {out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
-
-
-def worker_env(s: Settings) -> dict:
-    log_every = float(os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600"))
-    return {**os.environ, **replace(s, metrics_port=0, log_every_s=log_every).to_env()}
-
-
-RELAY = """
-import os, signal, orjson
-from confluent_kafka import Consumer, Producer
-from stream.drivers.kafka import consumer_conf, producer_conf, take_batch
-s = os.environ
-c = Consumer(consumer_conf(s["RECSTREAM_BROKERS"], s["RECSTREAM_GROUP_ID"], session_timeout_ms=2000))
-p = Producer(producer_conf(s["RECSTREAM_BROKERS"], **{"linger.ms": 1}))
-c.subscribe([s["RECSTREAM_EVENTS_TOPIC"]])
-stop = []
-signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-open(s["BENCH_READY"], "w").close()
-while not stop:
-    for m in take_batch(c, 1000, 0.005):       # as the worker takes its batches
-        if m.error() is None:
-            ev = orjson.loads(m.value())
-            p.produce(s["RECSTREAM_RECS_TOPIC"],
-                      orjson.dumps({"trigger_event_id": ev["event_id"], "user_id": ev["user_id"]}), m.key())
-    p.poll(0)
-p.flush(10)
-c.close()
-"""
-
-
-def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, seconds: float,
-               relay: bool = False, warm: int = 0) -> dict:
-    """Worker in its own process (or, with relay=True, a plain consume->produce relay: the broker's own
-    two-hop floor); events produced at `rate`; latency = recommendation received - event sent. With `warm`,
-    the worker starts in a steady state: the first `warm` events applied in process beforehand, its ranker
-    fitted there and restored from the checkpoint (`bench.catchup.warm_worker_state`); the timed events are
-    the ones after them (the relay sends the same ones)."""
-    n = int(rate * (seconds + 1))
-    warm = min(warm, max(0, len(events) - n))
-    events_before, events = events[:warm], events[warm:]
-    if relay:
-        env = worker_env(s)
-        ready = ROOT / ".state" / f"relay-{uuid.uuid4().hex[:6]}"
-        env["BENCH_READY"] = str(ready)
-        relay_proc = subprocess.Popen([sys.executable, "-c", RELAY], env=env, cwd=ROOT)
-        deadline = time.time() + 60
-        while not ready.exists() and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(2.5)   # group join
-        ready.unlink(missing_ok=True)
-        worker = None
-    else:
-        produce_items(shop.items, s.items_topic, s.brokers)
-        if warm:
-            from bench.catchup import warm_worker_state
-            warm_worker_state(s, events_before, shop.items)
-        worker = WorkerProcess(s, log=os.environ.get("BENCH_WORKER_LOG", os.devnull), cwd=ROOT,
-                               log_every_s=float(os.environ.get("BENCH_WORKER_LOG_EVERY_S", "3600")))
-        # ready once it has applied an item sent after it started (the warm state holds the catalog already,
-        # so a catalog item proves nothing): no event is sent while the worker is still starting
-        probe = {**shop.items[-1], "item_id": f"bench-ready-{uuid.uuid4().hex[:8]}"}
-        produce_items([probe], s.items_topic, s.brokers)
-        worker.wait_ready(probe["item_id"])
-    warmup = int(rate)   # the first second warms the producer (metadata, producer id): not measured
-    # This process sends and receives (its receive times are the latencies): no cyclic collection while it
-    # measures (its full passes over the events and the warm-up's objects paused it for 50-100 ms at a time)
-    gc.collect()
-    gc.disable()
-    try:
-        with Listener(s.recs_topic, s.brokers) as recs:     # joined its group before anything is sent
-            rep = produce_events(recs.tracked(events[:n], skip=warmup), s.events_topic, s.brokers, rate=rate)
-            time.sleep(3.0)
-    finally:
-        gc.enable()
-    if worker is not None:
-        worker.stop()
-    else:
-        relay_proc.send_signal(signal.SIGTERM)
-        relay_proc.wait(30)
-    tl = recs.timeline()
-    ms, last = tl[:, 1], tl[tl[:, 0] >= tl[0, 0] + seconds - 5, 1]      # the last 5 s: the state has grown most
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "n": len(ms),
-            "last5_p50": float(np.percentile(last, 50)), "last5_p99": float(np.percentile(last, 99)),
-            "achieved_rate": rep.rate}
 
 
 def main(argv=None) -> int:
@@ -260,6 +173,16 @@ def main(argv=None) -> int:
                 rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
                 rows.add(f"latency_last5s_p50_at_{r}", res["last5_p50"], "ms", rate=r, seconds=5)
                 rows.add(f"latency_last5s_p99_at_{r}", res["last5_p99"], "ms", rate=r, seconds=5)
+                # where the worker says the time went (its heartbeat: the last 30 s, the whole run; the intake is a
+                # median over batches, so the first second's events, the producer's warm-up that the receiver does
+                # not time and that reached the worker up to 0.85 s late in a trial run, count little)
+                path = res["path"] or {}
+                for k in ("intake_p50_ms", "handoff_ms", "events_per_batch"):
+                    if path.get(k) is not None:
+                        rows.add(f"latency_path_{k.removesuffix('_ms')}_at_{r}", path[k], "ms" if k.endswith("ms")
+                                 else "events", rate=r)
+                for stage, ms in (path.get("stages_ms") or {}).items():
+                    rows.add(f"latency_path_stage_{stage}_at_{r}", ms, "ms per batch", rate=r)
                 cleanup(s, client)
                 print(f"== broker floor at {r} events/s: plain consume->produce relay, same two hops", flush=True)
                 client = fresh_stack()

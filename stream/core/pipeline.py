@@ -113,11 +113,16 @@ class Pipeline(Wiring, Asking):
         An optimisation only: whatever fails here `recommend` does itself, under the driver's failure isolation."""
         if not (events := applied.events):
             return applied
+        t, timings = time.perf_counter, applied.timings
+        t0 = t()
         observed = self._observe(applied.snapshots, 0, ahead=True)
+        timings["observe"] = t() - t0
         try:
-            ctx, batch = self._candidates(applied.snapshots, max(ev.ts for ev in events), applied.timings, None,
+            ctx, batch = self._candidates(applied.snapshots, max(ev.ts for ev in events), timings, None,
                                           {uid: snap.events[-1] for uid, snap in applied.snapshots.items()})
-            self._item_stats(self.scorer, batch)
+            t0 = t()
+            self._item_stats(self.scorer, batch)    # (in `recommend`, when not done here, part of "scoring")
+            timings["item_stats"] = t() - t0
         except Exception as exc:  # noqa: BLE001 - recommend does it again, and reports what persists
             log.debug("not prepared ahead (%s: %s): recommend does it", type(exc).__name__, exc)
             return replace(applied, observed=observed)

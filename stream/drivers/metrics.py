@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 
@@ -27,8 +28,14 @@ class WorkerMetrics:
         self.stage = Histogram("recstream_stage_seconds", "Seconds per stage per batch", ["stage"], registry=r,
                                buckets=_LAT_BUCKETS)
         self.latency = Histogram("recstream_event_to_emit_seconds",
-                                 "From the event's Kafka timestamp to its recommendation being acknowledged",
+                                 "From the event's Kafka timestamp to its recommendation being produced",
                                  registry=r, buckets=_LAT_BUCKETS)
+        # where that time goes, beside the stages: before the worker has the event, and between its two threads
+        self.intake = Histogram("recstream_intake_seconds", "From the event's Kafka timestamp to the worker taking "
+                                "it from the consumer (the broker's hop and the batch wait)", registry=r,
+                                buckets=_LAT_BUCKETS)
+        self.handoff = Histogram("recstream_handoff_wait_seconds", "Seconds a batch, its candidates gathered, "
+                                 "waited for the emitting thread", registry=r, buckets=_LAT_BUCKETS)
         self.lag = Gauge("recstream_consumer_lag", "Messages behind the fetch high watermark", ["partition"], registry=r)
         self.up = Gauge("recstream_dependency_up", "1 while the dependency answers (redis, broker, store: not emptied)",
                         ["dependency"], registry=r)
@@ -53,11 +60,17 @@ class WorkerMetrics:
         self._recs_n = 0
         self._status = {"t": time.monotonic(), "n": 0, "reasons": {}}
         self._recent = deque(maxlen=20_000)   # (monotonic time, latency s): the heartbeat's last 30 s
+        # the last 30 s of batches for the heartbeat's `path`: (time, messages, handoff wait, median intake,
+        # stage timings), with running sums so that a heartbeat reads them without a pass over the window
+        self._win: deque = deque()
+        self._win_sums = {"messages": 0, "handoff": 0.0, "stages": {}}
+        self._win_lock = threading.Lock()       # appended by the emitting thread, read by the consuming one
 
     def dependency(self, dep: str, up: bool) -> None:
         self.up.labels(dep).set(1 if up else 0)
 
-    def observe_batch(self, n_msgs: int, result, latencies: list[float]) -> None:
+    def observe_batch(self, n_msgs: int, result, latencies: list[float], intake: list[float] = (),
+                      handoff: float | None = None) -> None:
         self.batch.observe(n_msgs)
         self.events.inc(result.events)
         self.applied.inc(result.applied)
@@ -68,12 +81,18 @@ class WorkerMetrics:
             self.stage.labels(stage).observe(sec)
         for x in latencies:
             self.latency.observe(x)
+        for x in intake:
+            self.intake.observe(x)
+        if handoff is not None:
+            self.handoff.observe(handoff)
         self._n += result.events
         self._rejected += len(result.dead_letters)
         self._recs_n += len(result.recommendations)
         self._lat.extend(latencies)
         now, reasons = time.monotonic(), self._status["reasons"]
         self._recent.extend([(now, x) for x in latencies])     # one C call: no reader sees it half done
+        self._path_add(now, n_msgs, handoff or 0.0, sorted(intake)[len(intake) // 2] if intake else None,
+                       result.timings)
         for d in result.dead_letters:    # by the field or check the reason names first ("user_id: ...")
             why = d.reason.split(":", 1)[0][:40]
             reasons[why] = reasons.get(why, 0) + 1
@@ -98,7 +117,8 @@ class WorkerMetrics:
 
     def status(self) -> dict:
         """A worker's heartbeat in Redis: events/s since the last call, event-to-emit latency percentiles
-        (ms) over the last 30 s (None when idle), totals, dead letters by reason, consumer lag."""
+        (ms) over the last 30 s (None when idle) and where it went (`path`), totals, dead letters by reason,
+        consumer lag."""
         st, now = self._status, time.monotonic()
         recent = list(self._recent)              # a copy in one C call: the finishing thread appends meanwhile
         lat = np.array([x for t, x in recent if now - t <= 30.0]) * 1000
@@ -106,10 +126,41 @@ class WorkerMetrics:
                "rejected": self._rejected, "recommendations": self._recs_n,
                "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
                "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+               "path": self._path(now),
                "dead_letters": dict(st["reasons"]),
                "lag": self._lag_total()}
         st["t"], st["n"] = now, self._n
         return out
+
+    def _path_add(self, now: float, n: int, handoff: float, intake: float | None, timings: dict) -> None:
+        with self._win_lock:
+            self._win.append((now, n, handoff, intake, timings))
+            sums, stages = self._win_sums, self._win_sums["stages"]
+            sums["messages"] += n
+            sums["handoff"] += handoff
+            for k, v in timings.items():
+                stages[k] = stages.get(k, 0.0) + v
+
+    def _path(self, now: float, window_s: float = 30.0) -> dict | None:
+        """Where the last `window_s` of latency went (ms): the events' intake (their Kafka timestamp to the
+        consumer handing them over; the median over batches of each batch's median), events per batch, and
+        per batch the mean wait between the two threads and of each stage; None when idle."""
+        with self._win_lock:
+            sums, stages = self._win_sums, self._win_sums["stages"]
+            while self._win and now - self._win[0][0] > window_s:
+                _, n, handoff, _, timings = self._win.popleft()
+                sums["messages"] -= n
+                sums["handoff"] -= handoff
+                for k, v in timings.items():
+                    stages[k] -= v
+            if not self._win:
+                self._win_sums = {"messages": 0, "handoff": 0.0, "stages": {}}   # no drift across idle spells
+                return None
+            nb, intake = len(self._win), [b[3] for b in self._win if b[3] is not None]
+            return {"batches": nb, "events_per_batch": round(sums["messages"] / nb, 1),
+                    "intake_p50_ms": round(1000 * float(np.median(intake)), 2) if intake else None,
+                    "handoff_ms": round(1000 * sums["handoff"] / nb, 2),
+                    "stages_ms": {k: round(1000 * v / nb, 2) for k, v in sorted(stages.items())}}
 
     def _lag_total(self) -> int:
         return int(sum(s.value for m in self.lag.collect() for s in m.samples))

@@ -59,6 +59,8 @@ class Job:
     applied: Applied                   # with validation's dead letters, and any the profile stage made
     offsets: dict                      # (topic, partition) -> next offset, committed once emitted
     event_ts: list[int]                # Kafka timestamps of the batch's events (latency)
+    taken_ms: float                    # wall clock when the consumer handed the batch over (intake latency)
+    handed: float                      # perf_counter when the batch was ready for the emitting thread
 
 
 class ConfluentWorker:
@@ -171,7 +173,7 @@ class ConfluentWorker:
                     self.between_batches()
                 t_poll = time.perf_counter()
                 msgs = consumer.consume(s.batch_size, s.batch_wait_ms / 1000)
-                t_poll = time.perf_counter() - t_poll
+                t_poll, taken_ms = time.perf_counter() - t_poll, time.time() * 1000
                 batch, offsets, ts = [], {}, []
                 for m in msgs:
                     err = m.error()
@@ -204,7 +206,7 @@ class ConfluentWorker:
                 # the whole batch's shared statistics, once per input offset (never split by user)
                 self.retry.call("shared", lambda: at_edge("shared", lambda: self.pipeline.share(applied)))
                 # the candidates too, here: this thread waits on Redis while the other scores the batch before
-                handoff.put(Job(len(batch), self.pipeline.prepare(applied), offsets, ts))
+                handoff.put(Job(len(batch), self.pipeline.prepare(applied), offsets, ts, taken_ms, time.perf_counter()))
         except Stopping:
             log.info("stopped while waiting out an outage: the batch in hand stays uncommitted (redelivered later)")
         except KafkaException as exc:
@@ -261,7 +263,7 @@ class ConfluentWorker:
     def _finish(self, job: Job, emitter: Emitter, done: queue.Queue) -> None:
         """Stages 3-6 and the emit for one batch; the offsets of the batches whose output the broker has
         acknowledged by now (this one's usually with the next) go back to the consuming thread."""
-        applied = job.applied
+        applied, waited = job.applied, time.perf_counter() - job.handed
         result, dead = guarded("recommend", applied, self.pipeline.recommend, self.retry, self.stop_event)
         result = result.with_dead_letters(dead)
         t_emit = time.perf_counter()
@@ -271,7 +273,8 @@ class ConfluentWorker:
         self.retry.call("publish", lambda: at_edge("publish", lambda: self.pipeline.publish(result, self.s.latest_ttl_s)))
         _put_all(done, emitter.acked())
         now_ms = time.time() * 1000
-        self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0])
+        self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0],
+                                   intake=[(job.taken_ms - x) / 1000 for x in job.event_ts if x > 0], handoff=waited)
         self.metrics.observe_ranker(self.pipeline.ranker)
         self.batches += 1
         if self.on_batch:      # the ranker's checkpoint: Redis again, so outages are waited out here too
