@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["worker", "full", "faust", "latency", "scorer", "encoder", "decode"], action="append")
     ap.add_argument("--name", default=time.strftime("bench-%Y%m%d-%H%M%S"))
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
+    ap.add_argument("--seconds", type=int, default=15, help="timed seconds of each latency row (a longer run lets "
+                    "the ranker's window fill and its refits come, as in a worker that has run a while)")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     ap.add_argument("--ranker", help="the worker's online ranker for every row (default: the shipped default)")
     ap.add_argument("--no-state-path", action="store_true",
@@ -167,9 +169,9 @@ def main(argv=None) -> int:
                 print(f"== latency at {r} events/s (worker in its own process)", flush=True)
                 client = fresh_stack()
                 s = fresh_settings(base, f"l{r}")
-                res = latency_at(s, shop, events, r, 15, warm=len(events) // 2)   # a steady state
-                rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=15, samples=res["n"])
-                rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=15, samples=res["n"])
+                res = latency_at(s, shop, events, r, args.seconds, warm=len(events) // 2)   # a steady state
+                rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=args.seconds, samples=res["n"])
+                rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=args.seconds, samples=res["n"])
                 rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
                 rows.add(f"latency_last5s_p50_at_{r}", res["last5_p50"], "ms", rate=r, seconds=5)
                 rows.add(f"latency_last5s_p99_at_{r}", res["last5_p99"], "ms", rate=r, seconds=5)
@@ -187,9 +189,9 @@ def main(argv=None) -> int:
                 print(f"== broker floor at {r} events/s: plain consume->produce relay, same two hops", flush=True)
                 client = fresh_stack()
                 s = fresh_settings(base, f"r{r}")
-                floor = latency_at(s, shop, events, r, 15, relay=True, warm=len(events) // 2)
-                rows.add(f"relay_latency_p50_at_{r}", floor["p50"], "ms", rate=r, seconds=15, samples=floor["n"])
-                rows.add(f"relay_latency_p99_at_{r}", floor["p99"], "ms", rate=r, seconds=15, samples=floor["n"])
+                floor = latency_at(s, shop, events, r, args.seconds, relay=True, warm=len(events) // 2)
+                rows.add(f"relay_latency_p50_at_{r}", floor["p50"], "ms", rate=r, seconds=args.seconds, samples=floor["n"])
+                rows.add(f"relay_latency_p99_at_{r}", floor["p99"], "ms", rate=r, seconds=args.seconds, samples=floor["n"])
                 rows.add(f"relay_latency_last5s_p50_at_{r}", floor["last5_p50"], "ms", rate=r, seconds=5)
                 rows.add(f"relay_latency_last5s_p99_at_{r}", floor["last5_p99"], "ms", rate=r, seconds=5)
                 rows.add(f"latency_p99_minus_relay_p99_at_{r}", res["p99"] - floor["p99"], "ms", rate=r)
