@@ -56,7 +56,7 @@ class Emitter:
         self.max_in_flight = max_in_flight
         self.failed: list[tuple] = []
         self.in_flight: deque[_Batch] = deque()
-        self.done: list[dict] = []              # acknowledged batches' offsets, not yet taken
+        self.done: dict = {}                    # acknowledged batches' offsets merged in order, not yet taken
         self.headers = [("recstream.worker", worker_id().encode())]
 
     def send(self, result: BatchResult, offsets: dict | None = None) -> None:
@@ -71,15 +71,16 @@ class Emitter:
         if len(self.in_flight) > self.max_in_flight:
             self._wait(lambda: len(self.in_flight) <= self.max_in_flight)
 
-    def acked(self) -> list[dict]:
-        """The offsets of the batches acknowledged so far, oldest first (delivery reports served, without waiting)."""
+    def acked(self) -> dict:
+        """The offsets of the batches acknowledged since the last call, merged in order (a later batch's offset of
+        a partition wins; empty if none), delivery reports served without waiting."""
         self.producer.poll(0)
         self._produce_failed_again()
         return self._take()
 
-    def drain(self) -> list[dict]:
+    def drain(self) -> dict:
         """Wait until everything produced is acknowledged (an outage waited out, reported; asked to stop meanwhile:
-        `Stopping`), then the offsets of every batch not yet taken."""
+        `Stopping`), then the offsets of every batch not yet taken, merged as `acked` merges them."""
         self._wait(lambda: not self.in_flight)
         return self._take()
 
@@ -101,12 +102,12 @@ class Emitter:
     def _settle(self) -> None:
         """Move the acknowledged batches at the head of the line to `done`."""
         while self.in_flight and self.in_flight[0].pending == 0:
-            self.done.append(self.in_flight.popleft().offsets)
+            self.done.update(self.in_flight.popleft().offsets)
             self.health.ok("broker")
 
-    def _take(self) -> list[dict]:
+    def _take(self) -> dict:
         self._settle()
-        out, self.done = self.done, []
+        out, self.done = self.done, {}
         return out
 
     def _produce_failed_again(self) -> None:

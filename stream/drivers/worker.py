@@ -130,13 +130,13 @@ class ConfluentWorker:
                 try:      # while output is unacknowledged, look for its delivery reports between batches
                     job = handoff.get(timeout=ACK_POLL_S if emitter.in_flight else None)
                 except queue.Empty:
-                    if not failure and not stopping:
-                        _put_all(done, emitter.acked())
+                    if not failure and not stopping and (acked := emitter.acked()):
+                        done.put(acked)
                     continue
                 try:
                     if job is None or job is DRAIN:
-                        if not failure and not stopping:
-                            _put_all(done, emitter.drain())
+                        if not failure and not stopping and (acked := emitter.drain()):
+                            done.put(acked)
                         if job is None:
                             return
                     elif not failure and not stopping:
@@ -271,7 +271,8 @@ class ConfluentWorker:
         result.timings["emit"] = time.perf_counter() - t_emit
         # each user's latest list (the HTTP API's cached read) and the experiment's outcome counts
         self.retry.call("publish", lambda: at_edge("publish", lambda: self.pipeline.publish(result, self.s.latest_ttl_s)))
-        _put_all(done, emitter.acked())
+        if acked := emitter.acked():
+            done.put(acked)
         now_ms = time.time() * 1000
         self.metrics.observe_batch(job.n_msgs, result, [(now_ms - x) / 1000 for x in job.event_ts if x > 0],
                                    intake=[(job.taken_ms - x) / 1000 for x in job.event_ts if x > 0], handoff=waited)
@@ -291,8 +292,3 @@ class ConfluentWorker:
                     self.metrics.lag.labels(str(part)).set(max(0, high - pos))
             except KafkaException:
                 pass
-
-
-def _put_all(q: queue.Queue, items: list) -> None:
-    for x in items:
-        q.put(x)
