@@ -168,3 +168,32 @@ def test_candidates_gathered_ahead_give_the_same_lists_and_a_model_swap_gathers_
     res = p.recommend(applied)
     assert len(gathered) == 2 and res.recommendations
     assert all(version in r.model_versions["scorer"] for r in res.recommendations)
+
+
+def test_the_workers_item_statistics_cache_reads_only_what_is_stale_and_stays_exact_when_fresh(redis_client):
+    """The worker's ItemStatsCache: fresh reads equal `item_stats`; within its age a changed count is not
+    read again (only new items are); past it, or in a new trend epoch, everything is read afresh."""
+    import time
+
+    from stream.core.candidates.gather import ItemStatsCache, item_stats
+    from stream.core.storage.store import Keys
+    keys, hl = Keys("rs:isc:"), 3600.0
+    redis_client.delete(keys.pop(), *redis_client.keys("rs:isc:*"))
+    now = 1_700_000_000_000
+    epoch = int(now // (64 * hl * 1000))
+    redis_client.zadd(keys.pop(), {"a": 3.0, "b": 1.0})
+    redis_client.zadd(keys.trend(epoch), {"a": 2.0})
+    cache = ItemStatsCache(max_age_s=0.3)
+    first = cache.read(redis_client, keys, hl, ["a", "b", "c"], now)
+    assert first == item_stats(redis_client, keys, hl, ["a", "b", "c"], now)
+    assert first["a"][0] == 3.0 and first["c"] == (0.0, 0.0)
+    redis_client.zadd(keys.pop(), {"a": 9.0, "d": 4.0})
+    later = now + 60_000                                   # the trend decays with the batch's time, cached or not
+    got = cache.read(redis_client, keys, hl, ["a", "d"], later)
+    assert got["a"] == (3.0, item_stats(redis_client, keys, hl, ["a"], later)["a"][1])   # not read again yet
+    assert got["d"] == (4.0, 0.0) and got["a"][1] < first["a"][1]                        # a new item is read
+    time.sleep(0.35)
+    assert cache.read(redis_client, keys, hl, ["a", "d"], later) == item_stats(redis_client, keys, hl, ["a", "d"], later)
+    redis_client.zadd(keys.pop(), {"a": 12.0})
+    next_epoch = (epoch + 1) * 64 * hl * 1000 + 1          # a new epoch's key: nothing of the old one is kept
+    assert cache.read(redis_client, keys, hl, ["a"], next_epoch) == {"a": (12.0, 0.0)}

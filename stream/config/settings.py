@@ -37,6 +37,7 @@ class Settings:
     driver: str = "confluent"                 # RECSTREAM_DRIVER: confluent | faust
     batch_size: int = 1000                    # RECSTREAM_BATCH_SIZE (max events per micro-batch)
     batch_wait_ms: int = 5                    # RECSTREAM_BATCH_WAIT_MS (max wait to fill a batch)
+    stats_max_age_ms: int = 1000              # RECSTREAM_STATS_MAX_AGE_MS: the worker reuses an item's popularity and trend (ranker features) this long (0 = read every batch)
     top_k: int = 10                           # RECSTREAM_TOP_K (items per recommendation)
     exclude_trigger: int = 1                  # RECSTREAM_EXCLUDE_TRIGGER: 1 = never recommend the item just interacted with
     exclude_bought: int = 0                   # RECSTREAM_EXCLUDE_BOUGHT: 1 = never recommend the user's recent purchases
@@ -169,6 +170,8 @@ class Settings:
         if self.archive_retention_days < 0:
             raise SettingsError(f"RECSTREAM_ARCHIVE_RETENTION_DAYS={self.archive_retention_days}: must be >= 0 "
                                 "(0 = keep everything)")
+        if self.stats_max_age_ms < 0:
+            raise SettingsError(f"RECSTREAM_STATS_MAX_AGE_MS={self.stats_max_age_ms}: must be >= 0 (0 = read every batch)")
         if self.covis_cap < 1:
             raise SettingsError(f"RECSTREAM_COVIS_CAP={self.covis_cap}: must be >= 1")
         if self.profile_cache_ids < 0:

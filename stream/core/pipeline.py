@@ -71,6 +71,7 @@ class Pipeline(Wiring, Asking):
         self.observers: list = []   # .observe(snapshots) each batch: the search re-ranker's learner
         self.blend = None           # BlendWeight: the base order's transformer weight, learned (with a model)
         self.blend_store = None     # BlendStore: where a swapped-in model's learned weight is resumed from
+        self.stats_cache = None     # ItemStatsCache: the worker's item statistics reused briefly (None: read each batch)
         self._fallback, self._variant_scorers, self._explorers = FallbackScorer(), {}, {}   # explorer_for's
 
     # ---- the stages -------------------------------------------------------------------------------
@@ -216,8 +217,9 @@ class Pipeline(Wiring, Asking):
 
     def _item_stats(self, scorer: Scorer, batch: CandidateBatch) -> None:
         if (scorer.needs_item_stats or self.explorer_for(scorer) is not None) and batch.item_stats is None:
-            batch.item_stats = item_stats(self.client, self.profiles.keys, self.profiles.cfg.trend_half_life_s,
-                                          sorted(batch.meta), batch.now_ts)   # once per candidate set
+            read = self.stats_cache.read if self.stats_cache is not None else item_stats
+            batch.item_stats = read(self.client, self.profiles.keys, self.profiles.cfg.trend_half_life_s,
+                                    sorted(batch.meta), batch.now_ts)   # once per candidate set
 
     def _record_blend(self, ctx: BatchContext, batch: CandidateBatch, triggers: dict | None) -> None:
         """The lists each of the base order's transformer weights would serve now, judged by the users' next
