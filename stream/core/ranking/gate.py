@@ -26,6 +26,9 @@ import numpy as np
 from stream.core.ranking.rank import RankConfig, top_k
 
 
+GAIN = [1.0 / float(np.log2(pos + 2)) for pos in range(100)]      # a list's gain at each position (DCG)
+
+
 def list_gains(items: list[str], trees: np.ndarray, base: np.ndarray, *, exclude: set[str],
                category_of: dict[str, str | None], cfg: RankConfig) -> dict[str, tuple[float, float]]:
     """item -> (gain in the trees' list, gain in the base list) for the items on either list; an item on
@@ -39,7 +42,7 @@ def list_gains(items: list[str], trees: np.ndarray, base: np.ndarray, *, exclude
     out: dict[str, list[float]] = {}
     for side, scores in enumerate((trees, base)):
         for pos, (i, _) in enumerate(top_k(items, scores, exclude=exclude, category_of=category_of, cfg=cfg)):
-            out.setdefault(items[i], [0.0, 0.0])[side] = 1.0 / float(np.log2(pos + 2))
+            out.setdefault(items[i], [0.0, 0.0])[side] = GAIN[pos] if pos < len(GAIN) else 1.0 / float(np.log2(pos + 2))
     return {i: (g[0], g[1]) for i, g in out.items()}
 
 

@@ -2,6 +2,7 @@
 dedupe, cap items per category for diversity (off by default), keep the top K."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,12 +27,13 @@ def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_o
     [(1, 0.8), (3, 0.1)]
     """
     order = np.argsort(-scores, kind="stable")   # ties keep candidate order (deterministic)
+    values = np.asarray(scores, dtype=np.float64).tolist()    # (a numpy scalar a candidate cost more)
     out: list[tuple[int, float]] = []
     per_cat: dict[str, int] = {}
     seen: set[str] = set()
     for i in order.tolist():
         it = items[i]
-        if it in exclude or it in seen or not np.isfinite(scores[i]):
+        if it in exclude or it in seen or not math.isfinite(values[i]):
             continue
         cat = category_of.get(it)
         if cfg.max_per_category and cat is not None:
@@ -39,7 +41,7 @@ def top_k(items: list[str], scores: np.ndarray, *, exclude: set[str], category_o
                 continue
             per_cat[cat] = per_cat.get(cat, 0) + 1
         seen.add(it)
-        out.append((i, float(scores[i])))
+        out.append((i, values[i]))
         if len(out) >= cfg.k:
             break
     return out

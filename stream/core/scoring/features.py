@@ -106,18 +106,23 @@ def history_features(items: list[str], history: list[str], touched: list[int] | 
         count[it] = count.get(it, 0) + 1
     out = np.zeros((len(items), 4))
     row = dict(zip(items, range(len(items))))      # the history is short, the candidates many: walk the history
-    rows = [[r] for r in row.values()] if len(row) == len(items) else None
-    if rows is None:                              # repeated candidates: every row of each
-        rows_of: dict[str, list[int]] = {}
+    rows_of: dict[str, list[int]] | None = None
+    if len(row) != len(items):                    # repeated candidates: every row of each
+        rows_of = {}
         for r, it in enumerate(items):
             rows_of.setdefault(it, []).append(r)
-        row, rows = {it: n for n, it in enumerate(rows_of)}, list(rows_of.values())
+    at, values = [], []                           # filled in one assignment (one a row cost a microsecond each)
     for it, pos in first.items():
         n = row.get(it)
         if n is not None:
             t = touched[pos] if touched is not None and pos < len(touched) else 0
             hours = math.log1p(max(0, now_ts - t) / 3.6e6) if t else 0.0
-            out[rows[n]] = (1.0 / (1.0 + pos), math.log1p(count[it]), pos == 0, hours)
+            v = (1.0 / (1.0 + pos), math.log1p(count[it]), float(pos == 0), hours)
+            for r in (n,) if rows_of is None else rows_of[it]:
+                at.append(r)
+                values.append(v)
+    if at:
+        out[at] = values
     return out
 
 
