@@ -219,7 +219,7 @@ class Pipeline(Wiring, Asking):
         if (scorer.needs_item_stats or self.explorer_for(scorer) is not None) and batch.item_stats is None:
             read = self.stats_cache.read if self.stats_cache is not None else item_stats
             batch.item_stats = read(self.client, self.profiles.keys, self.profiles.cfg.trend_half_life_s,
-                                    sorted(batch.meta), batch.now_ts)   # once per candidate set
+                                    list(batch.meta), batch.now_ts)   # once per candidate set (any order)
 
     def _record_blend(self, ctx: BatchContext, batch: CandidateBatch, triggers: dict | None) -> None:
         """The lists each of the base order's transformer weights would serve now, judged by the users' next
