@@ -242,8 +242,8 @@ class Pipeline(Wiring, Asking):
         scores = result.final
         t4 = t()
         timings["scoring"] = t4 - t3
-        cats = {i: m[0] for i, m in batch.meta.items()}
         cfg = self.rank_cfg if k is None else replace(self.rank_cfg, k=k)
+        cats = {i: m[0] for i, m in batch.meta.items()} if cfg.max_per_category else {}   # (read only for the cap)
         ranker = scorer.ranker if record else None
         rows = result.rows
         pops = {i: st[0] for i, st in batch.item_stats.items()} if explorer is not None else {}
