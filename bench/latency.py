@@ -109,3 +109,47 @@ def latency_at(s: Settings, shop: SynthShop, events: list[dict], rate: float, se
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "n": len(ms),
             "last5_p50": float(np.percentile(last, 50)), "last5_p99": float(np.percentile(last, 99)),
             "achieved_rate": rep.rate, "path": path}
+
+
+def latency_group(rows, rate: int, seconds: float, repeat: int, shop: SynthShop, events: list[dict], stack, cleanup
+                  ) -> None:
+    """The latency rows at `rate`: the worker and the relay floor `repeat` times in turn (the relay first every
+    other time), each on a fresh stack (`stack(tag)` -> (client, settings)); a row is the median over the runs,
+    and the added latency is each run's worker minus its own relay, the median of those (the runs kept in the
+    row's settings). The worker's own account (`latency_path_*`) is its first run's."""
+    got: list[tuple[dict, dict]] = []
+    for k in range(max(1, repeat)):
+        pair = {}
+        for relay in ((False, True) if k % 2 == 0 else (True, False)):
+            what = "broker floor: plain consume->produce relay, same two hops" if relay else "worker in its own process"
+            print(f"== latency at {rate} events/s, run {k + 1}/{repeat}: {what}", flush=True)
+            client, s = stack(f"{'r' if relay else 'l'}{rate}")
+            pair[relay] = latency_at(s, shop, events, rate, seconds, relay=relay, warm=len(events) // 2)  # steady
+            cleanup(s, client)
+        got.append((pair[False], pair[True]))
+    med = lambda vals: float(np.median(vals))     # noqa: E731
+    res = {key: med([w[key] for w, _ in got]) for key in ("p50", "p99", "last5_p50", "last5_p99", "achieved_rate")}
+    floor = {key: med([f[key] for _, f in got]) for key in ("p50", "p99", "last5_p50", "last5_p99")}
+    n, n_floor, runs = got[0][0]["n"], got[0][1]["n"], len(got)
+    rows.add(f"latency_p50_at_{rate}", res["p50"], "ms", rate=rate, seconds=seconds, samples=n, runs=runs)
+    rows.add(f"latency_p99_at_{rate}", res["p99"], "ms", rate=rate, seconds=seconds, samples=n, runs=runs)
+    rows.add(f"achieved_input_rate_at_{rate}", res["achieved_rate"], "events/s", rate=rate)
+    rows.add(f"latency_last5s_p50_at_{rate}", res["last5_p50"], "ms", rate=rate, seconds=5, runs=runs)
+    rows.add(f"latency_last5s_p99_at_{rate}", res["last5_p99"], "ms", rate=rate, seconds=5, runs=runs)
+    # where the worker says the time went (its heartbeat: the last 30 s, the whole run; the intake is a median
+    # over batches, so the first second's events, the producer's warm-up that the receiver does not time and
+    # that reached the worker up to 0.85 s late in a trial run, count little)
+    path = got[0][0]["path"] or {}
+    for k in ("intake_p50_ms", "handoff_ms", "events_per_batch"):
+        if path.get(k) is not None:
+            rows.add(f"latency_path_{k.removesuffix('_ms')}_at_{rate}", path[k], "ms" if k.endswith("ms") else "events",
+                     rate=rate)
+    for stage, ms in (path.get("stages_ms") or {}).items():
+        rows.add(f"latency_path_stage_{stage}_at_{rate}", ms, "ms per batch", rate=rate)
+    rows.add(f"relay_latency_p50_at_{rate}", floor["p50"], "ms", rate=rate, seconds=seconds, samples=n_floor, runs=runs)
+    rows.add(f"relay_latency_p99_at_{rate}", floor["p99"], "ms", rate=rate, seconds=seconds, samples=n_floor, runs=runs)
+    rows.add(f"relay_latency_last5s_p50_at_{rate}", floor["last5_p50"], "ms", rate=rate, seconds=5, runs=runs)
+    rows.add(f"relay_latency_last5s_p99_at_{rate}", floor["last5_p99"], "ms", rate=rate, seconds=5, runs=runs)
+    for q in ("p99", "p50"):
+        each = [round(w[q] - f[q], 2) for w, f in got]
+        rows.add(f"latency_{q}_minus_relay_{q}_at_{rate}", med(each), "ms", rate=rate, runs=runs, each_run=each)

@@ -46,7 +46,7 @@ from stream.ops.harness import run_settings
 from stream.ops.produce import produce_events, produce_items
 
 from bench.catchup import passthrough, run_worker_catchup  # noqa: E402
-from bench.latency import latency_at, worker_env  # noqa: E402
+from bench.latency import latency_group, worker_env  # noqa: E402
 from bench.rows import RESULTS, ROOT, Rows  # noqa: E402
 
 
@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rates", type=int, nargs="+", default=[1000, 4000], help="input rates for the latency group")
     ap.add_argument("--seconds", type=int, default=15, help="timed seconds of each latency row (a longer run lets "
                     "the ranker's window fill and its refits come, as in a worker that has run a while)")
+    ap.add_argument("--repeat", type=int, default=1, help="latency runs per rate, worker and relay in turn; the rows "
+                    "are the medians and each run's added latency is kept (one 15-s run moves by about 4 ms at p50)")
     ap.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     ap.add_argument("--ranker", help="the worker's online ranker for every row (default: the shipped default)")
     ap.add_argument("--no-state-path", action="store_true",
@@ -166,37 +168,8 @@ def main(argv=None) -> int:
             cleanup(s, client)
         if "latency" in groups:
             for r in args.rates:
-                print(f"== latency at {r} events/s (worker in its own process)", flush=True)
-                client = fresh_stack()
-                s = fresh_settings(base, f"l{r}")
-                res = latency_at(s, shop, events, r, args.seconds, warm=len(events) // 2)   # a steady state
-                rows.add(f"latency_p50_at_{r}", res["p50"], "ms", rate=r, seconds=args.seconds, samples=res["n"])
-                rows.add(f"latency_p99_at_{r}", res["p99"], "ms", rate=r, seconds=args.seconds, samples=res["n"])
-                rows.add(f"achieved_input_rate_at_{r}", res["achieved_rate"], "events/s", rate=r)
-                rows.add(f"latency_last5s_p50_at_{r}", res["last5_p50"], "ms", rate=r, seconds=5)
-                rows.add(f"latency_last5s_p99_at_{r}", res["last5_p99"], "ms", rate=r, seconds=5)
-                # where the worker says the time went (its heartbeat: the last 30 s, the whole run; the intake is a
-                # median over batches, so the first second's events, the producer's warm-up that the receiver does
-                # not time and that reached the worker up to 0.85 s late in a trial run, count little)
-                path = res["path"] or {}
-                for k in ("intake_p50_ms", "handoff_ms", "events_per_batch"):
-                    if path.get(k) is not None:
-                        rows.add(f"latency_path_{k.removesuffix('_ms')}_at_{r}", path[k], "ms" if k.endswith("ms")
-                                 else "events", rate=r)
-                for stage, ms in (path.get("stages_ms") or {}).items():
-                    rows.add(f"latency_path_stage_{stage}_at_{r}", ms, "ms per batch", rate=r)
-                cleanup(s, client)
-                print(f"== broker floor at {r} events/s: plain consume->produce relay, same two hops", flush=True)
-                client = fresh_stack()
-                s = fresh_settings(base, f"r{r}")
-                floor = latency_at(s, shop, events, r, args.seconds, relay=True, warm=len(events) // 2)
-                rows.add(f"relay_latency_p50_at_{r}", floor["p50"], "ms", rate=r, seconds=args.seconds, samples=floor["n"])
-                rows.add(f"relay_latency_p99_at_{r}", floor["p99"], "ms", rate=r, seconds=args.seconds, samples=floor["n"])
-                rows.add(f"relay_latency_last5s_p50_at_{r}", floor["last5_p50"], "ms", rate=r, seconds=5)
-                rows.add(f"relay_latency_last5s_p99_at_{r}", floor["last5_p99"], "ms", rate=r, seconds=5)
-                rows.add(f"latency_p99_minus_relay_p99_at_{r}", res["p99"] - floor["p99"], "ms", rate=r)
-                rows.add(f"latency_p50_minus_relay_p50_at_{r}", res["p50"] - floor["p50"], "ms", rate=r)
-                cleanup(s, client)
+                latency_group(rows, r, args.seconds, args.repeat, shop, events,
+                              lambda tag: (fresh_stack(), fresh_settings(base, tag)), cleanup)
         if "scorer" in groups:
             print("== transformer scorer: onnxruntime vs torch eager (d=64, 2 layers, T=50, 5000 items)", flush=True)
             from bench import scorer
