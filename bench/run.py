@@ -9,7 +9,8 @@ Groups:
              driver; the default ranker, none, the lr cascade) over the same pre-loaded topic, catch-up
   full     - SeqRec + text encoder + ranker (what runs after `recstream train`) vs fallback + ranker (bench/full.py)
   faust    - the faust-streaming driver over the same kind of topic
-  latency  - event -> recommendation latency with the worker in its own process, at fixed input rates
+  latency  - event -> recommendation latency with the worker in its own process, at fixed input rates, beside a
+             plain relay's (the broker's floor); `--repeat N`: N runs of each in turn, rows the medians
   scorer   - the transformer: onnxruntime fp32/int8 vs torch eager, batch 1/32/256, 100/500 candidates
   decode   - bytes to a checked Event: orjson + our checks vs the msgspec fast path (bench/decode.py)
   encoder  - the text encoder (all-MiniLM-L6-v2): onnxruntime+tokenizers vs torch eager at batch 1 and 64;
