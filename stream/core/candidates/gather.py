@@ -72,19 +72,20 @@ def content_similarity(index, uvec: dict, cand_items: list[list[str]], users: li
 
 def item_stats(client, keys, trend_half_life_s: float, items: list[str], now_ts: int) -> dict[str, tuple[float, float]]:
     """item -> (all-time weighted interactions, trend score at now) in one round-trip (ZMSCORE)."""
-    return {i: (p, r * scale) for i, (p, r, scale) in _read_stats(client, keys, trend_half_life_s, items, now_ts).items()}
-
-
-def _read_stats(client, keys, trend_half_life_s: float, items, now_ts: int) -> dict[str, tuple[float, float, float]]:
-    """item -> (popularity, trend as stored in now's epoch, the factor that decays it to now)."""
-    if not items:
-        return {}
     e, scale = trend_epoch(trend_half_life_s, now_ts)
+    pop, tr = _read_stats(client, keys, e, items)
+    return {i: (p, r * scale) for i, p, r in zip(items, pop, tr)}
+
+
+def _read_stats(client, keys, epoch: int, items: list[str]) -> tuple[list[float], list[float]]:
+    """Per item: its popularity, and its trend as stored in `epoch`'s key (not yet decayed to a time)."""
+    if not items:
+        return [], []
     pipe = pipeline(client)
     pipe.execute_command("ZMSCORE", keys.pop(), *items)
-    pipe.execute_command("ZMSCORE", keys.trend(e), *items)
+    pipe.execute_command("ZMSCORE", keys.trend(epoch), *items)
     pop, tr = pipe.execute()
-    return {i: (float(p or 0.0), float(r or 0.0), scale) for i, p, r in zip(items, pop, tr)}
+    return [float(p or 0.0) for p in pop], [float(r or 0.0) for r in tr]
 
 
 def trend_epoch(trend_half_life_s: float, now_ts: int) -> tuple[int, float]:
@@ -119,6 +120,6 @@ class ItemStatsCache:
             self._epoch = e
         got, now, old = self._got, time.monotonic(), self.max_age_s
         stale = [i for i in items if (g := got.get(i)) is None or now - g[2] > old]
-        for i, (p, r, _) in _read_stats(client, keys, trend_half_life_s, stale, now_ts).items():
+        for i, p, r in zip(stale, *_read_stats(client, keys, e, stale)):
             got[i] = (p, r, now)
         return {i: (got[i][0], got[i][1] * scale) for i in items}

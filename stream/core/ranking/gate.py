@@ -26,7 +26,12 @@ import numpy as np
 from stream.core.ranking.rank import RankConfig, top_k
 
 
-GAIN = [1.0 / float(np.log2(pos + 2)) for pos in range(100)]      # a list's gain at each position (DCG)
+def _gain(pos: int) -> float:
+    """A list's gain at position `pos` (0 first; DCG)."""
+    return 1.0 / float(np.log2(pos + 2))
+
+
+GAIN = [_gain(pos) for pos in range(100)]      # (looked up: one numpy call a position cost more than the rest)
 
 
 def list_gains(items: list[str], trees: np.ndarray, base: np.ndarray, *, exclude: set[str],
@@ -42,7 +47,7 @@ def list_gains(items: list[str], trees: np.ndarray, base: np.ndarray, *, exclude
     out: dict[str, list[float]] = {}
     for side, scores in enumerate((trees, base)):
         for pos, (i, _) in enumerate(top_k(items, scores, exclude=exclude, category_of=category_of, cfg=cfg)):
-            out.setdefault(items[i], [0.0, 0.0])[side] = GAIN[pos] if pos < len(GAIN) else 1.0 / float(np.log2(pos + 2))
+            out.setdefault(items[i], [0.0, 0.0])[side] = GAIN[pos] if pos < len(GAIN) else _gain(pos)
     return {i: (g[0], g[1]) for i, g in out.items()}
 
 
