@@ -8,6 +8,7 @@ catch-up is the second half. (Before the twenty-fourth session each row started 
 first background fit landed after the run: the trees' predictions were never paid for.)"""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 
@@ -17,6 +18,8 @@ from bench.run import cleanup, fresh_settings
 from stream.config.settings import Settings
 from stream.data.synth import SynthShop
 from stream.ops.produce import produce_events
+
+MEMBERS = int(os.environ.get("BENCH_FULL_MEMBERS", "2"))   # as `recstream train --members` (default 2)
 
 
 def run_full(rows: Rows, base: Settings, shop: SynthShop, events: list[dict], client) -> None:
@@ -32,12 +35,13 @@ def run_full(rows: Rows, base: Settings, shop: SynthShop, events: list[dict], cl
         return
     reg = ROOT / ".state" / "bench" / "models"
     n_train = len(events) // 2
-    print(f"== full default stack: SeqRec trained 1 epoch on {n_train:,} events, content, ranker", flush=True)
+    print(f"== full default stack: SeqRec ({MEMBERS} members) trained 1 epoch on {n_train:,} events, content, "
+          "ranker", flush=True)
     t = time.perf_counter()
     train = sorted((e for e in map(validate_event, events[:n_train]) if isinstance(e, Event)), key=lambda e: e.ts)
-    version, _, _ = train_candidate(train, reg, epochs=1, train_cfg={"epochs": 1})
+    version, _, _ = train_candidate(train, reg, epochs=1, train_cfg={"epochs": 1, "members": MEMBERS})
     Registry(reg).promote(version, reason="bench")
-    rows.add("full_model_train_seconds", time.perf_counter() - t, "s", model=version, epochs=1)
+    rows.add("full_model_train_seconds", time.perf_counter() - t, "s", model=version, epochs=1, members=MEMBERS)
     s = fresh_settings(base, "full")
     warm, timed = events[:n_train], events[n_train:]
     produce_events(enumerate(timed, n_train + 1), s.events_topic, s.brokers)

@@ -17,23 +17,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.seqrec import SeqRec
+from models.seqrec import SeqRec, SeqRecEnsemble
 
 OPSET = 17
 OUTPUTS = ("scores", "state", "items")
 
 
 class _ServingGraph(nn.Module):
-    def __init__(self, model: SeqRec):
+    def __init__(self, model: SeqRec | SeqRecEnsemble):
         super().__init__()
         self.model = model
 
     def forward(self, seq: torch.Tensor, candidates: torch.Tensor):
         h = self.model.state(seq)
-        return self.model.score(h, candidates), h, self.model.item_emb.weight.clone()
+        return self.model.score(h, candidates), h, self.model.item_table().clone()
 
 
-def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:
+def export_seqrec(model: SeqRec | SeqRecEnsemble, path: str | Path, opset: int = OPSET) -> Path:
     """Write `path` (inputs `seq` int64 (B, T <= max_len), `candidates` int64 (B, C); outputs `scores` (B, C),
     `state` (B, dim), `items` (n_items, dim))."""
     path = Path(path)
@@ -48,4 +48,19 @@ def export_seqrec(model: SeqRec, path: str | Path, opset: int = OPSET) -> Path:
         dynamic_axes={"seq": {0: "batch", 1: "history"}, "candidates": {0: "batch", 1: "n_candidates"},
                       "scores": {0: "batch", 1: "n_candidates"}, "state": {0: "batch"}},
     )
+    _name_outputs(path)
     return path
+
+
+def _name_outputs(path: Path) -> None:
+    """An output the exporter folded into a constant (an ensemble's item table: a concatenation of
+    parameters) keeps the constant's name; give it its name back through an Identity node."""
+    import onnx
+    graph_model = onnx.load(str(path))
+    renamed = False
+    for out, want in zip(graph_model.graph.output, OUTPUTS):
+        if out.name != want:
+            graph_model.graph.node.append(onnx.helper.make_node("Identity", [out.name], [want]))
+            out.name, renamed = want, True
+    if renamed:
+        onnx.save(graph_model, str(path))

@@ -73,18 +73,19 @@ def export_register(model, vocab, manifest: dict, registry_root, *, extra=None, 
             manifest = {**manifest, "linear": linear.report}
         if extra is not None:
             files.update(extra(tmp, onnx_path))
-        manifest = {**manifest, "opset": OPSET, "parity": parity, "model_config": model.cfg.to_dict(),
+        manifest = {**manifest, "opset": OPSET, "parity": parity, "model_config": {**model.cfg.to_dict(), "members": len(getattr(model, "members", [model]))},
                     "torch": torch.__version__}
         return Registry(registry_root).register(files, manifest), parity
 
 
 def train_export_register(events_path, fmt=None, *, registry_root="artifacts/models", epochs=200, seed=42,
-                          test_frac=0.2, stride=10, finetune_epochs=2, quantize=False, promote=False, limit=None,
+                          test_frac=0.2, stride=10, finetune_epochs=2, members=1, quantize=False, promote=False, limit=None,
                           log=print) -> dict:
     events = load_interactions(open_log(events_path, fmt).events(), limit)
     if len(events) < 100:
         raise ValueError(f"{events_path}: only {len(events)} usable events; need at least 100 to train")
-    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride, finetune_epochs=finetune_epochs)
+    cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride, finetune_epochs=finetune_epochs,
+                      members=members)
     import sys
     model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
     linear = fit_linear([x for x in events if x.ts <= report["trained_until_ts"]], vocab, log=log)

@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 
 from models.data import Interaction, Vocab, train_vocab, user_sequences
-from models.seqrec import SeqRec, SeqRecConfig
+from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble
 from models.train import TrainConfig, _fit, data_hash, fit_window, seed_everything
 
 
@@ -28,8 +28,10 @@ def grow_vocab(old: Vocab, events: list[Interaction]) -> Vocab:
     return Vocab(old.items[1:] + new)
 
 
-def grow_model(model: SeqRec, n_items: int, seed: int = 0) -> SeqRec:
+def grow_model(model: SeqRec | SeqRecEnsemble, n_items: int, seed: int = 0) -> SeqRec | SeqRecEnsemble:
     """A copy of `model` with `n_items` rows in its item table: the old rows kept, the new ones fresh."""
+    if isinstance(model, SeqRecEnsemble):
+        return SeqRecEnsemble([grow_model(m, n_items, seed + i) for i, m in enumerate(model.members)])
     cfg = replace(model.cfg, n_items=n_items)
     torch.manual_seed(seed)
     out = SeqRec(cfg)
@@ -42,15 +44,20 @@ def grow_model(model: SeqRec, n_items: int, seed: int = 0) -> SeqRec:
     return out
 
 
-def load_checkpoint(path) -> SeqRec:
+def load_checkpoint(path) -> SeqRec | SeqRecEnsemble:
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = SeqRec(SeqRecConfig(**ck["config"]))
-    model.load_state_dict(ck["state"])
-    return model.eval()
+    members = []
+    for state in ck.get("members") or [ck["state"]]:
+        members.append(SeqRec(SeqRecConfig(**ck["config"])))
+        members[-1].load_state_dict(state)
+    return (members[0] if "members" not in ck else SeqRecEnsemble(members)).eval()
 
 
-def save_checkpoint(model: SeqRec, path) -> None:
-    torch.save({"config": model.cfg.to_dict(), "state": model.state_dict()}, path)
+def save_checkpoint(model: SeqRec | SeqRecEnsemble, path) -> None:
+    if isinstance(model, SeqRecEnsemble):
+        torch.save({"config": model.cfg.to_dict(), "members": [m.state_dict() for m in model.members]}, path)
+    else:
+        torch.save({"config": model.cfg.to_dict(), "state": model.state_dict()}, path)
 
 
 def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init: tuple[SeqRec, Vocab] | None = None,
@@ -68,7 +75,10 @@ def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init
         cfg = replace(cfg, max_len=model.cfg.max_len)
         seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
         full = len(vocab) <= cfg.full_softmax_items
-        model, _, _ = _fit(seqs, vocab, cfg, full, epochs=warm_epochs, progress=progress, model=model)
+        members = model.members if isinstance(model, SeqRecEnsemble) else [model]
+        members = [_fit(seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=warm_epochs, progress=progress,
+                        model=m)[0] for i, m in enumerate(members)]
+        model = members[0] if len(members) == 1 else SeqRecEnsemble(members)
         best, epochs = None, warm_epochs
     else:
         model, best, epochs = fit_window(events, vocab, cfg, progress)

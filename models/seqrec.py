@@ -5,6 +5,7 @@ left-padded to `max_len`, so the last position is the most recent item. No numpy
 data-dependent Python control flow in `forward`: it exports to ONNX as is.
 
     scores = SeqRec(cfg)(seq, candidates)   # (B, T) item ids, (B, C) item ids -> (B, C)
+    scores = SeqRecEnsemble([a, b])(seq, candidates)   # the members' mean score, the same interface
 """
 from __future__ import annotations
 
@@ -98,6 +99,10 @@ class SeqRec(nn.Module):
         """(B, T) history -> (B, C_dim): the last position's state, what every candidate is scored against."""
         return self.encode(seq)[:, -1, :]
 
+    def item_table(self) -> torch.Tensor:
+        """(n_items, C_dim): what a state is multiplied with (the item embeddings)."""
+        return self.item_emb.weight
+
     def score(self, h: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(B, C_dim) states, (B, C) candidate ids -> (B, C) dot products."""
         e = self.item_emb(candidates)                                           # (B, C, C_dim)
@@ -105,4 +110,32 @@ class SeqRec(nn.Module):
 
     def forward(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(B, T) history, (B, C) candidate ids -> (B, C) scores (dot products with the last state)."""
+        return self.score(self.state(seq), candidates)
+
+
+class SeqRecEnsemble(nn.Module):
+    """K SeqRec members trained with different seeds; the score is their mean. Written as one model with
+    SeqRec's interface: the state is the members' states side by side divided by K and the item table their
+    tables side by side, so a dot product of the two is the mean score, and the exported graph (`state`,
+    `items`) serves through the same path as one model of K times the width."""
+
+    def __init__(self, members: list[SeqRec]):
+        super().__init__()
+        assert members and len({(m.cfg.n_items, m.cfg.max_len) for m in members}) == 1
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    def state(self, seq: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.state(seq) for m in self.members], dim=-1) / len(self.members)
+
+    def item_table(self) -> torch.Tensor:
+        return torch.cat([m.item_emb.weight for m in self.members], dim=-1)
+
+    def score(self, h: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, K * C_dim) states -> (B, C): member by member (the same sum as one product with `item_table`;
+        the export's `items` output then stays a tensor of its own)."""
+        d = self.cfg.dim
+        return sum(m.score(h[:, i * d: (i + 1) * d], candidates) for i, m in enumerate(self.members))
+
+    def forward(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.score(self.state(seq), candidates)

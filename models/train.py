@@ -20,14 +20,14 @@ import hashlib
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
-from models.seqrec import SeqRec, SeqRecConfig
+from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble
 from models.metrics import summarize
 
 
@@ -48,6 +48,7 @@ class TrainConfig:
     stride: int = 10                   # a training window ends every `stride` items (overlapping: more contexts)
     val_frac: float = 0.1              # the last 10 % (by time) of the training window validates early stopping
     finetune_epochs: int = 2           # then the best model goes on learning the whole window (the newest events)
+    members: int = 1                   # models with seeds seed, seed + 1, ...: the served score is their mean
     seed: int = 42
     exclude_seen: bool = True
 
@@ -93,7 +94,7 @@ def rank_targets(model: SeqRec, histories: list[list[int]], targets: list[int], 
     """Full-ranking rank (1-based; 0 = target unknown to the model) of each target given its history."""
     model.eval()
     dev = next(model.parameters()).device
-    table = model.item_emb.weight.T                                          # (dim, n): one product a batch
+    table = model.item_table().T                                             # (dim, n): one product a batch
     ranks = []
     for i in range(0, len(targets), batch):
         hs = histories[i: i + batch]
@@ -218,18 +219,31 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
     """A model from scratch on `events` (all of them train): early stopping on the last `val_frac` by time,
     each event ranked from its user's full earlier history (the test protocol, one window earlier; the fit
     stage sees only what precedes it), then `finetune_epochs` on the whole window (the newest events and
-    items matter most). Returns (model, best validation NDCG@10, best epoch)."""
+    items matter most). With `members` > 1 the other members (seeds seed + 1, ...) train as many epochs as
+    the first one's best, and the model is their mean (`SeqRecEnsemble`), validated as a whole.
+    Returns (model, best validation NDCG@10, best epoch)."""
     val_ts, val_h, val_t = validation_window(events, vocab, cfg)
     earlier = user_sequences([x for x in events if x.ts < val_ts])
     fit_seqs = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
     full = len(vocab) <= cfg.full_softmax_items
-    if log is not None:
-        log(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax; validation {len(val_t)} events "
-            f"(last {cfg.val_frac:.0%} of the training window)")
+    say = log or (lambda *_: None)
+    say(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax; validation {len(val_t)} events "
+        f"(last {cfg.val_frac:.0%} of the training window)")
     model, best, best_epoch = _fit(fit_seqs, vocab, cfg, full, val=(val_h, val_t), progress=progress)
+    members = [model]
+    for i in range(1, cfg.members):
+        members.append(_fit(fit_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=best_epoch,
+                            progress=progress)[0])
+    if len(members) > 1:
+        first = best
+        best = summarize(rank_targets(SeqRecEnsemble(members), val_h, val_t, cfg.max_len, cfg.exclude_seen),
+                         ks=(10,))["ndcg@10"]
+        say(f"{len(members)} members: validation NDCG@10 {best:.4f} (the first alone {first:.4f})")
     if cfg.finetune_epochs > 0:
         full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
-        model, _, _ = _fit(full_seqs, vocab, cfg, full, epochs=cfg.finetune_epochs, progress=progress, model=model)
+        members = [_fit(full_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=cfg.finetune_epochs,
+                        progress=progress, model=m)[0] for i, m in enumerate(members)]
+    model = members[0] if len(members) == 1 else SeqRecEnsemble(members)
     return model.eval(), best, best_epoch
 
 

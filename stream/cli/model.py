@@ -12,6 +12,9 @@ from stream.config.settings import Settings
 
 
 def cmd_train(s: Settings, args) -> int:
+    if args.members < 1:
+        print(f"recstream train: --members must be at least 1, got {args.members}", file=sys.stderr)
+        return 2
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -20,7 +23,8 @@ def cmd_train(s: Settings, args) -> int:
     from exporters.pipeline import train_export_register
     report = train_export_register(args.events, args.format, registry_root=args.registry or s.model_dir,
                                    epochs=args.epochs, seed=args.seed, test_frac=args.test_frac,
-                                   stride=args.stride, finetune_epochs=args.finetune_epochs, quantize=args.quantize,
+                                   stride=args.stride, finetune_epochs=args.finetune_epochs, members=args.members,
+                                   quantize=args.quantize,
                                    promote=args.promote, limit=args.limit)
     t = report["test"]
     print(f"\nheld-out later events: {report['test_events']} (split at ts {report['split_ts']}), "
@@ -160,6 +164,10 @@ def register(sub) -> None:
     tr.add_argument("--finetune-epochs", type=int, default=2,
                     help="epochs on the whole window after early stopping (default 2); 0: the model and the item "
                          "linear model stop where the window's validation split begins, so that split is new to them")
+    tr.add_argument("--members", type=int, default=2,
+                    help="train N models (seeds SEED, SEED+1, ...; the others as many epochs as the first's best) "
+                         "and serve their mean score, one ONNX graph: less noise for about N times the training "
+                         "time (default 2; 1 = a single model)")
     tr.add_argument("--limit", type=int, help="use only the first N events of the log")
     tr.add_argument("--quantize", action="store_true", help="also write an int8 model and report its metric/speed change")
     tr.add_argument("--promote", action="store_true",
