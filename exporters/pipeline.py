@@ -15,6 +15,7 @@ from models.data import load_interactions
 from models.linear import fit_linear
 from models.linear import rank_targets as linear_ranks
 from models.metrics import summarize
+from models.seqrec import members_of
 from models.train import TrainConfig, held_out, train
 from stream.core.storage.registry import Registry
 from stream.data.adapters import open_log
@@ -73,14 +74,15 @@ def export_register(model, vocab, manifest: dict, registry_root, *, extra=None, 
             manifest = {**manifest, "linear": linear.report}
         if extra is not None:
             files.update(extra(tmp, onnx_path))
-        manifest = {**manifest, "opset": OPSET, "parity": parity, "model_config": {**model.cfg.to_dict(), "members": len(getattr(model, "members", [model]))},
+        manifest = {**manifest, "opset": OPSET, "parity": parity,
+                    "model_config": {**model.cfg.to_dict(), "members": len(members_of(model))},
                     "torch": torch.__version__}
         return Registry(registry_root).register(files, manifest), parity
 
 
 def train_export_register(events_path, fmt=None, *, registry_root="artifacts/models", epochs=200, seed=42,
-                          test_frac=0.2, stride=10, finetune_epochs=2, members=1, quantize=False, promote=False, limit=None,
-                          log=print) -> dict:
+                          test_frac=0.2, stride=10, finetune_epochs=2, members=1, quantize=False, promote=False,
+                          limit=None, log=print) -> dict:
     events = load_interactions(open_log(events_path, fmt).events(), limit)
     if len(events) < 100:
         raise ValueError(f"{events_path}: only {len(events)} usable events; need at least 100 to train")

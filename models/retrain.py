@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 
 from models.data import Interaction, Vocab, train_vocab, user_sequences
-from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble
+from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, from_members, members_of
 from models.train import TrainConfig, _fit, data_hash, fit_window, seed_everything
 
 
@@ -31,7 +31,7 @@ def grow_vocab(old: Vocab, events: list[Interaction]) -> Vocab:
 def grow_model(model: SeqRec | SeqRecEnsemble, n_items: int, seed: int = 0) -> SeqRec | SeqRecEnsemble:
     """A copy of `model` with `n_items` rows in its item table: the old rows kept, the new ones fresh."""
     if isinstance(model, SeqRecEnsemble):
-        return SeqRecEnsemble([grow_model(m, n_items, seed + i) for i, m in enumerate(model.members)])
+        return from_members([grow_model(m, n_items, seed + i) for i, m in enumerate(model.members)])
     cfg = replace(model.cfg, n_items=n_items)
     torch.manual_seed(seed)
     out = SeqRec(cfg)
@@ -54,10 +54,10 @@ def load_checkpoint(path) -> SeqRec | SeqRecEnsemble:
 
 
 def save_checkpoint(model: SeqRec | SeqRecEnsemble, path) -> None:
-    if isinstance(model, SeqRecEnsemble):
-        torch.save({"config": model.cfg.to_dict(), "members": [m.state_dict() for m in model.members]}, path)
-    else:
-        torch.save({"config": model.cfg.to_dict(), "state": model.state_dict()}, path)
+    """One model as `state` (the format before ensembles), several as `members`."""
+    states = [m.state_dict() for m in members_of(model)]
+    torch.save({"config": model.cfg.to_dict(), **({"state": states[0]} if len(states) == 1 else {"members": states})},
+               path)
 
 
 def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init: tuple[SeqRec, Vocab] | None = None,
@@ -75,10 +75,8 @@ def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init
         cfg = replace(cfg, max_len=model.cfg.max_len)
         seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
         full = len(vocab) <= cfg.full_softmax_items
-        members = model.members if isinstance(model, SeqRecEnsemble) else [model]
-        members = [_fit(seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=warm_epochs, progress=progress,
-                        model=m)[0] for i, m in enumerate(members)]
-        model = members[0] if len(members) == 1 else SeqRecEnsemble(members)
+        model = from_members([_fit(seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=warm_epochs,
+                                   progress=progress, model=m)[0] for i, m in enumerate(members_of(model))])
         best, epochs = None, warm_epochs
     else:
         model, best, epochs = fit_window(events, vocab, cfg, progress)

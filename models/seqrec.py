@@ -129,7 +129,7 @@ class SeqRecEnsemble(nn.Module):
         return torch.cat([m.state(seq) for m in self.members], dim=-1) / len(self.members)
 
     def item_table(self) -> torch.Tensor:
-        return torch.cat([m.item_emb.weight for m in self.members], dim=-1)
+        return torch.cat([m.item_table() for m in self.members], dim=-1)
 
     def score(self, h: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """(B, K * C_dim) states -> (B, C): member by member (the same sum as one product with `item_table`;
@@ -139,3 +139,13 @@ class SeqRecEnsemble(nn.Module):
 
     def forward(self, seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.score(self.state(seq), candidates)
+
+
+def members_of(model: SeqRec | SeqRecEnsemble) -> list[SeqRec]:
+    """The SeqRec models a model is made of (itself, for a single one)."""
+    return list(model.members) if isinstance(model, SeqRecEnsemble) else [model]
+
+
+def from_members(members: list[SeqRec]) -> SeqRec | SeqRecEnsemble:
+    """One member as itself, several as their ensemble."""
+    return members[0] if len(members) == 1 else SeqRecEnsemble(members)

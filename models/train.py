@@ -27,7 +27,7 @@ import torch
 
 from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
-from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble
+from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, from_members
 from models.metrics import summarize
 
 
@@ -191,7 +191,7 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
         if val is None:
-            print(f"fine-tune epoch {epoch:3d}/{epochs}  loss {np.mean(losses):.4f}", file=sys.stderr, flush=True)
+            print(f"epoch {epoch:3d}/{epochs} (fixed count)  loss {np.mean(losses):.4f}", file=sys.stderr, flush=True)
             continue
         v = summarize(rank_targets(model, val[0], val[1], cfg.max_len, cfg.exclude_seen), ks=(10,))["ndcg@10"]
         print(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val ndcg@10 {v:.4f}", file=sys.stderr, flush=True)
@@ -243,8 +243,7 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
         full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
         members = [_fit(full_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=cfg.finetune_epochs,
                         progress=progress, model=m)[0] for i, m in enumerate(members)]
-    model = members[0] if len(members) == 1 else SeqRecEnsemble(members)
-    return model.eval(), best, best_epoch
+    return from_members(members).eval(), best, best_epoch
 
 
 def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress: bool = True, log=print):
