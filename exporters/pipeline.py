@@ -1,6 +1,7 @@
 """train -> export -> parity -> (quantize) -> register: the whole path behind `recstream train`."""
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -69,11 +70,11 @@ def export_register(model, vocab, manifest: dict, registry_root, *, extra=None, 
         vocab_path.write_bytes(orjson.dumps(vocab.items))
         save_checkpoint(model, Path(tmp) / "model.pt")
         files = {"model.onnx": onnx_path, "vocab.json": vocab_path, "model.pt": Path(tmp) / "model.pt"}
+        if extra is not None:                 # first: it may add to `manifest` (int8 figures, the holdout)
+            files.update(extra(tmp, onnx_path))
         if linear is not None:
             files["linear.npz"] = linear.save(Path(tmp) / "linear.npz")
             manifest = {**manifest, "linear": linear.report}
-        if extra is not None:
-            files.update(extra(tmp, onnx_path))
         manifest = {**manifest, "opset": OPSET, "parity": parity,
                     "model_config": {**model.cfg.to_dict(), "members": len(members_of(model))},
                     "torch": torch.__version__}
@@ -89,15 +90,21 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
     cfg = TrainConfig(epochs=epochs, seed=seed, test_frac=test_frac, stride=stride, finetune_epochs=finetune_epochs,
                       members=members)
     import sys
-    model, vocab, report = train(events, cfg, progress=sys.stderr.isatty(), log=log)
+    model, vocab, report, holdout = train(events, cfg, progress=sys.stderr.isatty(), log=log)
     linear = fit_linear([x for x in events if x.ts <= report["trained_until_ts"]], vocab, log=log)
     histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
     report["test"]["linear"] = summarize(linear_ranks(linear, len(vocab), histories, targets, cfg.exclude_seen),
                                          ks=(10,))
     report["linear"] = linear.report
-    extra = None
+    extras = []
+    if holdout is not None:
+        until = report["holdout_until_ts"]
+        before = [x for x in events if x.ts <= until]
+        holdout_linear = fit_linear(before, vocab)
+        extras.append(lambda tmp, onnx_path: holdout_files(tmp, onnx_path, holdout, vocab, holdout_linear, until,
+                                                           (x.item for x in before), manifest, log))
     if quantize:
-        def extra(tmp, onnx_path):
+        def quantized(tmp, onnx_path):
             from exporters.quantize import quantize_int8
             q = quantize_int8(onnx_path, Path(tmp) / "model.int8.onnx")
             histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
@@ -112,9 +119,13 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
                 f"{s_fp:,.0f} -> {s_i8:,.0f} sequences/s (batch 32, 100 candidates)")
             manifest["int8"] = report["int8"]      # read by export_register after this returns
             return {"model.int8.onnx": q}
+        extras.append(quantized)
     manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt,
                 "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
                 "train_config": report["config"], "trained_until_ts": report["trained_until_ts"]}
+
+    def extra(tmp, onnx_path):
+        return {name: path for add in extras for name, path in add(tmp, onnx_path).items()}
     version, report["parity"] = export_register(model, vocab, manifest, registry_root, extra=extra, linear=linear)
     reg = Registry(registry_root)
     report["version"] = version
@@ -125,6 +136,33 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
         reg.annotate(version, decision="kept out", reason=report["kept_out"])
         reg.log({"action": "reject", "version": version, "in_service": reg.promoted(), "reason": report["kept_out"]})
     return report
+
+
+def holdout_files(tmp, onnx_path, holdout, vocab, linear, until: int, seen_items, manifest: dict, log=print) -> dict:
+    """The holdout model (`models.train.Fit.holdout`: the model before fine-tuning, with an item linear model
+    fitted on the same events) as `holdout/`, a model directory of its own: a backtest serves it over the
+    end of the training window, where its scores are out of sample and the learned ranker can learn the
+    model's columns from the first evaluated event on (stacking), then swaps in the model itself. Left out,
+    with a line saying so, if its ONNX parity fails."""
+    d = Path(tmp) / "holdout"
+    d.mkdir()
+    path = export_seqrec(holdout, d / "model.onnx")
+    parity = check_seqrec_parity(holdout, path).to_dict()
+    if not parity.get("passed"):
+        log(f"holdout model left out: ONNX parity failed ({parity.get('max_abs_diff')})")
+        return {}
+    digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()[:8]
+    # the items it never trained on are unknown to it, as items new since training are to the model served
+    # after the training window (rather than known, with embeddings that only ever were negatives)
+    seen = set(seen_items)
+    (d / "vocab.json").write_bytes(orjson.dumps([it if i == 0 or it in seen else None
+                                                 for i, it in enumerate(vocab.items)]))
+    linear.save(d / "linear.npz")
+    (d / "manifest.json").write_bytes(orjson.dumps({
+        "version": f"holdout-{digest}", "trained_until_ts": until, "parity": parity, "linear": linear.report,
+        "model_config": {**holdout.cfg.to_dict(), "members": len(members_of(holdout))}}))
+    manifest["holdout"] = {"trained_until_ts": until, "parity": parity}   # read by export_register afterwards
+    return {f"holdout/{name}": d / name for name in ("model.onnx", "vocab.json", "linear.npz", "manifest.json")}
 
 
 def kept_out(report: dict) -> str | None:

@@ -79,7 +79,7 @@ def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init
                                    progress=progress, model=m)[0] for i, m in enumerate(members_of(model))])
         best, epochs = None, warm_epochs
     else:
-        model, best, epochs = fit_window(events, vocab, cfg, progress)
+        model, best, epochs, *_ = fit_window(events, vocab, cfg, progress)
     report = {"events": len(events), "items": len(vocab) - 1, "new_items": len(vocab) - (len(init[1]) if init else 1),
               "warm_start": init is not None, "epochs": epochs, "val_ndcg@10": best,
               "trained_from_ts": events[0].ts if events else None,

@@ -16,11 +16,13 @@ for 2 more epochs (the latest events matter most). The test window is never look
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 import sys
 import time
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -215,13 +217,22 @@ def validation_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig)
     return (val_ts, *held_out(events, val_ts, vocab, cfg.max_len))
 
 
-def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progress: bool = True, log=None):
+class Fit(NamedTuple):
+    model: SeqRec | SeqRecEnsemble
+    best: float                           # validation NDCG@10
+    best_epoch: int
+    holdout: SeqRec | SeqRecEnsemble | None   # the model before fine-tuning: it never saw the validation window
+    holdout_until_ts: int | None              # the last timestamp the holdout model trained on
+
+
+def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progress: bool = True, log=None) -> Fit:
     """A model from scratch on `events` (all of them train): early stopping on the last `val_frac` by time,
     each event ranked from its user's full earlier history (the test protocol, one window earlier; the fit
     stage sees only what precedes it), then `finetune_epochs` on the whole window (the newest events and
     items matter most). With `members` > 1 the other members (seeds seed + 1, ...) train as many epochs as
-    the first one's best, and the model is their mean (`SeqRecEnsemble`), validated as a whole.
-    Returns (model, best validation NDCG@10, best epoch)."""
+    the first one's best, and the model is their mean (`SeqRecEnsemble`), validated as a whole. With
+    fine-tuning, a copy of the model before it is kept as the `holdout`: its scores on the validation
+    window are out of sample, what a ranker can learn the model's columns from (stacking)."""
     val_ts, val_h, val_t = validation_window(events, vocab, cfg)
     earlier = user_sequences([x for x in events if x.ts < val_ts])
     fit_seqs = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
@@ -239,15 +250,24 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
         best = summarize(rank_targets(SeqRecEnsemble(members), val_h, val_t, cfg.max_len, cfg.exclude_seen),
                          ks=(10,))["ndcg@10"]
         say(f"{len(members)} members: validation NDCG@10 {best:.4f} (the first alone {first:.4f})")
+    holdout = None
     if cfg.finetune_epochs > 0:
+        holdout = from_members([copy.deepcopy(m) for m in members]).eval()
         full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
         members = [_fit(full_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=cfg.finetune_epochs,
                         progress=progress, model=m)[0] for i, m in enumerate(members)]
-    return from_members(members).eval(), best, best_epoch
+    return Fit(from_members(members).eval(), best, best_epoch, holdout, val_ts - 1 if holdout is not None else None)
 
 
-def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress: bool = True, log=print):
-    """Returns (model, vocab, report)."""
+class Trained(NamedTuple):
+    model: SeqRec | SeqRecEnsemble
+    vocab: Vocab
+    report: dict
+    holdout: SeqRec | SeqRecEnsemble | None    # `Fit.holdout`; report["holdout_until_ts"] says what it learned
+
+
+def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress: bool = True, log=print) -> Trained:
+    """The model, its vocabulary, the report and the holdout model (`Fit.holdout`)."""
     seed_everything(cfg.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
@@ -255,7 +275,7 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     train_ev = [x for x in events if x.ts < t_split]
     vocab = train_vocab(train_ev)
     log(f"train: {len(train_ev)} events before the split, {len(events) - len(train_ev)} held out")
-    model, best, best_epoch = fit_window(train_ev, vocab, cfg, progress, log)
+    model, best, best_epoch, holdout, holdout_until = fit_window(train_ev, vocab, cfg, progress, log)
     histories, targets = held_out(events, t_split, vocab, cfg.max_len)
     counts = np.bincount([vocab.index[x.item] for x in train_ev], minlength=len(vocab))
     ours = summarize(rank_targets(model, histories, targets, cfg.max_len, cfg.exclude_seen), ks=(10,))
@@ -268,10 +288,11 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     # what the exported model has learned from: the whole window, or (no fine-tuning) the part before its
     # validation split, which the model then has never trained on (a ranker may learn its columns there)
     until = t_split - 1 if cfg.finetune_epochs > 0 else val_ts - 1
-    report = {"split_ts": t_split, "trained_until_ts": until, "train_events": len(train_ev), "test_events": len(targets),
+    report = {"split_ts": t_split, "trained_until_ts": until, "holdout_until_ts": holdout_until,
+              "train_events": len(train_ev), "test_events": len(targets),
               "best_epoch": best_epoch, "val_ndcg@10": best, "val_most_popular_ndcg@10": val_pop,
               "seconds": round(time.time() - t0, 1),
               "test": {"seqrec": ours, "most_popular": pop},
               "ndcg@10_ratio_vs_most_popular": ours["ndcg@10"] / pop["ndcg@10"] if pop["ndcg@10"] else None,
               "data_hash": data_hash(events), "config": cfg.__dict__, "model_config": model.cfg.to_dict()}
-    return model, vocab, report
+    return Trained(model, vocab, report, holdout)

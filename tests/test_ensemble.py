@@ -57,8 +57,8 @@ def test_checkpoint_round_trip_and_warm_start_keep_every_member(tmp_path):
 def test_members_train_with_their_own_seeds_and_the_first_is_the_single_model():
     events = synth_interactions()
     small = dict(epochs=2, patience=5, negatives=32, seed=3, **{**SMALL, "max_len": 10})
-    one, _, rep1 = train(events, TrainConfig(**small), progress=False, log=lambda *_: None)
-    two, _, rep2 = train(events, TrainConfig(**small, members=2), progress=False, log=lambda *_: None)
+    one, _, rep1, _ = train(events, TrainConfig(**small), progress=False, log=lambda *_: None)
+    two, _, rep2, _ = train(events, TrainConfig(**small, members=2), progress=False, log=lambda *_: None)
     assert isinstance(two, SeqRecEnsemble) and len(two.members) == 2
     torch.testing.assert_close(two.members[0].state_dict(), one.state_dict(), atol=0, rtol=0)
     assert not torch.equal(two.members[1].item_emb.weight, one.item_emb.weight)

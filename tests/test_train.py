@@ -32,8 +32,8 @@ def test_strided_windows_overlap_and_end_at_the_last_item():
 def test_time_split_and_seeded_repeatability():
     events = synth_interactions()
     cfg = TrainConfig(epochs=2, patience=5, dim=16, layers=1, heads=1, max_len=10, negatives=32, seed=3)
-    _, vocab, a = train(events, cfg, progress=False, log=lambda *_: None)
-    _, _, b = train(events, cfg, progress=False, log=lambda *_: None)
+    _, vocab, a, _ = train(events, cfg, progress=False, log=lambda *_: None)
+    _, _, b, _ = train(events, cfg, progress=False, log=lambda *_: None)
     assert a["test"] == b["test"] and a["val_ndcg@10"] == b["val_ndcg@10"]
     # most-popular on the same validation split (the training window's own last 10 %), beside the model's
     assert 0.0 < a["val_most_popular_ndcg@10"] < 1.0 and a["val_most_popular_ndcg@10"] == b["val_most_popular_ndcg@10"]
@@ -52,8 +52,8 @@ def test_trained_until_says_what_the_model_learned_from():
     from models.train import validation_window
     events = synth_interactions()
     small = dict(epochs=1, patience=5, dim=16, layers=1, heads=1, max_len=10, negatives=32, seed=3)
-    _, vocab, tuned = train(events, TrainConfig(**small), progress=False, log=lambda *_: None)
-    _, _, plain = train(events, TrainConfig(**small, finetune_epochs=0), progress=False, log=lambda *_: None)
+    _, vocab, tuned, _ = train(events, TrainConfig(**small), progress=False, log=lambda *_: None)
+    _, _, plain, _ = train(events, TrainConfig(**small, finetune_epochs=0), progress=False, log=lambda *_: None)
     assert tuned["trained_until_ts"] == tuned["split_ts"] - 1
     train_ev = [x for x in events if x.ts < plain["split_ts"]]
     val_ts = validation_window(train_ev, vocab, TrainConfig(**small))[0]

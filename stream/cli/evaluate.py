@@ -34,7 +34,7 @@ def cmd_backtest(s: Settings, args) -> int:
                          seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems,
                          rankers=tuple(r for r in args.rankers.split(",") if r), encoder_dir=args.encoder_dir,
                          explore=args.explore, retrain_every_s=args.retrain_every, retrain_epochs=args.retrain_epochs,
-                         ranker_warmup_frac=args.ranker_warmup_frac)
+                         ranker_warmup_frac=args.ranker_warmup_frac, holdout=args.holdout)
     if args.retrain_every and not args.model_dir:
         print("recstream backtest: --retrain-every retrains the promoted model of --model-dir (train one with "
               "`recstream train --events LOG --test-frac 1-WARMUP --promote`)", file=sys.stderr)
@@ -102,6 +102,9 @@ def register(sub) -> None:
     bt.add_argument("--ranker-warmup-frac", type=float, default=0.1,
                     help="the end of the warm-up (this share of it) already shows lists to the rankers, which learn "
                     "there as a live worker would have; nothing there is evaluated (default %(default)s)")
+    bt.add_argument("--no-holdout", dest="holdout", action="store_false",
+                    help="with --model-dir: no holdout model over the end of the training window (the model's "
+                    "columns are then missing in the rankers' rows there; to measure what the holdout adds)")
     bt.add_argument("--retrain-every", type=duration, metavar="DURATION",
                     help="also run recstream with its model retrained every DURATION of event time (30m, 1h, 30d) "
                     "on the events revealed so far, warm-started, beside the frozen model; reports the ratio")

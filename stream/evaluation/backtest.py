@@ -52,6 +52,7 @@ class BacktestConfig:
     retrain_every_s: float | None = None   # also "recstream (retrained)": the model retrained at event time
     retrain_epochs: int = 2                # epochs of each warm-started retrain
     challenger: str | None = None          # also "recstream (candidate)": this model version (a shadow check)
+    holdout: bool = True                   # serve the model's holdout over its training window's end (system.py)
 
 
 @dataclass
@@ -232,6 +233,8 @@ def run_backtest(events: list[Event], items: list[dict], cfg: BacktestConfig, *,
     try:
         for start, batch in _user_disjoint_batches(events, cfg.batch_size, warmup=w_ranker, split=w):
             evaluate = [e for e in batch if e.ts >= warm_ts and e.item_id and e.type != "search"]
+            for rs in replay.rs:
+                rs.advance(batch[0].ts)
             if retrainer is not None:           # a retrain loop running since the log began, like a cron job
                 retrainer.maybe(batch[0].ts)       # on what was revealed before this batch
             if start >= w_ranker and not evaluate:

@@ -79,7 +79,7 @@ def shadow_score(events, items, holdout_ts: int, registry_root, candidate: str, 
     before = sum(1 for e in events if e.ts < holdout_ts)
     warm = (before + 0.5) / max(1, len(events))        # int(n * warm) == before: the first held-out event exactly
     cfg = BacktestConfig(warmup_frac=warm, systems=("recstream",), rankers=(), encoder_dir=encoder_dir,
-                         explore=False, batch_size=batch_size,
+                         explore=False, batch_size=batch_size, holdout=False,     # the two models, as they are
                          challenger=str(Registry(registry_root).path(candidate)))
     rep = run_backtest(events, items, cfg, redis_url=redis_url, model_dir=str(registry_root))
     sy = rep["systems"]

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import numpy as np
+import orjson
 
 from schemas import Event, Rejected, validate_item
 from stream.config.compose import assemble, make_ranker
@@ -13,6 +14,7 @@ from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.rank import RankConfig
 from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
 from stream.core.stages import Ingested
+from stream.core.storage.registry import Registry
 from stream.core.storage.store import connect
 from stream.evaluation.baselines import (CoVisitKNN, CoVisitSymmetric, MostPopular, RecentItems, RiverMF,
                                          TrendingPopular)
@@ -30,7 +32,8 @@ class RecstreamSystem:
 
     def __init__(self, redis_url: str, items: list[dict], model_dir: str | None, k: int, seed: int,
                  exclude_seen: bool = False, rankers: tuple[str, ...] = (), encoder_dir: str | None = None,
-                 explore: bool = True, label: str = "", model_path: str | None = None, learn_blend: bool = True):
+                 explore: bool = True, label: str = "", model_path: str | None = None, learn_blend: bool = True,
+                 holdout: bool = False):
         self.client = connect(redis_url)
         self.prefix = f"rs:bt:{uuid.uuid4().hex[:8]}:"
         self.label = label            # appended to every variant's name: "recstream+gbdt (retrained)"
@@ -44,6 +47,9 @@ class RecstreamSystem:
         self.encoder = self.pipeline.content.encoder if self.pipeline.content is not None else None
         self.rankers = {f"recstream+{spec}": make_ranker(spec, seed=seed) for spec in rankers if spec}
         self._variants()
+        self._main = None         # (the promoted model's directory, its last training event) while its holdout serves
+        if holdout and model_dir and not model_path:
+            self._serve_holdout(model_dir)
         good = [it for it in (validate_item(i) for i in items) if not isinstance(it, Rejected)]
         t = time.time()
         for i in range(0, len(good), 5000):
@@ -63,9 +69,31 @@ class RecstreamSystem:
 
     def set_model(self, path) -> None:
         """Swap in another model version between batches (a retrain); every ranker keeps what it learned."""
+        self._main = None
         self.pipeline.set_scorer(BlendedScorer(OnnxScorer(path)))
         self.version = self.pipeline.scorer.version
         self._variants()
+
+    def _serve_holdout(self, model_dir) -> None:
+        """Serve the promoted version's holdout model (`exporters.pipeline.holdout_files`: the same model before
+        fine-tuning, which never trained on the end of the training window) until the replay passes the
+        model's own training events, then the model itself (`advance`). Over the end of the window the
+        rankers then learn the model's columns from out-of-sample scores instead of missing ones."""
+        reg = Registry(model_dir)
+        version = reg.promoted()
+        d = reg.path(version) if version else None
+        if d is None or not (d / "holdout" / "model.onnx").exists():
+            return
+        until = orjson.loads((d / "manifest.json").read_bytes()).get("trained_until_ts")
+        if until is None:
+            return
+        self.set_model(d / "holdout")
+        self._main = (d, until)
+
+    def advance(self, now_ts: int) -> None:
+        """Before a batch at `now_ts`: the model itself replaces its holdout once its training events are past."""
+        if self._main is not None and now_ts > self._main[1]:
+            self.set_model(self._main[0])
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""
@@ -127,9 +155,9 @@ def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, 
             args = (redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen, cfg.rankers,
                     cfg.encoder_dir, cfg.explore)
             learn = not cfg.challenger          # a shadow check compares two models, not two learned weights
-            systems[name] = RecstreamSystem(*args, learn_blend=learn)
+            systems[name] = RecstreamSystem(*args, learn_blend=learn, holdout=cfg.holdout)
             if cfg.retrain_every_s:
-                systems[name + RETRAINED] = RecstreamSystem(*args, label=RETRAINED)
+                systems[name + RETRAINED] = RecstreamSystem(*args, label=RETRAINED, holdout=cfg.holdout)
             if cfg.challenger:
                 systems[name + CANDIDATE] = RecstreamSystem(*args, label=CANDIDATE, model_path=cfg.challenger,
                                                             learn_blend=False)

@@ -49,7 +49,7 @@ class OnnxScorer:
         self.manifest = orjson.loads((d / "manifest.json").read_bytes())
         self.version = self.manifest["version"]
         vocab = orjson.loads((d / "vocab.json").read_bytes())
-        self.index = {item: i for i, item in enumerate(vocab) if i > 0}
+        self.index = {item: i for i, item in enumerate(vocab) if i > 0 and item is not None}   # null: a row unused
         self.proxy: dict[str, int] = {}    # unknown item -> model id of its nearest known item (content), 0 = none
         self.T = int(self.manifest["model_config"]["max_len"])
         self.trained_until = self.manifest.get("trained_until_ts")    # ms: its training events end here

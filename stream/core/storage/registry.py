@@ -6,6 +6,9 @@ PROMOTED pointer that serving follows.
     artifacts/models/seqrec/v3-1a2b3c4d/vocab.json     item ids, index = position (0 = padding)
     artifacts/models/seqrec/v3-1a2b3c4d/manifest.json  version, created_at, training-data hash, metrics,
                                                        opset, parity figures, model config
+    artifacts/models/seqrec/v3-1a2b3c4d/holdout/       the same model before fine-tuning, a model directory of
+                                                       its own (vocab nulls: items it never trained on); only
+                                                       backtests serve it (exporters/pipeline.holdout_files)
 
 Writes are atomic (temp dir + rename; pointer via rename), so a worker polling PROMOTED never sees
 a half-written version. A model that failed parity cannot be registered.
@@ -49,6 +52,7 @@ class Registry:
         version = f"v{seq}-{digest}"
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
         for name, src in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / name)
         manifest = {**manifest, "name": self.name, "version": version, "seq": seq,
                     "created_at": int(time.time() * 1000), "files": sorted(files)}
