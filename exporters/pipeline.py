@@ -96,7 +96,10 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
     report["test"]["linear"] = summarize(linear_ranks(linear, len(vocab), histories, targets, cfg.exclude_seen),
                                          ks=(10,))
     report["linear"] = linear.report
-    extras = []
+    manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt,
+                "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
+                "train_config": report["config"], "trained_until_ts": report["trained_until_ts"]}
+    extras = []           # (tmp, onnx_path) -> more files; each may add to `manifest` (export_register reads it after)
     if holdout is not None:
         until = report["holdout_until_ts"]
         before = [x for x in events if x.ts <= until]
@@ -107,7 +110,6 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
         def quantized(tmp, onnx_path):
             from exporters.quantize import quantize_int8
             q = quantize_int8(onnx_path, Path(tmp) / "model.int8.onnx")
-            histories, targets = held_out(events, report["split_ts"], vocab, cfg.max_len)
             fp = summarize(_onnx_ranks(onnx_path, histories, targets, cfg.max_len, len(vocab)), ks=(10,))
             i8 = summarize(_onnx_ranks(q, histories, targets, cfg.max_len, len(vocab)), ks=(10,))
             s_fp, s_i8 = _speed(onnx_path, cfg.max_len, len(vocab)), _speed(q, cfg.max_len, len(vocab))
@@ -117,12 +119,9 @@ def train_export_register(events_path, fmt=None, *, registry_root="artifacts/mod
                               "speedup": s_i8 / s_fp}
             log(f"int8: NDCG@10 {fp['ndcg@10']:.4f} -> {i8['ndcg@10']:.4f}; "
                 f"{s_fp:,.0f} -> {s_i8:,.0f} sequences/s (batch 32, 100 candidates)")
-            manifest["int8"] = report["int8"]      # read by export_register after this returns
+            manifest["int8"] = report["int8"]
             return {"model.int8.onnx": q}
         extras.append(quantized)
-    manifest = {"data_hash": report["data_hash"], "source": str(events_path), "format": fmt,
-                "metrics": {"test": report["test"], "val_ndcg@10": report["val_ndcg@10"]},
-                "train_config": report["config"], "trained_until_ts": report["trained_until_ts"]}
 
     def extra(tmp, onnx_path):
         return {name: path for add in extras for name, path in add(tmp, onnx_path).items()}

@@ -222,7 +222,6 @@ class Fit(NamedTuple):
     best: float                           # validation NDCG@10
     best_epoch: int
     holdout: SeqRec | SeqRecEnsemble | None   # the model before fine-tuning: it never saw the validation window
-    holdout_until_ts: int | None              # the last timestamp the holdout model trained on
 
 
 def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progress: bool = True, log=None) -> Fit:
@@ -256,7 +255,7 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
         full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
         members = [_fit(full_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=cfg.finetune_epochs,
                         progress=progress, model=m)[0] for i, m in enumerate(members)]
-    return Fit(from_members(members).eval(), best, best_epoch, holdout, val_ts - 1 if holdout is not None else None)
+    return Fit(from_members(members).eval(), best, best_epoch, holdout)
 
 
 class Trained(NamedTuple):
@@ -275,7 +274,7 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     train_ev = [x for x in events if x.ts < t_split]
     vocab = train_vocab(train_ev)
     log(f"train: {len(train_ev)} events before the split, {len(events) - len(train_ev)} held out")
-    model, best, best_epoch, holdout, holdout_until = fit_window(train_ev, vocab, cfg, progress, log)
+    model, best, best_epoch, holdout = fit_window(train_ev, vocab, cfg, progress, log)
     histories, targets = held_out(events, t_split, vocab, cfg.max_len)
     counts = np.bincount([vocab.index[x.item] for x in train_ev], minlength=len(vocab))
     ours = summarize(rank_targets(model, histories, targets, cfg.max_len, cfg.exclude_seen), ks=(10,))
@@ -288,7 +287,8 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     # what the exported model has learned from: the whole window, or (no fine-tuning) the part before its
     # validation split, which the model then has never trained on (a ranker may learn its columns there)
     until = t_split - 1 if cfg.finetune_epochs > 0 else val_ts - 1
-    report = {"split_ts": t_split, "trained_until_ts": until, "holdout_until_ts": holdout_until,
+    report = {"split_ts": t_split, "trained_until_ts": until,
+              "holdout_until_ts": val_ts - 1 if holdout is not None else None,     # `Fit.holdout`: what it saw
               "train_events": len(train_ev), "test_events": len(targets),
               "best_epoch": best_epoch, "val_ndcg@10": best, "val_most_popular_ndcg@10": val_pop,
               "seconds": round(time.time() - t0, 1),

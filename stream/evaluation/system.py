@@ -6,7 +6,6 @@ import time
 import uuid
 
 import numpy as np
-import orjson
 
 from schemas import Event, Rejected, validate_item
 from stream.config.compose import assemble, make_ranker
@@ -14,7 +13,6 @@ from stream.core.ranking.cascade import RankedScorer
 from stream.core.ranking.rank import RankConfig
 from stream.core.scoring.transformer import BlendedScorer, OnnxScorer
 from stream.core.stages import Ingested
-from stream.core.storage.registry import Registry
 from stream.core.storage.store import connect
 from stream.evaluation.baselines import (CoVisitKNN, CoVisitSymmetric, MostPopular, RecentItems, RiverMF,
                                          TrendingPopular)
@@ -47,9 +45,9 @@ class RecstreamSystem:
         self.encoder = self.pipeline.content.encoder if self.pipeline.content is not None else None
         self.rankers = {f"recstream+{spec}": make_ranker(spec, seed=seed) for spec in rankers if spec}
         self._variants()
-        self._main = None         # (the promoted model's directory, its last training event) while its holdout serves
-        if holdout and model_dir and not model_path:
-            self._serve_holdout(model_dir)
+        self._main = None         # (the promoted model's scorer, its last training event) while its holdout serves
+        if holdout and not model_path:
+            self._serve_holdout()
         good = [it for it in (validate_item(i) for i in items) if not isinstance(it, Rejected)]
         t = time.time()
         for i in range(0, len(good), 5000):
@@ -69,31 +67,30 @@ class RecstreamSystem:
 
     def set_model(self, path) -> None:
         """Swap in another model version between batches (a retrain); every ranker keeps what it learned."""
+        self._use(BlendedScorer(OnnxScorer(path)))
+
+    def _use(self, scorer) -> None:
         self._main = None
-        self.pipeline.set_scorer(BlendedScorer(OnnxScorer(path)))
+        self.pipeline.set_scorer(scorer)
         self.version = self.pipeline.scorer.version
         self._variants()
 
-    def _serve_holdout(self, model_dir) -> None:
+    def _serve_holdout(self) -> None:
         """Serve the promoted version's holdout model (`exporters.pipeline.holdout_files`: the same model before
         fine-tuning, which never trained on the end of the training window) until the replay passes the
         model's own training events, then the model itself (`advance`). Over the end of the window the
         rankers then learn the model's columns from out-of-sample scores instead of missing ones."""
-        reg = Registry(model_dir)
-        version = reg.promoted()
-        d = reg.path(version) if version else None
-        if d is None or not (d / "holdout" / "model.onnx").exists():
+        main = self.pipeline.base_scorer
+        model = getattr(main, "transformer", None)
+        if model is None or model.trained_until is None or not (model.dir / "holdout" / "model.onnx").exists():
             return
-        until = orjson.loads((d / "manifest.json").read_bytes()).get("trained_until_ts")
-        if until is None:
-            return
-        self.set_model(d / "holdout")
-        self._main = (d, until)
+        self.set_model(model.dir / "holdout")
+        self._main = (main, model.trained_until)
 
     def advance(self, now_ts: int) -> None:
         """Before a batch at `now_ts`: the model itself replaces its holdout once its training events are past."""
         if self._main is not None and now_ts > self._main[1]:
-            self.set_model(self._main[0])
+            self._use(self._main[0])
 
     def ask(self, users: list[str], now_ts: int, k: int, exclude=None, only_rankers: bool = False):
         """name -> user -> items; every variant's list counts as shown to the user (its ranker's impressions)."""

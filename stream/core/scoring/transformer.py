@@ -45,7 +45,7 @@ class OnnxScorer:
     state_path = True                       # False: always the graph's single run (bench.run --no-state-path)
 
     def __init__(self, model_dir: str | Path, max_batch: int = 256, providers: list[str] | None = None):
-        d = Path(model_dir)
+        d = self.dir = Path(model_dir)
         self.manifest = orjson.loads((d / "manifest.json").read_bytes())
         self.version = self.manifest["version"]
         vocab = orjson.loads((d / "vocab.json").read_bytes())
