@@ -46,10 +46,11 @@ def show_search(port: int, user: str, events: list[dict], items: list[dict], tit
         if tr.status_code == 200:
             got = tr.json()
             # rising = most likely to grow most in the next window; the last window may still be below baseline
-            rising = ", ".join(f"{titles.get(r['key'], r['key'])} ({r['rise']:+.1f} on its baseline)"
+            rising = ", ".join(f"{titles.get(r['key'], r['key'])} ({r['rise']:+.1f} last window against its baseline)"
                                for r in got["rising"]) or "none"
             busy = ", ".join(f"{titles.get(r['key'], r['key'])} ({r['count']:.0f})" for r in got["popular"])
+            by = "the learned order" if got.get("learned") else "the prior, the busiest keys, until learning beats it"
             print(f"== trends (GET /v1/trends, {got['window_s']:.0f} s windows of event time, at the log's end): "
-                  f"rising {rising}; most active {busy}")
+                  f"rising, i.e. likely to grow most in the next window ({by}): {rising}; most active {busy}")
     except httpx.HTTPError as exc:
         print(f"  the API did not answer: {exc}")
