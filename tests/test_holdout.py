@@ -47,7 +47,8 @@ def test_the_holdout_never_trained_on_the_windows_end(trained):
     held = orjson.loads((d / "holdout" / "manifest.json").read_bytes())
     assert report["holdout_until_ts"] == held["trained_until_ts"] == manifest["holdout"]["trained_until_ts"]
     assert held["trained_until_ts"] < manifest["trained_until_ts"] and held["parity"]["passed"]
-    assert {f"holdout/{n}" for n in ("model.onnx", "vocab.json", "linear.npz", "manifest.json")} <= set(manifest["files"])
+    names = ("model.onnx", "vocab.json", "linear.npz", "manifest.json")
+    assert {f"holdout/{n}" for n in names} <= set(manifest["files"])
     # the items first seen after the holdout's training events are unknown to it (null in its vocabulary),
     # known to the model itself, and never proposed by the holdout's own top items
     model, holdout = OnnxScorer(d), OnnxScorer(d / "holdout")

@@ -163,9 +163,9 @@ def register(sub) -> None:
                     help="a training window ends every STRIDE items (default 10; 50 = no overlap: 5x fewer windows an epoch)")
     tr.add_argument("--finetune-epochs", type=int, default=2,
                     help="epochs on the whole window after early stopping (default 2); the model as it was before "
-                         "them is registered too (holdout/: backtests serve it over the window's end, where it is out of "
-                         "sample for the learned ranker); 0: the model and the item linear model stop where the "
-                         "window's validation split begins, so that split is new to them")
+                         "them is registered too (holdout/: backtests serve it over the window's end, where it is "
+                         "out of sample for the learned ranker); 0: the model and the item linear model stop where "
+                         "the window's validation split begins, so that split is new to them")
     tr.add_argument("--members", type=int, default=2,
                     help="train N models (seeds SEED, SEED+1, ...; the others as many epochs as the first's best) "
                          "and serve their mean score, one ONNX graph: less noise for about N times the training "
