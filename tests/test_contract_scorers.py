@@ -25,7 +25,7 @@ def _batch(seed: int = 0, users: int = 3, empty_user: bool = True) -> CandidateB
                          prev_ts=5_000, last_type="view") for u in names}
     meta = {i: ("a", None, 10.0) for its in items for i in its}
     return CandidateBatch(names, items, feats, [snaps[u].recent for u in names], ["view"] * users, snapshots=snaps,
-                          now_ts=20_000, meta=meta, item_stats={i: (3.0, 1.0) for i in meta})
+                          now_ts=20_000, meta=meta, item_stats={i: (3.0, 1.0, 0.0, 0.0) for i in meta})
 
 
 def _trained_ranker() -> OnlineRanker:

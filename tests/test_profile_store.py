@@ -124,3 +124,32 @@ def test_the_snapshot_of_an_update_equals_a_read_of_what_it_stored(redis_client)
         for uid, snap in got.items():
             assert snap.affinity == again[uid].affinity and snap.aff_ts == again[uid].aff_ts
     assert len(snap.affinity) == 12
+
+
+def test_explicit_ratings_are_counted_once_per_item_and_read_as_a_shrunk_mean(redis_client):
+    """`context.rating` (a rating log's stars) feeds each item's rating sum and count, once per event: a
+    batch whose profile writes landed before its shared writes (a crash between them) is redelivered, its
+    shared parts come back from the outbox with their ratings, and a third delivery adds nothing. A rating
+    that is not a finite number is not counted. `item_stats` reads the item's mean against all items'."""
+    from stream.core.candidates.gather import RATING_PRIOR, item_stats
+    from stream.core.validate import InMessage
+    prefix = f"rs:t{uuid.uuid4().hex[:8]}:"
+    store = ProfileStore(redis_client, prefix)
+    t0 = 1_700_000_000_000
+    rated = [("u1", "m1", 5), ("u2", "m1", 4), ("u1", "m2", 1), ("u2", "m2", "5"), ("u3", "m2", True),
+             ("u3", "m3", None)]
+    events = [Event(event_id=f"e{n}", user_id=u, item_id=i, type="view", ts=t0 + n * 1000,
+                    context={"rating": r} if r is not None else None) for n, (u, i, r) in enumerate(rated)]
+    origins = [InMessage(b"", None, "events", 0, 10 + n) for n in range(len(events))]
+    store.apply(events, origins, share=False)            # the profiles written, the shared writes lost
+    rsum, rn = store.keys.rating()
+    assert redis_client.zcard(rsum) == 0
+    for _ in range(2):                                   # redelivered, then once more: counted once
+        store.apply(events, origins)
+        assert redis_client.zscore(rsum, "m1") == 9.0 and redis_client.zscore(rn, "m1") == 2.0
+        assert redis_client.zscore(rsum, "m2") == 1.0 and redis_client.zscore(rn, "m2") == 1.0
+        assert redis_client.zscore(rn, "") == 3.0 and redis_client.zscore(rn, "m3") is None
+    stats = item_stats(redis_client, store.keys, 3600.0, ["m1", "m2", "m3"], t0 + 10_000)
+    mean = 10.0 / 3
+    assert stats["m1"][2:] == pytest.approx(((9.0 - 2 * mean) / (2 + RATING_PRIOR), 2.0))
+    assert stats["m2"][2] < 0 < stats["m1"][2] and stats["m3"][2:] == (0.0, 0.0)

@@ -294,7 +294,8 @@ def test_the_item_table_path_equals_the_per_candidate_lists():
     pool = [f"i{j}" for j in range(40)]
     meta = {i: (pick(["shoes", "hats", "", None, "bags"]), pick(["acme", "zed", "", None]), pick([None, 0.0, 5, 19.5]))
             for i in pool[:34]}                                  # i34..i39: no metadata
-    stats = {i: (float(rng.integers(0, 50)), float(rng.random() * 3)) for i in pool if rng.random() < 0.8}
+    stats = {i: (float(rng.integers(0, 50)), float(rng.random() * 3), float(rng.normal()), float(rng.integers(0, 9)))
+             for i in pool if rng.random() < 0.8}
     sizes = (6, 0, 9, 4, 12)
     items = [[pick(pool) for _ in range(c)] for c in sizes]      # repeats across and within users
     users = [_user(affinity={"c:shoes": 4.0, "c:socks": 9.0, "b:zed": 1.0, "c:": 2.0}, aff_ts={"c:bags": HOUR},
@@ -303,7 +304,7 @@ def test_the_item_table_path_equals_the_per_candidate_lists():
     src = [rng.choice([0.0, 0.5, 1.0], size=(c, len(SOURCE_NAMES))) for c in sizes]
     base, tr = [rng.normal(size=c) for c in sizes], [rng.normal(size=c) for c in sizes]
     hist = [[pick(pool) for _ in range(5)] for _ in sizes]
-    trend_max = max(t for _, t in stats.values())
+    trend_max = max(t for _, t, _, _ in stats.values())
     lists = batch_features(src, tr, base, [[meta.get(i, (None, None, None)) for i in it] for it in items], users,
                            12 * HOUR, [np.array([stats.get(i, (0.0, 0.0))[0] for i in it]) for it in items],
                            [np.array([stats.get(i, (0.0, 0.0))[1] for i in it]) / trend_max for it in items],
@@ -311,7 +312,9 @@ def test_the_item_table_path_equals_the_per_candidate_lists():
     table, rows = batch_table(meta, stats, items)
     via_table = table_features(src, tr, base, users, 12 * HOUR, table, rows, None, items, hist, lasts)
     assert len(via_table) == len(lists) == len(sizes)
-    for a, b in zip(via_table, lists):
+    r = FEATURE_NAMES.index("item_rating")          # the per-candidate lists carry no ratings: read from `stats`
+    for a, b, it in zip(via_table, lists, items):
+        b[:, r:r + 2] = [(st[2], np.log1p(st[3])) for st in (stats.get(i, (0.0,) * 4) for i in it)] or b[:, r:r + 2]
         np.testing.assert_array_equal(a, b)
     assert sum(x[:, FEATURE_NAMES.index("hist_bought")].sum() for x in lists) > 0      # the cases were exercised
     assert sum(x[:, FEATURE_NAMES.index("last_same_cat")].sum() for x in lists) > 0

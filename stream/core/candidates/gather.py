@@ -70,22 +70,36 @@ def content_similarity(index, uvec: dict, cand_items: list[list[str]], users: li
     return out
 
 
-def item_stats(client, keys, trend_half_life_s: float, items: list[str], now_ts: int) -> dict[str, tuple[float, float]]:
-    """item -> (all-time weighted interactions, trend score at now) in one round-trip (ZMSCORE)."""
+def item_stats(client, keys, trend_half_life_s: float, items: list[str], now_ts: int
+               ) -> dict[str, tuple[float, float, float, float]]:
+    """item -> (all-time weighted interactions, trend score at now, its explicit ratings' mean against all
+    items' mean, how many ratings it has) in one round-trip (ZMSCORE; `_read_stats`)."""
     e, scale = trend_epoch(trend_half_life_s, now_ts)
-    pop, tr = _read_stats(client, keys, e, items)
-    return {i: (p, r * scale) for i, p, r in zip(items, pop, tr)}
+    return {i: (p, r * scale, d, n) for i, (p, r, d, n) in zip(items, _read_stats(client, keys, e, items))}
 
 
-def _read_stats(client, keys, epoch: int, items: list[str]) -> tuple[list[float], list[float]]:
-    """Per item: its popularity, and its trend as stored in `epoch`'s key (not yet decayed to a time)."""
+RATING_PRIOR = 5.0     # an item's rating mean is shrunk towards all items' mean as if it had this many more
+
+
+def _read_stats(client, keys, epoch: int, items: list[str]) -> list[tuple[float, float, float, float]]:
+    """Per item: its popularity, its trend as stored in `epoch`'s key (not yet decayed to a time), and its
+    ratings: (sum - n * mean) / (n + RATING_PRIOR), the mean of all items' ratings being `mean` (0 without
+    a rating, as on a log whose events carry none), and n."""
     if not items:
-        return [], []
+        return []
     pipe = pipeline(client)
     pipe.execute_command("ZMSCORE", keys.pop(), *items)
     pipe.execute_command("ZMSCORE", keys.trend(epoch), *items)
-    pop, tr = pipe.execute()
-    return [float(p or 0.0) for p in pop], [float(r or 0.0) for r in tr]
+    for key in keys.rating():
+        pipe.execute_command("ZMSCORE", key, "", *items)
+    pop, tr, rsum, rn = pipe.execute()
+    total, count = float(rsum[0] or 0.0), float(rn[0] or 0.0)
+    mean = total / count if count else 0.0
+    out = []
+    for p, r, rs, n in zip(pop, tr, rsum[1:], rn[1:]):
+        n = float(n or 0.0)
+        out.append((float(p or 0.0), float(r or 0.0), (float(rs or 0.0) - n * mean) / (n + RATING_PRIOR), n))
+    return out
 
 
 def trend_epoch(trend_half_life_s: float, now_ts: int) -> tuple[int, float]:
@@ -104,12 +118,12 @@ class ItemStatsCache:
 
     def __init__(self, max_age_s: float, max_items: int = 200_000):
         self.max_age_s, self.max_items = max_age_s, max_items
-        self._got: dict[str, tuple[float, float, float]] = {}     # item -> (popularity, stored trend, when read)
+        self._got: dict[str, tuple] = {}     # item -> (popularity, stored trend, rating, ratings, when read)
         self._epoch: int | None = None
         self._lock = threading.Lock()      # (a batch not prepared ahead reads on the emitting thread)
 
     def read(self, client, keys, trend_half_life_s: float, items: list[str], now_ts: int
-             ) -> dict[str, tuple[float, float]]:
+             ) -> dict[str, tuple[float, float, float, float]]:
         with self._lock:
             return self._read(client, keys, trend_half_life_s, items, now_ts)
 
@@ -119,7 +133,7 @@ class ItemStatsCache:
             self._got.clear()
             self._epoch = e
         got, now, old = self._got, time.monotonic(), self.max_age_s
-        stale = [i for i in items if (g := got.get(i)) is None or now - g[2] > old]
-        for i, p, r in zip(stale, *_read_stats(client, keys, e, stale)):
-            got[i] = (p, r, now)
-        return {i: (got[i][0], got[i][1] * scale) for i in items}
+        stale = [i for i in items if (g := got.get(i)) is None or now - g[4] > old]
+        for i, st in zip(stale, _read_stats(client, keys, e, stale)):
+            got[i] = (*st, now)
+        return {i: ((g := got[i])[0], g[1] * scale, g[2], g[3]) for i in items}

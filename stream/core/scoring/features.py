@@ -39,11 +39,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "last_price_rel", "last_price_known",           # log(item price) - log(the newest item's price)
     "linear_score",                                 # the item linear model's score / the user's best (any candidate)
     "pop_rel",                                      # log popularity - its mean over the user's recent items (0 without)
+    "item_rating", "item_rated",                    # its ratings' mean against all items' (shrunk); log1p(count)
 )
 N_FEATURES = len(FEATURE_NAMES)
 _W = len(SOURCE_NAMES)
-_HIST, _BOUGHT, _CONTENT, _LAST, _LINEAR, _POP_REL = (FEATURE_NAMES.index(n) for n in (
-    "hist_recency", "hist_bought", "content_sim", "last_same_cat", "linear_score", "pop_rel"))
+_HIST, _BOUGHT, _CONTENT, _LAST, _LINEAR, _POP_REL, _RATING = (FEATURE_NAMES.index(n) for n in (
+    "hist_recency", "hist_bought", "content_sim", "last_same_cat", "linear_score", "pop_rel", "item_rating"))
 
 
 @dataclass
@@ -198,6 +199,7 @@ def table_features(sources: list[np.ndarray], transformer: list[np.ndarray] | No
     X[:, col + 6] = table.trend[rows]
     usual_pop = np.array([u.pop_mean if u.pop_mean is not None else np.nan for u in users], dtype=np.float64)[seg]
     X[:, _POP_REL] = np.where(np.isfinite(usual_pop), X[:, col + 5] - usual_pop, 0.0)
+    X[:, _RATING], X[:, _RATING + 1] = table.rating[rows], np.log1p(np.maximum(table.rated[rows], 0.0))
     # the user's category and brand affinities: each distinct category (brand) of the batch gets a column of
     # a small users x categories table filled from the profiles, and every candidate reads its cell
     cat, brand = table.cat[rows], table.brand[rows]

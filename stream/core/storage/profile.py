@@ -19,7 +19,7 @@ from schemas import Event
 from stream.core.storage.catalog import parse_meta, queue_meta
 from stream.core.storage.cache import ProfileCache
 from stream.core.storage.rawpipe import pipeline
-from stream.core.storage.shared import Fed, SharedStats
+from stream.core.storage.shared import Fed, SharedStats, rating_of
 from stream.core.storage.store import Keys
 from stream.core.storage.update import decode as decode_profile
 from stream.core.storage.update import aff_numbers, snapshot_reply
@@ -215,7 +215,7 @@ class ProfileStore:
                 ev, m = evs[int(shared[i]) - 1]
                 src = f"{m.topic}|{m.partition}" if m is not None and m.offset >= 0 else ""
                 fed.append(Fed.decode(src, m.offset if src else -1, ev.item_id, cats[ev.event_id], WEIGHTS[ev.type],
-                                      ev.ts, shared[i + 1]))
+                                      ev.ts, shared[i + 1], rating_of(ev.context)))
             out[uid] = _snapshot(uid, seq, aff, bought, last_ts, extra, hl, aff_numbers(states[u]),
                                  applied=len(fresh), events=[ev for ev, _ in evs], fresh=fresh, bot="2" in flags,
                                  fed=fed)

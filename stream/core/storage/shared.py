@@ -1,5 +1,5 @@
-"""The shared statistics (co-visitation, co-occurrence, trending, popularity, popularity per user stage),
-added up per batch.
+"""The shared statistics (co-visitation, co-occurrence, trending, popularity, popularity per user stage, the
+items' explicit ratings), added up per batch.
 
 The per-user update (`update.apply_user`, computed in the worker, written to the user's keys only) gives,
 for each applied, not bot-like event with an item, the event's *shared part* (the items it follows, the
@@ -42,13 +42,33 @@ class Fed:
     follows: tuple[str, ...]
     cooccurs: tuple[str, ...]
     stage: int = -1        # the user's recent items before the event (-1: an outbox entry written before it)
+    rating: float | None = None     # the event's explicit rating (`rating_of`), if it has one
 
     @classmethod
-    def decode(cls, source: str, offset: int, item: str, category: str, weight: int, ts: int, raw: bytes) -> Fed:
+    def decode(cls, source: str, offset: int, item: str, category: str, weight: int, ts: int, raw: bytes,
+               rating: float | None = None) -> Fed:
         part = orjson.loads(raw)
         v, s = part.get("v"), part.get("s")        # cjson writes an empty list as {}
         return cls(source, offset, item, category, weight, ts, tuple(v) if isinstance(v, list) else (),
-                   tuple(s) if isinstance(s, list) else (), int(part.get("h", -1)))
+                   tuple(s) if isinstance(s, list) else (), int(part.get("h", -1)), rating)
+
+
+RATING_LIMIT = 1e6     # a rating's magnitude at most this (a hostile 1e300 would swamp an item's mean)
+
+
+def rating_of(context: dict | None) -> float | None:
+    """An event's explicit rating, `context.rating` (a rating log's stars; the contract leaves context
+    free-form): a finite number of magnitude at most `RATING_LIMIT`, else None (not counted).
+
+    >>> rating_of({"rating": 4}), rating_of({"rating": "5"}), rating_of({"rating": True}), rating_of(None)
+    (4.0, None, None, None)
+    >>> rating_of({"rating": 1e300}), rating_of({"rating": float("nan")})
+    (None, None)
+    """
+    r = (context or {}).get("rating")
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not abs(r) <= RATING_LIMIT:
+        return None
+    return float(r)
 
 
 def stage_of(n_recent: int) -> int:
@@ -76,6 +96,7 @@ class SharedStats:
         # "cv" / "cs": item -> (shard, its co-visitation / co-occurrence key); "other": the rest's
         self._names: dict[str, dict] = {"cv": {}, "cs": {}, "other": {}}
         self._pop = (shard_of_key(self.keys.pop()), self.keys.pop())
+        self._rating = [(shard_of_key(k), k) for k in self.keys.rating()]
 
     def _name(self, kind: str, ident, make, *args) -> tuple[int, str]:
         """`make(*args)` (a `Keys` method) and its shard, cached under `ident` in `kind`'s table: the same
@@ -104,6 +125,9 @@ class SharedStats:
                         item, boost))
             out.append((other.get(("pop", cat)) or name("other", ("pop", cat), k.pop, cat), item, w))
         out.append((self._pop, item, w))
+        if f.rating is not None:      # an item's rating sum and count; member "" holds every item's together
+            out += [(self._rating[0], item, f.rating), (self._rating[1], item, 1),
+                    (self._rating[0], "", f.rating), (self._rating[1], "", 1)]
         if f.stage >= 0:
             stage = stage_of(f.stage)
             out.append((other.get(("ps", stage)) or name("other", ("ps", stage), k.stage_pop, stage), item, w))

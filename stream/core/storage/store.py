@@ -21,6 +21,7 @@ and S = {P}{s:NN}:
   S tr:{epoch}, S tr:c:{cat}:{epoch}     zset   forward-decayed trending scores
   S pop, S pop:c:{cat}                   zset   all-time popularity
   S ps:{stage}         zset   all-time popularity among events of users at a stage (`shared.stage_of`)
+  S rsum, S rn         zset   explicit ratings (`context.rating`) per item: sum, count; member "": all items
   S guard              hash   input partition -> newest offset whose increments the shard holds
   {P}meta:live:2       string the store's marker: written at initialisation and by `recstream rebuild`;
                               a store without it was emptied, and nothing is applied to it
@@ -174,6 +175,10 @@ class Keys:
 
     def pop(self, cat: str | None = None) -> str:
         return f"{self.shared('c:' + cat)}pop:c:{key_part(cat)}" if cat else f"{self.shared('pop')}pop"
+
+    def rating(self) -> tuple[str, str]:
+        """The items' explicit ratings: their sum and their count (member "": all items'), in pop's shard."""
+        return f"{self.shared('pop')}rsum", f"{self.shared('pop')}rn"
 
     def stage_pop(self, stage: int) -> str:
         """Popularity among events of users at `stage` (`shared.stage_of`)."""
