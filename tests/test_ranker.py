@@ -314,7 +314,8 @@ def test_the_item_table_path_equals_the_per_candidate_lists():
     assert len(via_table) == len(lists) == len(sizes)
     r = FEATURE_NAMES.index("item_rating")          # the per-candidate lists carry no ratings: read from `stats`
     for a, b, it in zip(via_table, lists, items):
-        b[:, r:r + 2] = [(st[2], np.log1p(st[3])) for st in (stats.get(i, (0.0,) * 4) for i in it)] or b[:, r:r + 2]
+        rating = np.array([stats.get(i, (0.0,) * 4)[2:] for i in it]).reshape(-1, 2)
+        b[:, r], b[:, r + 1] = rating[:, 0], np.log1p(rating[:, 1])
         np.testing.assert_array_equal(a, b)
     assert sum(x[:, FEATURE_NAMES.index("hist_bought")].sum() for x in lists) > 0      # the cases were exercised
     assert sum(x[:, FEATURE_NAMES.index("last_same_cat")].sum() for x in lists) > 0

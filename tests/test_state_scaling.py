@@ -190,8 +190,8 @@ def test_the_workers_item_statistics_cache_reads_only_what_is_stale_and_stays_ex
     redis_client.zadd(keys.pop(), {"a": 9.0, "d": 4.0})
     later = now + 60_000                                   # the trend decays with the batch's time, cached or not
     got = cache.read(redis_client, keys, hl, ["a", "d"], later)
-    assert got["a"] == (3.0, item_stats(redis_client, keys, hl, ["a"], later)["a"][1], 0.0, 0.0)   # not read again
-    assert got["d"] == (4.0, 0.0, 0.0, 0.0) and got["a"][1] < first["a"][1]                        # a new item is
+    assert got["a"] == (3.0, item_stats(redis_client, keys, hl, ["a"], later)["a"][1], 0.0, 0.0)   # not read yet
+    assert got["d"] == (4.0, 0.0, 0.0, 0.0) and got["a"][1] < first["a"][1]                    # a new item is read
     time.sleep(0.35)
     assert cache.read(redis_client, keys, hl, ["a", "d"], later) == item_stats(redis_client, keys, hl, ["a", "d"], later)
     redis_client.zadd(keys.pop(), {"a": 12.0})

@@ -37,8 +37,8 @@ class ItemTable:
     log_price: np.ndarray
     pop: np.ndarray
     trend: np.ndarray
-    rating: np.ndarray | None = None
-    rated: np.ndarray | None = None
+    rating: np.ndarray
+    rated: np.ndarray
 
     @classmethod
     def of(cls, meta: list, pop, trend, rating=None, rated=None) -> ItemTable:
