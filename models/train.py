@@ -7,7 +7,8 @@ already interacted with excluded), next to most-popular computed on the same tra
 Loss: **full softmax** cross-entropy over the whole vocabulary for catalogues up to 50,000 items
 (exact, and cheap at that size), **sampled softmax** above that (the positive against 256 uniformly
 sampled negatives shared by the batch, accidental hits masked). BCE with one negative per positive
-(the original SASRec) is known to be overconfident and to rank worse than a softmax.
+(the original SASRec) is known to be overconfident and to rank worse than a softmax. On a log without
+repeats (a rating log) the full softmax leaves each window's seen items out (`models/losses.py`).
 Training windows of `max_len` end every `stride` items (overlapping), so each item is learned from
 several context lengths. Early stopping on validation NDCG@10 over the last 10 % (by time) of the
 training window, each event ranked from its user's full earlier history like the test; the fit stage
@@ -29,6 +30,7 @@ import torch
 
 from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
+from models.losses import full_softmax_loss, masks_seen, sampled_softmax_loss
 from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, from_members
 from models.metrics import summarize
 
@@ -53,6 +55,7 @@ class TrainConfig:
     members: int = 1                   # models with seeds seed, seed + 1, ...: the served score is their mean
     seed: int = 42
     exclude_seen: bool = True
+    mask_seen: bool | None = None      # the window's items out of the softmax; None: when the log has no repeats
 
 
 def device() -> torch.device:
@@ -65,29 +68,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def full_softmax_loss(model: SeqRec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the next item over the whole vocabulary (padding excluded)."""
-    h = model.encode(x)
-    mask = y > 0
-    h, y = h[mask], y[mask]
-    logits = h @ model.item_emb.weight.T                                    # (N, n_items)
-    logits[:, 0] = -1e9
-    return torch.nn.functional.cross_entropy(logits, y)
-
-
-def sampled_softmax_loss(model: SeqRec, x: torch.Tensor, y: torch.Tensor, n_items: int, k: int,
-                         gen: torch.Generator) -> torch.Tensor:
-    h = model.encode(x)                                                     # (B, T, C)
-    mask = y > 0                                                            # (B, T)
-    h, y = h[mask], y[mask]                                                 # (N, C), (N,)
-    pos = (h * model.item_emb(y)).sum(-1, keepdim=True)                    # (N, 1)
-    neg_ids = torch.randint(1, n_items, (k,), generator=gen).to(h.device)   # (K,)
-    neg = h @ model.item_emb(neg_ids).T                                     # (N, K)
-    neg = neg.masked_fill(neg_ids.unsqueeze(0) == y.unsqueeze(1), -1e9)    # accidental hits
-    logits = torch.cat([pos, neg], dim=1)                                   # (N, 1 + K)
-    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=y.device))
 
 
 @torch.no_grad()
@@ -165,6 +145,7 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
     returns the best state; else exactly `epochs` epochs. Returns (model, best validation NDCG@10, best epoch)."""
     seed_everything(cfg.seed)
     X, Y = training_windows(seqs, cfg.max_len, cfg.stride)
+    mask_seen = masks_seen(cfg.mask_seen, seqs)
     if model is None:
         model = SeqRec(SeqRecConfig(n_items=len(vocab), max_len=cfg.max_len, dim=cfg.dim, heads=cfg.heads,
                                     layers=cfg.layers, dropout=cfg.dropout))
@@ -185,7 +166,7 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
         for i in bar:
             idx = order[i: i + cfg.batch_size]
             x, y = torch.from_numpy(X[idx]).to(dev), torch.from_numpy(Y[idx]).to(dev)
-            loss = (full_softmax_loss(model, x, y) if full
+            loss = (full_softmax_loss(model, x, y, mask_seen) if full
                     else sampled_softmax_loss(model, x, y, len(vocab), cfg.negatives, gen))
             opt.zero_grad()
             loss.backward()
@@ -237,8 +218,9 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
     fit_seqs = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
     full = len(vocab) <= cfg.full_softmax_items
     say = log or (lambda *_: None)
-    say(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax; validation {len(val_t)} events "
-        f"(last {cfg.val_frac:.0%} of the training window)")
+    say(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax"
+        f"{' without the seen items (no repeats)' if full and masks_seen(cfg.mask_seen, fit_seqs) else ''}; validation "
+        f"{len(val_t)} events (last {cfg.val_frac:.0%} of the training window)")
     model, best, best_epoch = _fit(fit_seqs, vocab, cfg, full, val=(val_h, val_t), progress=progress)
     members = [model]
     for i in range(1, cfg.members):
