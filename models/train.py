@@ -256,6 +256,9 @@ def train(events: list[Interaction], cfg: TrainConfig = TrainConfig(), progress:
     train_ev = [x for x in events if x.ts < t_split]
     vocab = train_vocab(train_ev)
     log(f"train: {len(train_ev)} events before the split, {len(events) - len(train_ev)} held out")
+    # decided once for the whole training window, so that the manifest's config says what was done
+    cfg = replace(cfg, mask_seen=masks_seen(cfg.mask_seen, [[x.item for x in xs] for xs in
+                                                            user_sequences(train_ev).values()]))
     model, best, best_epoch, holdout = fit_window(train_ev, vocab, cfg, progress, log)
     histories, targets = held_out(events, t_split, vocab, cfg.max_len)
     counts = np.bincount([vocab.index[x.item] for x in train_ev], minlength=len(vocab))

@@ -1,4 +1,6 @@
 """Training: the time split holds (nothing after the split is trained on), and a seed makes it repeatable."""
+from dataclasses import replace
+
 from models.data import Interaction, split_time, training_windows
 from models.train import TrainConfig, held_out, train
 from stream.data.synth import SynthConfig, SynthShop
@@ -94,3 +96,19 @@ def test_promote_keeps_out_a_model_that_does_not_beat_most_popular(tmp_path):
     good = train_export_register(ordered, "jsonl", registry_root=reg_ordered, **quiet)
     assert good["kept_out"] is None and Registry(reg_ordered).promoted() == good["version"]
     assert good["val_ndcg@10"] > good["val_most_popular_ndcg@10"]
+
+
+def test_the_softmax_mask_is_decided_by_the_training_window_and_recorded():
+    """The synthetic shop repeats items (the mask stays off); the same log with each user's repeats dropped,
+    as on a rating log, trains with the seen items out of the softmax; the report's config says which."""
+    events = synth_interactions()
+    seen, once = set(), []
+    for x in events:
+        if (x.user, x.item) not in seen:
+            seen.add((x.user, x.item))
+            once.append(x)
+    small = TrainConfig(epochs=1, patience=5, dim=16, layers=1, heads=1, max_len=10, seed=3, finetune_epochs=0)
+    quiet = dict(progress=False, log=lambda *_: None)
+    assert train(events, small, **quiet).report["config"]["mask_seen"] is False
+    assert train(once, small, **quiet).report["config"]["mask_seen"] is True
+    assert train(once, replace(small, mask_seen=False), **quiet).report["config"]["mask_seen"] is False
