@@ -31,6 +31,7 @@ import torch
 from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
 from models.losses import full_softmax_loss, masks_seen, sampled_softmax_loss
+from models.memory import freed_memory_kept
 from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, from_members
 from models.metrics import summarize
 
@@ -139,6 +140,7 @@ def data_hash(events: list[Interaction]) -> str:
     return h.hexdigest()[:16]
 
 
+@freed_memory_kept()            # the step's large tensors reused, not faulted in anew (models/memory.py)
 def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, val=None, epochs: int | None = None,
          progress: bool = True, model: SeqRec | None = None):
     """Train (seeded; from scratch unless `model` is given). With `val`: early stopping on its NDCG@10,
