@@ -19,7 +19,8 @@ import torch
 
 from models.data import Interaction, Vocab, train_vocab, user_sequences
 from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, from_members, members_of
-from models.train import TrainConfig, _fit, data_hash, fit_window, seed_everything
+from models.parallel import fine_tune
+from models.train import TrainConfig, data_hash, fit_window, seed_everything
 
 
 def grow_vocab(old: Vocab, events: list[Interaction]) -> Vocab:
@@ -75,8 +76,7 @@ def retrain(events: list[Interaction], cfg: TrainConfig = TrainConfig(), *, init
         cfg = replace(cfg, max_len=model.cfg.max_len)
         seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
         full = len(vocab) <= cfg.full_softmax_items
-        model = from_members([_fit(seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=warm_epochs,
-                                   progress=progress, model=m)[0] for i, m in enumerate(members_of(model))])
+        model = from_members(fine_tune(members_of(model), seqs, vocab, cfg, full, warm_epochs, progress))
         best, epochs = None, warm_epochs
     else:
         model, best, epochs, *_ = fit_window(events, vocab, cfg, progress)

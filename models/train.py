@@ -32,6 +32,7 @@ from models.data import (Interaction, Vocab, left_pad, split_time, train_vocab,
                          training_windows, user_sequences)
 from models.losses import full_softmax_loss, masks_seen, sampled_softmax_loss
 from models.memory import freed_memory_kept
+from models.parallel import fine_tune, fit_members
 from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble, from_members
 from models.metrics import summarize
 
@@ -142,9 +143,10 @@ def data_hash(events: list[Interaction]) -> str:
 
 @freed_memory_kept()            # the step's large tensors reused, not faulted in anew (models/memory.py)
 def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, val=None, epochs: int | None = None,
-         progress: bool = True, model: SeqRec | None = None):
+         progress: bool = True, model: SeqRec | None = None, states: list | None = None):
     """Train (seeded; from scratch unless `model` is given). With `val`: early stopping on its NDCG@10,
-    returns the best state; else exactly `epochs` epochs. Returns (model, best validation NDCG@10, best epoch)."""
+    returns the best state; else exactly `epochs` epochs. Returns (model, best validation NDCG@10, best epoch);
+    `states`, when given, gets the model's state after every epoch."""
     seed_everything(cfg.seed)
     X, Y = training_windows(seqs, cfg.max_len, cfg.stride)
     mask_seen = masks_seen(cfg.mask_seen, seqs)
@@ -175,6 +177,8 @@ def _fit(seqs: list[list[int]], vocab: Vocab, cfg: TrainConfig, full: bool, *, v
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+        if states is not None:
+            states.append({k: t.detach().cpu().clone() for k, t in model.state_dict().items()})
         if val is None:
             print(f"epoch {epoch:3d}/{epochs} (fixed count)  loss {np.mean(losses):.4f}", file=sys.stderr, flush=True)
             continue
@@ -223,11 +227,7 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
     say(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax"
         f"{' without the seen items (no repeats)' if full and masks_seen(cfg.mask_seen, fit_seqs) else ''}; validation "
         f"{len(val_t)} events (last {cfg.val_frac:.0%} of the training window)")
-    model, best, best_epoch = _fit(fit_seqs, vocab, cfg, full, val=(val_h, val_t), progress=progress)
-    members = [model]
-    for i in range(1, cfg.members):
-        members.append(_fit(fit_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=best_epoch,
-                            progress=progress)[0])
+    members, best, best_epoch = fit_members(fit_seqs, vocab, cfg, full, (val_h, val_t), progress, say)
     if len(members) > 1:
         first = best
         best = summarize(rank_targets(SeqRecEnsemble(members), val_h, val_t, cfg.max_len, cfg.exclude_seen),
@@ -237,8 +237,7 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
     if cfg.finetune_epochs > 0:
         holdout = from_members([copy.deepcopy(m) for m in members]).eval()
         full_seqs = [vocab.encode([x.item for x in xs]) for xs in user_sequences(events).values()]
-        members = [_fit(full_seqs, vocab, replace(cfg, seed=cfg.seed + i), full, epochs=cfg.finetune_epochs,
-                        progress=progress, model=m)[0] for i, m in enumerate(members)]
+        members = fine_tune(members, full_seqs, vocab, cfg, full, cfg.finetune_epochs, progress)
     return Fit(from_members(members).eval(), best, best_epoch, holdout)
 
 

@@ -1,16 +1,18 @@
 """A SeqRec ensemble (`recstream train --members N`): the mean of its members' scores, served through the
 same ONNX graph and state path as one model, saved and warm-started member by member."""
 import numpy as np
+import pytest
 import torch
 from conftest import register_model as register
 from test_train import synth_interactions
 
 from exporters.onnx import export_seqrec
 from exporters.parity import check_seqrec_parity
+from models import parallel
 from models.data import Interaction, Vocab
 from models.retrain import grow_model, load_checkpoint, retrain, save_checkpoint
 from models.seqrec import SeqRec, SeqRecConfig, SeqRecEnsemble
-from models.train import TrainConfig, train
+from models.train import TrainConfig, _fit, train
 from stream.core.scoring.transformer import OnnxScorer
 
 SMALL = dict(max_len=8, dim=16, layers=1, heads=1)
@@ -63,3 +65,31 @@ def test_members_train_with_their_own_seeds_and_the_first_is_the_single_model():
     torch.testing.assert_close(two.members[0].state_dict(), one.state_dict(), atol=0, rtol=0)
     assert not torch.equal(two.members[1].item_emb.weight, one.item_emb.weight)
     assert rep2["best_epoch"] == rep1["best_epoch"] and 0.0 <= rep2["val_ndcg@10"] <= 1.0
+
+
+def test_members_trained_at_once_are_the_members_trained_in_turn(monkeypatch):
+    """Child processes, one member each (models/parallel.py): the same weights bit for bit, the fine-tuning at
+    once too."""
+    if not parallel.runs_at_once(2):
+        pytest.skip("one core (or a GPU): the members train in turn")
+    events = synth_interactions()
+    cfg = TrainConfig(epochs=3, patience=3, negatives=32, seed=3, members=2, **{**SMALL, "max_len": 10})
+    at_once, _, rep, _ = train(events, cfg, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(parallel, "runs_at_once", lambda n: False)
+    in_turn, _, rep_in_turn, _ = train(events, cfg, progress=False, log=lambda *_: None)
+    assert rep["best_epoch"] == rep_in_turn["best_epoch"]
+    for a, b in zip(at_once.members, in_turn.members, strict=True):
+        torch.testing.assert_close(a.state_dict(), b.state_dict(), atol=0, rtol=0)
+
+
+def test_the_state_after_epoch_k_of_a_longer_run_is_a_k_epoch_run():
+    """What lets the other members train at once: the first member's best epoch is picked from their states."""
+    seqs = [[1 + (u + j) % 30 for j in range(12)] for u in range(40)]
+    vocab = Vocab([f"i{i}" for i in range(1, 31)])
+    cfg = TrainConfig(negatives=8, seed=5, **{**SMALL, "max_len": 10})
+    states = []
+    _fit(seqs, vocab, cfg, True, epochs=4, progress=False, states=states)
+    two, *_ = _fit(seqs, vocab, cfg, True, epochs=2, progress=False)
+    assert len(states) == 4
+    torch.testing.assert_close(states[1], two.state_dict(), atol=0, rtol=0)
+    assert not torch.equal(states[3]["item_emb.weight"], two.item_emb.weight)
