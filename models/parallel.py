@@ -9,8 +9,8 @@ trained alone, bit for bit (one thread gives other weights than two); its OpenMP
 The first member early-stops on the validation split; the others train as many epochs as its best. At once,
 they cannot wait for that number: each trains the full `epochs` keeping its state after every epoch, and the
 state after the first member's best epoch is the one kept (a run of k epochs is the first k of a longer run:
-nothing in a step depends on how many epochs follow). On a GPU, or a single core, the members train in
-turn as before.
+nothing in a step depends on how many epochs follow). On a GPU, or a single core, or where those states would
+take more than a GiB (MovieLens: 20 states of 0.8 MB), the members train in turn as before.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from dataclasses import replace
 from multiprocessing import get_context
 
 import torch
+
+KEEP_STATES_BYTES = 2**30
 
 
 def runs_at_once(n_jobs: int) -> bool:
@@ -52,11 +54,17 @@ def fit_all(jobs: list[dict]) -> list[tuple]:
             os.environ["OMP_WAIT_POLICY"] = before
 
 
+def _kept_bytes(n_items: int, cfg) -> int:
+    """About what the other members' states after every epoch hold (float32 item table and blocks)."""
+    return (cfg.members - 1) * cfg.epochs * 4 * (n_items * cfg.dim + cfg.layers * 12 * cfg.dim ** 2)
+
+
 def fit_members(seqs: list[list[int]], vocab, cfg, full: bool, val, progress: bool, say) -> tuple[list, float, int]:
     """`cfg.members` models (seeds seed, seed + 1, ...): the first early-stopped on `val`, the others trained
-    as many epochs as its best. Returns (members, the first one's validation NDCG@10, its best epoch)."""
+    as many epochs as its best. Returns (members, the first one's validation NDCG@10, its best epoch). In turn
+    where the others' states would take more than KEEP_STATES_BYTES (a catalogue of millions of items)."""
     job = dict(seqs=seqs, vocab=vocab, full=full)
-    if not runs_at_once(cfg.members):
+    if not runs_at_once(cfg.members) or _kept_bytes(len(vocab), cfg) > KEEP_STATES_BYTES:
         model, best, best_epoch, _ = _run(torch.get_num_threads(), dict(job, cfg=cfg, val=val, progress=progress))
         others = fit_all([dict(job, cfg=replace(cfg, seed=cfg.seed + i), epochs=best_epoch, progress=progress)
                           for i in range(1, cfg.members)])

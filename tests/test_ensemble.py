@@ -93,3 +93,18 @@ def test_the_state_after_epoch_k_of_a_longer_run_is_a_k_epoch_run():
     assert len(states) == 4
     torch.testing.assert_close(states[1], two.state_dict(), atol=0, rtol=0)
     assert not torch.equal(states[3]["item_emb.weight"], two.item_emb.weight)
+
+
+def test_members_train_in_turn_where_their_kept_states_would_not_fit(monkeypatch):
+    """A catalogue of millions of items: the other members' per-epoch states would take more than a GiB."""
+    model = SeqRec(SeqRecConfig(n_items=3, **SMALL))
+    started = []
+    monkeypatch.setattr(parallel, "runs_at_once", lambda n: True)
+    monkeypatch.setattr(parallel, "fit_all", lambda jobs: started.append(jobs) or
+                        [(model, 0.5, 2, [model.state_dict()] * 20)] * len(jobs))
+    monkeypatch.setattr(parallel, "_run", lambda threads, job: (model, 0.5, 2, None))
+    cfg = TrainConfig(epochs=20, members=2, dim=64, layers=2)
+    parallel.fit_members([], Vocab([f"i{i}" for i in range(5_000_000)]), cfg, False, None, False, print)
+    assert [job["epochs"] for job in started[0]] == [2]              # the other member after the first, its best
+    parallel.fit_members([], Vocab([f"i{i}" for i in range(1_000)]), cfg, False, None, False, print)
+    assert [job.get("keep_states") for job in started[1]] == [None, True]   # at once, states kept
