@@ -224,8 +224,9 @@ def fit_window(events: list[Interaction], vocab: Vocab, cfg: TrainConfig, progre
     fit_seqs = [vocab.encode([x.item for x in xs]) for xs in earlier.values()]
     full = len(vocab) <= cfg.full_softmax_items
     say = log or (lambda *_: None)
+    cfg = replace(cfg, mask_seen=masks_seen(cfg.mask_seen, fit_seqs))    # once for the fit and the fine-tuning
     say(f"{len(vocab) - 1} items; {'full' if full else 'sampled'} softmax"
-        f"{' without the seen items (no repeats)' if full and masks_seen(cfg.mask_seen, fit_seqs) else ''}; validation "
+        f"{' without the seen items (no repeats)' if full and cfg.mask_seen else ''}; validation "
         f"{len(val_t)} events (last {cfg.val_frac:.0%} of the training window)")
     members, best, best_epoch = fit_members(fit_seqs, vocab, cfg, full, (val_h, val_t), progress, say)
     if len(members) > 1:
