@@ -147,3 +147,28 @@ def test_validation_backtests_the_warm_up_part_only(tmp_path):
     rep = json.loads((out / "metrics.json").read_text())
     assert rep["events"] == 160 and rep["warmup_events"] == 128 and rep["evaluated"] == 32
     assert rep["catalog_items_seen"] == 7                       # 999 never came in
+
+
+@pytest.mark.integration
+def test_systems_in_processes_of_their_own_give_the_same_report(stack):
+    """`parallel`: the baselines and recstream (with its learned ranker) replay the log in two processes at once;
+    every figure of every system, candidate recall and the row order are those of one process. A group's failure
+    in its own process is raised here, with its cause."""
+    from dataclasses import replace
+
+    from schemas import validate_event
+    from stream.data.synth import SynthConfig, SynthShop
+    shop = SynthShop(SynthConfig(n_users=150, n_items=200, n_events=2500, seed=11))
+    events = sorted((validate_event({**e, "ts": e["ts"] // 600_000 * 600_000}) for e in shop.events()),
+                    key=lambda e: e.ts)    # in 10-minute steps: events before the split share its time
+    cfg = BacktestConfig(warmup_frac=0.6, systems=("most_popular", "covisit_sym", "recent_items", "river_mf",
+                                                   "recstream"), rankers=("gbdt",), parallel=False)
+    one = run_backtest(events, shop.items, cfg, redis_url=stack[1])
+    two = run_backtest(events, shop.items, replace(cfg, parallel=True), redis_url=stack[1])
+    assert one["evaluated"] > 800 and list(one["systems"]) == list(two["systems"])
+    assert len(one["systems"]) == 6          # 4 baselines, recstream, recstream+gbdt
+    for key in ("systems", "over_time", "candidate_recall", "rankers", "ndcg@10_ratio_to_best_baseline"):
+        assert one[key] == two[key], key
+    with pytest.raises(RuntimeError, match="unknown system 'no_such_baseline'"):
+        run_backtest(events, shop.items, replace(cfg, parallel=True, systems=("no_such_baseline", "recstream")),
+                     redis_url=stack[1])

@@ -57,6 +57,8 @@ def test_onnx_scorer_maps_ids_and_leaves_unknown_items_unscored(tiny, tmp_path):
     reg, v = register(tmp_path, model, path)
     scorer = OnnxScorer(reg.path(v))
     assert scorer.provider == "CPUExecutionProvider" and scorer.version == v
+    # its thread pool sleeps between runs (a spinning pool took a second core from every other process)
+    assert scorer.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     batch = CandidateBatch(["u1", "u2"], [["i3", "zzz", "i5"], ["i7"]],
                            [np.ones((3, W)), np.ones((1, W))], [["i2", "i1"], []])
     got = scorer.predict(batch)

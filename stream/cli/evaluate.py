@@ -34,7 +34,7 @@ def cmd_backtest(s: Settings, args) -> int:
                          seed=args.seed, systems=tuple(args.systems.split(",")) if args.systems else BacktestConfig.systems,
                          rankers=tuple(r for r in args.rankers.split(",") if r), encoder_dir=args.encoder_dir,
                          explore=args.explore, retrain_every_s=args.retrain_every, retrain_epochs=args.retrain_epochs,
-                         ranker_warmup_frac=args.ranker_warmup_frac, holdout=args.holdout)
+                         ranker_warmup_frac=args.ranker_warmup_frac, holdout=args.holdout, parallel=args.parallel)
     if args.retrain_every and not args.model_dir:
         print("recstream backtest: --retrain-every retrains the promoted model of --model-dir (train one with "
               "`recstream train --events LOG --test-frac 1-WARMUP --promote`)", file=sys.stderr)
@@ -109,6 +109,10 @@ def register(sub) -> None:
                     help="also run recstream with its model retrained every DURATION of event time (30m, 1h, 30d) "
                     "on the events revealed so far, warm-started, beside the frozen model; reports the ratio")
     bt.add_argument("--retrain-epochs", type=int, default=2, help="epochs of each warm-started retrain (default 2)")
+    bt.add_argument("--one-process", dest="parallel", action="store_const", const=False, default=None,
+                    help="replay every system in this process (by default, with 2+ cores and a log long enough to "
+                    "repay starting processes, the baselines, recstream and a retrained twin each replay it in a "
+                    "process of their own, at once: the same figures, sooner)")
     bt.add_argument("--redis-url", help="use this Redis (default: a private redis-server for the run)")
     bt.add_argument("--limit", type=int)
     bt.add_argument("--validation", action="store_true",

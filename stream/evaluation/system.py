@@ -129,11 +129,15 @@ class RecstreamSystem:
             self.client.unlink(*keys[i: i + 10_000])
 
 
-def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, model_dir: str | None):
-    """name -> system, and the most-popular model the co-visitation and MF fallbacks share."""
+def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, model_dir: str | None,
+                 only: frozenset | None = None):
+    """name -> system (those named in `only`, else all), and the most-popular model the co-visitation and MF
+    fallbacks share."""
     popular = MostPopular()
     systems = {}
     for name in cfg.systems:
+        if name != "recstream" and only is not None and name not in only:
+            continue
         if name == "most_popular":
             systems[name] = popular
         elif name == "trending":
@@ -152,10 +156,11 @@ def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, 
             args = (redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen, cfg.rankers,
                     cfg.encoder_dir, cfg.explore)
             learn = not cfg.challenger          # a shadow check compares two models, not two learned weights
-            systems[name] = RecstreamSystem(*args, learn_blend=learn, holdout=cfg.holdout)
-            if cfg.retrain_every_s:
+            if only is None or name in only:
+                systems[name] = RecstreamSystem(*args, learn_blend=learn, holdout=cfg.holdout)
+            if cfg.retrain_every_s and (only is None or name + RETRAINED in only):
                 systems[name + RETRAINED] = RecstreamSystem(*args, label=RETRAINED, holdout=cfg.holdout)
-            if cfg.challenger:
+            if cfg.challenger and (only is None or name + CANDIDATE in only):
                 systems[name + CANDIDATE] = RecstreamSystem(*args, label=CANDIDATE, model_path=cfg.challenger,
                                                             learn_blend=False)
         else:
