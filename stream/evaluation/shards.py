@@ -24,6 +24,8 @@ from tqdm import tqdm
 from stream.evaluation.system import CANDIDATE, RETRAINED
 from stream.secrets import RedactingFilter, install_redaction
 
+log = logging.getLogger("recstream.backtest")
+
 PARALLEL_MIN_EVENTS = 20_000
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -57,19 +59,15 @@ def run_shards(replay_log, events, items, cfg, redis_url, model_dir, progress: b
     if not parallel(cfg, len(events), len(gs)):
         return replay_log(events, items, cfg, redis_url, model_dir, progress)
     here = next((i for i, g in enumerate(gs) if "recstream" in g), 0)
-    root = logging.getLogger()
-    secrets = sorted({s for h in root.handlers for f in h.filters if isinstance(f, RedactingFilter) for s in f.secrets})
-    ctx, children = multiprocessing.get_context("spawn"), {}
+    children = {}
     try:
         for i, g in enumerate(gs):
             if i != here:
-                receive, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_replay_group, name=f"backtest-{'+'.join(sorted(g))}", args=(
-                    send, root.getEffectiveLevel(), secrets, events, items, cfg, redis_url, model_dir, g))
-                proc.start()
-                send.close()
-                children[i] = (proc, receive)
+                children[i] = _start(g, (events, items, cfg, redis_url, model_dir, g))
         replay, retrains = replay_log(events, items, cfg, redis_url, model_dir, progress, gs[here])
+        waiting = [proc.name for proc, _ in children.values() if proc.is_alive()]
+        if waiting:
+            log.info("this process's replay is done; waiting for %s", ", ".join(waiting))
         parts = {i: _result(proc, receive) for i, (proc, receive) in children.items()}
     finally:
         for proc, _ in children.values():
@@ -88,16 +86,29 @@ def run_shards(replay_log, events, items, cfg, redis_url, model_dir, progress: b
     return replay, retrains
 
 
+def _start(group: frozenset, args: tuple):
+    """A spawned process replaying `group` (`_replay_group`); returns (it, the end of the pipe it answers on)."""
+    root = logging.getLogger()
+    secrets = sorted({s for h in root.handlers for f in h.filters if isinstance(f, RedactingFilter) for s in f.secrets})
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    name = next(iter(group)) if len(group) == 1 else "the baselines"
+    proc = ctx.Process(target=_replay_group, name=name, args=(send, root.getEffectiveLevel(), secrets, *args))
+    proc.start()
+    send.close()
+    return proc, receive
+
+
 def _result(proc, receive):
     """A child's (tracks, events evaluated, retrains); its error, raised here, if it failed."""
     try:
         ok, value = receive.recv()
     except EOFError:
         proc.join()
-        raise RuntimeError(f"the backtest's process {proc.name} ended without a result (exit code "
+        raise RuntimeError(f"the backtest's process for {proc.name} ended without a result (exit code "
                            f"{proc.exitcode})") from None
     if not ok:
-        raise RuntimeError(f"the backtest's process {proc.name} failed:\n{value}")
+        raise RuntimeError(f"the backtest's process for {proc.name} failed:\n{value}")
     return value
 
 
