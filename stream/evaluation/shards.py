@@ -8,8 +8,12 @@ one process gives (tested), in the time of the slowest group where there are cor
 
 The groups: the baselines; recstream (this process: its report, candidate recall, progress bar); recstream
 retrained at event time (with its retrain job); recstream with a candidate model (a retrain's shadow check).
-Processes start by `spawn` (onnxruntime, LightGBM and torch hold thread pools a fork would copy half-made) and
-take a few seconds to import, so a log shorter than PARALLEL_MIN_EVENTS replays in one process.
+Processes start by `spawn` (onnxruntime, LightGBM and torch hold thread pools a fork would copy half-made); a
+start (imports, the log pickled across, the systems built) is a cost a short log does not repay, so a log
+shorter than PARALLEL_MIN_EVENTS replays in one process (the REES46 head's first 3,000 events: 28.3 / 29.2 s
+against 28.1 / 27.3 in one process; its first 8,000: 38.5 / 39.7 against 46.4 / 40.7; all 17,434: 46.9 / 45.0
+against 50.2 / 48.6, in turn). A group that fails is reported, with its traceback, once this process's own
+replay is done.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from stream.secrets import RedactingFilter, install_redaction
 
 log = logging.getLogger("recstream.backtest")
 
-PARALLEL_MIN_EVENTS = 20_000
+PARALLEL_MIN_EVENTS = 10_000
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
