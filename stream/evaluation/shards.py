@@ -25,7 +25,7 @@ import traceback
 
 from tqdm import tqdm
 
-from stream.evaluation.system import CANDIDATE, RETRAINED
+from stream.evaluation.system import recstream_names
 from stream.secrets import RedactingFilter, install_redaction
 
 log = logging.getLogger("recstream.backtest")
@@ -37,14 +37,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def groups(cfg) -> list[frozenset]:
     """The groups of system names, in the order a single process builds them (the report's row order)."""
     baselines = frozenset(n for n in cfg.systems if n != "recstream")
-    out = [baselines] if baselines else []
-    if "recstream" in cfg.systems:
-        out.append(frozenset({"recstream"}))
-        if cfg.retrain_every_s:
-            out.append(frozenset({"recstream" + RETRAINED}))
-        if cfg.challenger:
-            out.append(frozenset({"recstream" + CANDIDATE}))
-    return out
+    recstream = [frozenset({n}) for n in recstream_names(cfg)] if "recstream" in cfg.systems else []
+    return ([baselines] if baselines else []) + recstream
 
 
 def parallel(cfg, n_events: int, n_groups: int) -> bool:

@@ -129,6 +129,13 @@ class RecstreamSystem:
             self.client.unlink(*keys[i: i + 10_000])
 
 
+def recstream_names(cfg: BacktestConfig) -> list[str]:
+    """The recstream systems of a backtest with "recstream" among its systems: itself, its twin retrained at
+    event time (`retrain_every_s`), its twin with a candidate model (`challenger`, a shadow check)."""
+    return (["recstream"] + (["recstream" + RETRAINED] if cfg.retrain_every_s else [])
+            + (["recstream" + CANDIDATE] if cfg.challenger else []))
+
+
 def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, model_dir: str | None,
                  only: frozenset | None = None):
     """name -> system (those named in `only`, else all), and the most-popular model the co-visitation and MF
@@ -156,13 +163,12 @@ def make_systems(cfg: BacktestConfig, items: list[dict], redis_url: str | None, 
             args = (redis_url, items, model_dir, cfg.k_request, cfg.seed, cfg.exclude_seen, cfg.rankers,
                     cfg.encoder_dir, cfg.explore)
             learn = not cfg.challenger          # a shadow check compares two models, not two learned weights
-            if only is None or name in only:
-                systems[name] = RecstreamSystem(*args, learn_blend=learn, holdout=cfg.holdout)
-            if cfg.retrain_every_s and (only is None or name + RETRAINED in only):
-                systems[name + RETRAINED] = RecstreamSystem(*args, label=RETRAINED, holdout=cfg.holdout)
-            if cfg.challenger and (only is None or name + CANDIDATE in only):
-                systems[name + CANDIDATE] = RecstreamSystem(*args, label=CANDIDATE, model_path=cfg.challenger,
-                                                            learn_blend=False)
+            kwargs = {name: dict(learn_blend=learn, holdout=cfg.holdout),
+                      name + RETRAINED: dict(label=RETRAINED, holdout=cfg.holdout),
+                      name + CANDIDATE: dict(label=CANDIDATE, model_path=cfg.challenger, learn_blend=False)}
+            for rs in recstream_names(cfg):
+                if only is None or rs in only:
+                    systems[rs] = RecstreamSystem(*args, **kwargs[rs])
         else:
             raise ValueError(f"unknown system {name!r}")
     return systems, popular
