@@ -197,3 +197,30 @@ def test_the_workers_item_statistics_cache_reads_only_what_is_stale_and_stays_ex
     redis_client.zadd(keys.pop(), {"a": 12.0})
     next_epoch = (epoch + 1) * 64 * hl * 1000 + 1          # a new epoch's key: nothing of the old one is kept
     assert cache.read(redis_client, keys, hl, ["a"], next_epoch) == {"a": (12.0, 0.0, 0.0, 0.0)}
+
+
+def test_a_backtests_item_statistics_cache_stays_exact_as_its_pipeline_writes(redis_client):
+    """`keep_item_stats(None)`: every read equals reading afresh (`item_stats`) as the pipeline's own shared
+    writes move popularity, trend and the ratings' totals; only items nobody wrote are served from memory."""
+    from dataclasses import replace
+
+    from stream.core.candidates.gather import item_stats
+    prefix = "rs:isx:"
+    redis_client.delete(*redis_client.keys(prefix + "*") or ["-"])
+    sh, events = _shop(1200, seed=8)
+    events = [replace(e, context={**(e.context or {}), "rating": float(1 + n % 5)}) for n, e in enumerate(events)]
+    p = Pipeline(redis_client, prefix)
+    p.keep_item_stats(None)
+    keys, hl = p.profiles.keys, p.profiles.cfg.trend_half_life_s
+    items = sorted({e.item_id for e in events if e.item_id})
+    reads = []
+    for a in range(0, len(events), 200):
+        p.apply(Ingested(events[a:a + 200], _origins(events[a:a + 200], a)))
+        now = events[min(a + 200, len(events)) - 1].ts
+        got = p.stats_cache.read(redis_client, keys, hl, items, now)
+        assert got == item_stats(redis_client, keys, hl, items, now)
+        reads.append(got)
+    assert reads[-1] != reads[0] and any(v[2] != 0.0 for v in reads[-1].values())   # counts and ratings moved
+    redis_client.zincrby(keys.pop(), 5.0, items[0])           # a write not made through the pipeline ...
+    cached = p.stats_cache.read(redis_client, keys, hl, items[:1], now)[items[0]]
+    assert cached[0] == reads[-1][items[0]][0]                # ... is not seen: the entry came from memory

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 from stream.config.settings import Settings
-from stream.core.candidates.gather import ItemStatsCache
 from stream.core.content import ContentEncoder, ContentStore
 from stream.core.experiments import HOLDOUT_VARIANT, Experiment, OutcomeJoin
 from stream.core.pipeline import Pipeline
@@ -77,7 +76,7 @@ def build_pipeline(s: Settings, group_id: str | None = None, *, init_store: bool
                         guard=guard, profile_cfg=ProfileConfig(covis_cap=s.covis_cap,
                                                                   cache_ids=s.profile_cache_ids))
     if s.stats_max_age_ms > 0:
-        pipeline.stats_cache = ItemStatsCache(s.stats_max_age_ms / 1000)
+        pipeline.keep_item_stats(s.stats_max_age_ms / 1000)
     if s.ranker != "off" and ranker:
         online = make_ranker(s.ranker, window_s=s.ranker_window_s, background_fit=True)
         pipeline.keeper = RankerKeeper(online, RankerCheckpoint(pipeline.client, s.key_prefix, group_id or s.group_id,

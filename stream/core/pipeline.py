@@ -22,7 +22,7 @@ import redis
 from stream.core import emit
 from stream.core.asking import Asking
 from stream.core.candidates import BatchContext, CandidateSource, default_sources
-from stream.core.candidates.gather import gather, item_stats
+from stream.core.candidates.gather import ItemStatsCache, gather, item_stats
 from stream.core.ranking.gate import list_gains
 from stream.core.ranking.rank import RankConfig, drop_set, top_k
 from stream.core.scoring import CandidateBatch, FallbackScorer, Scorer, scored
@@ -214,6 +214,14 @@ class Pipeline(Wiring, Asking):
                 log.debug("observer %s not run ahead (%s: %s)", type(obs).__name__, type(exc).__name__, exc)
                 return n
         return len(self.observers)
+
+    def keep_item_stats(self, max_age_s: float | None) -> None:
+        """Item statistics kept between batches (`ItemStatsCache`): for `max_age_s` of wall time (a worker,
+        beside other writers), or (None) exactly, each forgotten when this pipeline writes it (a backtest's
+        system, the only writer of its key space)."""
+        self.stats_cache = ItemStatsCache(max_age_s)
+        if max_age_s is None:
+            self.profiles.written = self.stats_cache.forget
 
     def _item_stats(self, scorer: Scorer, batch: CandidateBatch) -> None:
         if (scorer.needs_item_stats or self.explorer_for(scorer) is not None) and batch.item_stats is None:

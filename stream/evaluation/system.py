@@ -37,6 +37,7 @@ class RecstreamSystem:
         self.label = label            # appended to every variant's name: "recstream+gbdt (retrained)"
         self.pipeline = assemble(self.client, self.prefix, rank_cfg=RankConfig(k=k), model_dir=model_dir,
                                  encoder_dir=encoder_dir, explore=explore, load_embeddings=False)
+        self.pipeline.keep_item_stats(None)       # the only writer of its key space: cached, still exact
         if not learn_blend:           # a shadow check compares models, each at the scorer's fixed weight
             self.pipeline.learn_blend, self.pipeline.blend = False, None
         if model_path:                # a given model version instead of the registry's promoted one

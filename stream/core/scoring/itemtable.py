@@ -29,7 +29,7 @@ def _ids(values: list, index: dict) -> np.ndarray:
 class ItemTable:
     """One row per item: category and brand ids (`cats` / `brands`: name -> id), log price (NaN where
     unknown), all-time popularity and trend (already scaled), its ratings' mean against all items' (shrunk,
-    `gather._read_stats`) and how many ratings it has (zeros without)."""
+    `gather._read_raw`) and how many ratings it has (zeros without)."""
     cat: np.ndarray
     brand: np.ndarray
     cats: dict

@@ -121,6 +121,7 @@ class ProfileStore:
         c = cfg
         self.guard = guard
         self.shared = SharedStats(client, prefix, c.trend_half_life_s, c.covis_cap)
+        self.written = None           # called with the items of every shared write (an exact statistics cache)
         self._head = [int(c.affinity_half_life_s * 1000), c.max_seq, c.covis_n, c.seen_cap,
                       int(c.session_gap_s * 1000), c.max_affinities, c.bot_per_min]
         if guard and init_store and not self.is_live():
@@ -231,7 +232,11 @@ class ProfileStore:
             if m is not None and m.offset >= 0:
                 src = f"{m.topic}|{m.partition}"
                 newest[src] = max(newest.get(src, -1), m.offset)
+        fed = [f for snap in snaps.values() for f in snap.fed]
         try:
-            return self.shared.write([f for snap in snaps.values() for f in snap.fed], newest)
+            return self.shared.write(fed, newest)
         except redis.RedisError as exc:
             raise translate_redis(exc, "add the shared statistics") from exc
+        finally:                      # (a write that failed part-way may have added some of them)
+            if self.written is not None:
+                self.written({f.item for f in fed})
